@@ -20,12 +20,14 @@ class SamplingSettings:
     response_prefix: str
 
 
-def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int, max_lora_rank: int,
+def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int, enforce_eager: bool,
+                  max_lora_rank: int,
                   kv_cache_gb: float, gpu_memory_utilization: float, tensor_parallel_size: int) -> dict:
     """vLLM ``LLM(...)`` arguments; the same on CPU and GPU apart from the memory knob."""
     kwargs = dict(model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
                   enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
-                  tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True)
+                  tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True,
+                  enforce_eager=enforce_eager)
     if kv_cache_gb > 0:
         # On CPU vLLM sizes the KV cache from free RAM minus its own RSS, which fails for small
         # shares; an explicit size is predictable.

@@ -43,7 +43,7 @@ def build_backend(config: Config, timeout_s: float | None = None) -> DockerBacke
 
 
 def start_llm_server(config: Config, model_path: str, run_dir: Path):
-    """Return (actor or None, base_url, api_key) for the executor LLM."""
+    """Return (actor or None, base_url or a ref to it, api_key) for the executor LLM."""
     llm = config.executor_llm
     if llm.backend == "openai":
         if not llm.base_url:
@@ -55,13 +55,14 @@ def start_llm_server(config: Config, model_path: str, run_dir: Path):
     actor = ray.remote(num_cpus=llm.num_cpus, num_gpus=llm.num_gpus)(LLMServer).remote(
         model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
         kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
-        log_path=str((run_dir / "logs" / "executor_llm.log").resolve()))
-    return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
+        enforce_eager=llm.enforce_eager, log_path=str((run_dir / "logs" / "executor_llm.log").resolve()))
+    return actor, actor.start.remote(), "EMPTY"  # a local vLLM server takes any key
 
 
 def start_generators(config: Config, model_path: str) -> list:
     g = config.generator
     kwargs = engine_kwargs(model_path, seed=g.seed, dtype=g.dtype, max_model_len=g.max_model_len,
+                           enforce_eager=g.enforce_eager,
                            max_lora_rank=g.max_lora_rank, kv_cache_gb=g.kv_cache_gb,
                            gpu_memory_utilization=g.gpu_memory_utilization,
                            tensor_parallel_size=g.tensor_parallel_size)
@@ -74,7 +75,9 @@ def start_generators(config: Config, model_path: str) -> list:
 def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
     llm = config.executor_llm
     server, base_url, api_key = start_llm_server(config, model_path, run_dir)
-    generators = start_generators(config, model_path)
+    generators = start_generators(config, model_path)  # engines start while the server does
+    if isinstance(base_url, ray.ObjectRef):
+        base_url = ray.get(base_url)
     model_name = llm.model or config.model.served_name
     executor_cls = ray.remote(num_cpus=config.sandbox.executor_num_cpus,
                               max_concurrency=config.sandbox.max_concurrency)(Executor)

@@ -31,13 +31,14 @@ class LLMServer:
     """Plain class; ``actors.launch`` wraps it as a Ray actor. ``start()`` returns the base URL."""
 
     def __init__(self, model_path: str, served_name: str, *, host: str, max_model_len: int,
-                 kv_cache_gb: float, gpu_memory_utilization: float, log_path: str):
+                 kv_cache_gb: float, gpu_memory_utilization: float, enforce_eager: bool, log_path: str):
         self.model_path = model_path
         self.served_name = served_name
         self.host = host
         self.max_model_len = max_model_len
         self.kv_cache_gb = kv_cache_gb
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.enforce_eager = enforce_eager
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
         self.base_url = ""
@@ -52,6 +53,8 @@ class LLMServer:
             argv += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         else:
             argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.enforce_eager:
+            argv.append("--enforce-eager")
         return argv
 
     def start(self, timeout_s: float = 600.0) -> str:

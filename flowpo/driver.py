@@ -131,13 +131,14 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
         base_model=model_path, out_dir=str(out_dir.resolve()), init_adapter=init_adapter, beta=t.beta,
         epochs=t.epochs, learning_rate=t.learning_rate, grad_accum_steps=t.grad_accum_steps,
         max_seq_len=t.max_seq_len, lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-        target_modules=tuple(t.target_modules), seed=t.seed, use_gpu=t.use_gpu)
+        target_modules=tuple(t.target_modules), seed=t.seed, use_gpu=t.use_gpu, bf16=t.bf16)
     print(f"round {round_index}: training on {len(pairs)} pairs with {t.num_workers} Ray Train worker(s)")
     metrics = train_adapter(pairs, settings, num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker,
                             storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
     loss = float(metrics.get("loss", math.nan))
-    log.event("train", round=round_index, pairs=len(pairs), adapter=str(out_dir),
-              **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    worker_metrics["pairs_per_worker"] = worker_metrics.pop("pairs", 0)
+    log.event("train", round=round_index, pairs=len(pairs), adapter=str(out_dir), **worker_metrics)
     return len(pairs), loss, str(out_dir.resolve())
 
 
@@ -148,6 +149,14 @@ def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs
     return RoundSummary(round=round_index, adapter=adapter, workflows=len(samples), valid=valid,
                         scored=len(scored), mean_score=sum(scored) / len(scored) if scored else 0.0,
                         pairs=pairs, loss=loss)
+
+
+def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
+    """Log-prob of one fixed workflow under the base model and the new adapter: proof it is served."""
+    wf = sample.execution.workflow
+    base, tuned = ray.get([generator.sequence_logprob.remote(wf.prompt, wf.completion, "base"),
+                           generator.sequence_logprob.remote(wf.prompt, wf.completion, version)])
+    return {"probe_logprob_base": base, "probe_logprob_adapter": tuned}
 
 
 def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, model_path: str) -> list[RoundSummary]:
@@ -167,7 +176,8 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
         if new_adapter:
             adapter_path, adapter_version = new_adapter, f"round-{round_index}"
             ray.get([g.load_adapter.remote(adapter_version, adapter_path) for g in actors.generators])
-            log.event("adapter_loaded", round=round_index, adapter=adapter_version, path=adapter_path)
+            log.event("adapter_loaded", round=round_index, adapter=adapter_version, path=adapter_path,
+                      **adapter_probe(actors.generators[0], samples[0], adapter_version))
     return summaries
 
 

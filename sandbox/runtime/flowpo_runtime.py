@@ -14,6 +14,7 @@ The workflow's own prints go to stderr so they cannot forge protocol lines.
 """
 import asyncio
 import json
+import linecache
 import os
 import re
 import sys
@@ -148,8 +149,10 @@ def load_workflow(code, llm):
     if not code.strip():
         raise ValueError("no workflow code (no <graph> block in the generator's answer)")
     namespace = dict(OPERATORS)
+    # So that tracebacks can quote the workflow's own lines.
+    linecache.cache["<workflow>"] = (len(code), None, code.splitlines(True), "<workflow>")
     try:
-        exec(compile(code, "<workflow>", "exec"), namespace)
+        exec(compile(code, "<workflow>", "exec"), namespace)  # noqa: S102 - sandboxed by design
     except SyntaxError as exc:
         raise ValueError(f"syntax error: {exc.msg} (line {exc.lineno})") from None
     except Exception as exc:
@@ -175,6 +178,14 @@ def as_answer(value):
     return value if isinstance(value, str) else str(value)
 
 
+def describe_crash(exc):
+    """The exception and the workflow lines it passed through (not the runtime's frames)."""
+    frames = [f"line {f.lineno}: {f.line or ''}".strip()
+              for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<workflow>"]
+    where = f" (workflow {'; '.join(frames[-2:])})" if frames else ""
+    return ("".join(traceback.format_exception_only(type(exc), exc)).strip() + where)[-2000:]
+
+
 async def run(start, protocol):
     try:
         workflow = load_workflow(start["code"], LLM(protocol))
@@ -188,8 +199,7 @@ async def run(start, protocol):
     except LLMError as exc:
         return {"status": "llm_error", "answer": "", "error": str(exc)}
     except Exception as exc:
-        tail = traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
-        return {"status": "crash", "answer": "", "error": "".join(tail)[-2000:]}
+        return {"status": "crash", "answer": "", "error": describe_crash(exc)}
     return {"status": "ok", "answer": as_answer(value), "error": ""}
 
 

@@ -1,0 +1,98 @@
+"""Shared fixtures. A missing component skips locally with how to get it; in CI (CI=true) it fails,
+since only GPU tests may skip there."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flowpo.config import DEFAULT_MODEL_DIR
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(ok: bool, what: str) -> None:
+    if not ok:
+        (pytest.fail if IN_CI else pytest.skip)(f"{what} (run `make setup`)")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> str:
+    from flowpo.model import is_model_dir
+
+    path = Path(DEFAULT_MODEL_DIR).expanduser()
+    require(is_model_dir(path), f"the embedded model is not converted at {path}")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def docker_backend():
+    from flowpo.errors import FlowPOError
+    from sandbox.docker_backend import DockerBackend, SandboxLimits
+
+    backend = DockerBackend("flowpo-sandbox:latest", SandboxLimits(timeout_s=20, memory_mb=256, pids_limit=64))
+    try:
+        backend.check()
+    except FlowPOError as exc:
+        require(False, str(exc))
+    return backend
+
+
+@pytest.fixture(scope="session")
+def vllm_available() -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        require(False, "vLLM is not installed")
+
+
+@pytest.fixture(scope="session")
+def executor_llm_url(model_dir, vllm_available, tmp_path_factory):
+    """A real vLLM OpenAI-compatible server on loopback, serving the embedded model."""
+    from actors.llm_server import LLMServer
+
+    log = tmp_path_factory.mktemp("llm") / "server.log"
+    server = LLMServer(model_dir, "flowpo-executor", host="127.0.0.1", max_model_len=2048, kv_cache_gb=0.5,
+                       gpu_memory_utilization=0.9, enforce_eager=True, log_path=str(log))
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(model_dir, tmp_path_factory) -> str:
+    """A tiny random-weight Llama with the real SmolLM2 tokenizer: fast learner tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    yield
+    ray.shutdown()
+
+
+def docker_names(prefix: str = "flowpo-sbx-") -> list[str]:
+    import subprocess
+
+    if not shutil.which("docker"):
+        return []
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
