@@ -3,7 +3,6 @@ since only GPU tests may skip there."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -86,13 +85,3 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
     yield
     ray.shutdown()
-
-
-def docker_names(prefix: str = "flowpo-sbx-") -> list[str]:
-    import subprocess
-
-    if not shutil.which("docker"):
-        return []
-    out = subprocess.run(["docker", "ps", "-a", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.split()
