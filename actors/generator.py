@@ -49,6 +49,10 @@ class Generator:
         self._adapters = {}  # version -> LoRARequest
         self.version = BASE
 
+    def shutdown(self) -> None:
+        """Stop the engine's worker processes now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def ready(self) -> str:
         return self.version
 

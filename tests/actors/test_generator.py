@@ -16,7 +16,9 @@ def generator(model_dir, vllm_available):
                            max_lora_rank=8, kv_cache_gb=0.5, gpu_memory_utilization=0.9, tensor_parallel_size=1)
     sampling = SamplingSettings(k=3, temperature=0.8, top_p=0.95, max_tokens=48, stop=("</graph>",),
                                 response_prefix=PREFIX)
-    return Generator(kwargs, sampling)
+    generator = Generator(kwargs, sampling)
+    yield generator
+    generator.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,45 @@
+"""Driver pieces that need no actors: round summaries, pair candidates, the no-pair round."""
+import json
+
+from flowpo.config import Config
+from flowpo.driver import candidates_of, summarize, train_round
+from flowpo.records import Execution, ScoredSample, Workflow
+from flowpo.runlog import RunLog
+
+
+def sample(index, score, failure=""):
+    wf = Workflow(problem_id="HumanEval/23", round=1, sample_index=index, adapter="base", prompt="P",
+                  completion=f"c{index}", code="class Workflow: ...", generate_s=0.1)
+    ex = Execution(workflow=wf, answer="a", failure=failure, error="", llm_calls=1, prompt_tokens=5,
+                   completion_tokens=7, execute_s=1.0)
+    return ScoredSample(ex, score=score, evaluate_s=0.5)
+
+
+def test_round_without_pairs_skips_training_and_says_so(tmp_path, capsys):
+    log = RunLog(tmp_path)
+    samples = [sample(0, 0.0), sample(1, 0.0, "crash"), sample(2, None, "llm_error")]
+    assert train_round(1, samples, Config(), log, "unused-model", "") == (0, None, "")
+    assert "training skipped" in capsys.readouterr().out
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "train_skipped" and events[-1]["round"] == 1
+    assert not (tmp_path / "adapters").exists()
+
+
+def test_unscored_samples_are_not_candidates():
+    cands = candidates_of([sample(0, 1.0), sample(1, None, "sandbox_error"), sample(2, 0.0)])
+    assert [c.completion for c in cands] == ["c0", "c2"]
+
+
+def test_summary_counts_valid_and_mean_over_scored_only():
+    samples = [sample(0, 1.0), sample(1, 0.0, "invalid_workflow"), sample(2, None, "llm_error"), sample(3, 0.0)]
+    summary = summarize(1, "base", samples, pairs=2, loss=0.5)
+    assert (summary.workflows, summary.valid, summary.scored) == (4, 3, 3)
+    assert abs(summary.mean_score - 1 / 3) < 1e-12
+    assert "3/4 valid workflows" in summary.line() and "loss 0.5000" in summary.line()
+
+
+def test_sample_log_line_has_the_contract_fields():
+    line = sample(0, 1.0).to_log()
+    assert {"problem_id", "round", "adapter", "workflow", "answer", "score", "failure", "timings"} <= set(line)
+    assert line["timings"] == {"generate_s": 0.1, "execute_s": 1.0, "evaluate_s": 0.5}
+    json.dumps(line)
