@@ -19,6 +19,9 @@ class Executor:
         return True
 
     async def execute(self, workflow: Workflow, problem: Problem) -> Execution:
+        if workflow.invalid_reason:  # rejected statically: no sandbox needed
+            return Execution(workflow=workflow, answer="", failure="invalid_workflow", error=workflow.invalid_reason,
+                             llm_calls=0, prompt_tokens=0, completion_tokens=0, execute_s=0.0)
         usage = {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
         async def ask_llm(messages: list) -> dict:

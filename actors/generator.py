@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flowpo.prompts import extract_workflow, workflow_messages
 from flowpo.records import Problem, Workflow
+from flowpo.validate import validate_workflow
 
 BASE = "base"
 
@@ -18,6 +19,7 @@ class SamplingSettings:
     max_tokens: int
     stop: tuple[str, ...]
     response_prefix: str
+    max_attempts: int = 1  # generations per sample slot while the workflow stays invalid
 
 
 def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int, enforce_eager: bool,
@@ -72,28 +74,43 @@ class Generator:
                                                   tokenize=False)
         return text + self.sampling.response_prefix
 
-    def generate(self, problems: list[Problem], round_index: int) -> list[Workflow]:
-        """k workflows per problem: one prompt with n=k samples shares its prefix."""
+    def _sample(self, prompts: list[str], counts: list[int], version: str) -> tuple[list[list[str]], float]:
+        """``counts[i]`` completions of ``prompts[i]`` (one request with n = count: shared prefix)."""
         from vllm import SamplingParams
 
         s = self.sampling
-        params = SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                                stop=list(s.stop), include_stop_str_in_output=False)
-        version = self.version
-        prompts = [self.prompt_for(p) for p in problems]
+        todo = [(i, p, n) for i, (p, n) in enumerate(zip(prompts, counts)) if n > 0]
+        params = [SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                                 stop=list(s.stop)) for _, _, n in todo]
         began = time.monotonic()
-        outputs = self.llm.generate(prompts, params, lora_request=self._lora(version), use_tqdm=False)
-        per_sample_s = (time.monotonic() - began) / max(1, len(problems) * s.k)
-        workflows = []
-        for problem, prompt, output in zip(problems, prompts, outputs):
-            for index, sample in enumerate(output.outputs):
-                # The learner trains on exactly what was sampled: prompt (with the response
-                # prefix) → sample.text.
-                workflows.append(Workflow(
-                    problem_id=problem.problem_id, round=round_index, sample_index=index, adapter=version,
-                    prompt=prompt, completion=sample.text,
-                    code=extract_workflow(s.response_prefix + sample.text), generate_s=per_sample_s))
-        return workflows
+        outputs = self.llm.generate([p for _, p, _ in todo], params, lora_request=self._lora(version),
+                                    use_tqdm=False) if todo else []
+        texts: list[list[str]] = [[] for _ in prompts]
+        for (i, _, _), output in zip(todo, outputs):
+            texts[i] = [sample.text for sample in output.outputs]
+        return texts, (time.monotonic() - began) / max(1, sum(counts))
+
+    def generate(self, problems: list[Problem], round_index: int) -> list[Workflow]:
+        """k workflows per problem; statically invalid ones are regenerated up to max_attempts."""
+        s = self.sampling
+        version = self.version  # requests started on a version finish on it
+        prompts = [self.prompt_for(p) for p in problems]
+        slots: list[list[Workflow | None]] = [[None] * s.k for _ in problems]
+        for attempt in range(1, s.max_attempts + 1):
+            open_slots = [[j for j, w in enumerate(row) if w is None or w.invalid_reason] for row in slots]
+            if not any(open_slots):
+                break
+            texts, per_sample_s = self._sample(prompts, [len(o) for o in open_slots], version)
+            for i, (problem, prompt) in enumerate(zip(problems, prompts)):
+                for j, text in zip(open_slots[i], texts[i]):
+                    # The learner trains on exactly what was sampled: prompt (with the response
+                    # prefix) → text.
+                    code = extract_workflow(s.response_prefix + text)
+                    slots[i][j] = Workflow(
+                        problem_id=problem.problem_id, round=round_index, sample_index=j, adapter=version,
+                        prompt=prompt, completion=text, code=code, generate_s=per_sample_s,
+                        invalid_reason=validate_workflow(code), attempts=attempt)
+        return [w for row in slots for w in row]
 
     def sequence_logprob(self, prompt: str, completion: str, version: str) -> float:
         """Sum of log p(completion | prompt) under adapter ``version`` (prompt log-probs)."""

@@ -67,7 +67,7 @@ def start_generators(config: Config, model_path: str) -> list:
                            gpu_memory_utilization=g.gpu_memory_utilization,
                            tensor_parallel_size=g.tensor_parallel_size)
     sampling = SamplingSettings(k=g.k, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens,
-                                stop=tuple(g.stop), response_prefix=g.response_prefix)
+                                stop=tuple(g.stop), response_prefix=g.response_prefix, max_attempts=g.max_attempts)
     remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus)(Generator)
     return [remote.remote({**kwargs, "seed": g.seed + i}, sampling) for i in range(g.num_replicas)]
 

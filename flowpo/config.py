@@ -56,6 +56,7 @@ class GeneratorConfig:
     max_model_len: int = option(2048, "longest prompt plus answer the engine accepts")
     response_prefix: str = option("<graph>\n", "text the generator's answer starts with (a scaffold it continues)")
     stop: list[str] = option(["</graph>"], "strings that end a generation")
+    max_attempts: int = option(3, "generations per workflow while it fails static validation (1: never regenerate)")
     tensor_parallel_size: int = option(1, "GPUs one engine is split over")
     enforce_eager: bool = option(False, "skip graph compilation (starts ~60 s sooner on CPU)")
     max_lora_rank: int = option(8, "largest LoRA rank the engine can load")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from tqdm import tqdm
 from flowpo.config import Config
 from flowpo.records import Problem, ScoredSample
 from flowpo.runlog import RunLog
+from flowpo.validate import reason_kind
 from trainer.pairs import Candidate, sample_score_dpo_pairs
 
 PROBLEMS_PER_GENERATE_CALL = 2  # small chunks let execution start while the rest generates
@@ -165,12 +166,14 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
     for round_index in range(1, config.rounds + 1):
         log.event("round_start", round=round_index, adapter=adapter_version, problems=len(problems))
         samples = stream_round(round_index, problems, actors, config, log)
-        failures = {}
-        for s in samples:
-            failures[s.execution.failure or "ok"] = failures.get(s.execution.failure or "ok", 0) + 1
+        failures = Counter(s.execution.failure or "ok" for s in samples)
+        invalid_reasons = Counter(reason_kind(s.execution.workflow.invalid_reason) for s in samples
+                                  if s.execution.workflow.invalid_reason)
+        regenerated = sum(s.execution.workflow.attempts - 1 for s in samples)
         pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, adapter_path)
         summary = summarize(round_index, adapter_version, samples, pairs, loss)
-        log.event("round_end", **summary.__dict__, failures=failures)
+        log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
+                  regenerations=regenerated)
         print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
         summaries.append(summary)
         if new_adapter:

@@ -22,6 +22,8 @@ class Workflow:
     completion: str  # the generator's raw answer
     code: str  # code extracted from <graph>…</graph>; "" if none was found
     generate_s: float
+    invalid_reason: str = ""  # static validation's reason; "" when valid
+    attempts: int = 1  # generations it took (invalid samples are regenerated)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class ScoredSample:
             "adapter": wf.adapter,
             "workflow": wf.code,
             "completion": wf.completion,
+            "invalid_reason": wf.invalid_reason,
+            "attempts": wf.attempts,
             "answer": ex.answer,
             "score": self.score,
             "failure": ex.failure,

@@ -15,7 +15,7 @@ def generator(model_dir, vllm_available):
     kwargs = engine_kwargs(model_dir, seed=0, dtype="auto", max_model_len=2048, enforce_eager=True,
                            max_lora_rank=8, kv_cache_gb=0.5, gpu_memory_utilization=0.9, tensor_parallel_size=1)
     sampling = SamplingSettings(k=3, temperature=0.8, top_p=0.95, max_tokens=48, stop=("</graph>",),
-                                response_prefix=PREFIX)
+                                response_prefix=PREFIX, max_attempts=3)
     generator = Generator(kwargs, sampling)
     yield generator
     generator.shutdown()
@@ -46,6 +46,7 @@ def test_k_workflows_per_problem_with_prefix_and_labels(generator):
     assert all(w.prompt.endswith(PREFIX) and "def strlen" in workflows[0].prompt for w in workflows)
     # extraction re-attaches the scaffold the generator continued from
     assert all(w.code.startswith("class Workflow:") for w in workflows)
+    assert all(1 <= w.attempts <= 3 for w in workflows)
     assert len({w.completion for w in workflows[:3]}) > 1  # sampled, not copies
 
 
@@ -60,3 +61,21 @@ def test_adapter_hot_load_changes_logprobs_and_labels(generator, random_adapter)
     assert generator.sequence_logprob(prompt, completion, BASE) == pytest.approx(base, abs=1e-3)
     workflows = generator.generate([problem], round_index=2)
     assert {w.adapter for w in workflows} == {"v1"}
+
+
+def test_invalid_workflows_are_regenerated_then_labelled(generator):
+    import dataclasses
+
+    problem = load_problems(TaskConfig(problem_ids=["HumanEval/23"]))[0]
+    original = generator.sampling
+    # Every sample continues a forbidden import, so each slot uses all its attempts and stays invalid.
+    generator.sampling = dataclasses.replace(original, response_prefix="<graph>\nimport os\n", max_attempts=2)
+    try:
+        workflows = generator.generate([problem], round_index=1)
+    finally:
+        generator.sampling = original
+    assert len(workflows) == 3
+    assert all(w.attempts == 2 for w in workflows)
+    # the forbidden import, or a syntax error found before it
+    assert all(w.invalid_reason.split(":")[0] in ("import", "syntax") for w in workflows), \
+        [w.invalid_reason for w in workflows]
