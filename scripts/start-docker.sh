@@ -8,6 +8,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
 fi
 mkdir -p /var/log
+# A dockerd killed with its session leaves its pid file behind, and a new one refuses to start.
+if ! pgrep -x dockerd >/dev/null; then rm -f /var/run/docker.pid; fi
 nohup dockerd >/var/log/flowpo-dockerd.log 2>&1 &
 for _ in $(seq 60); do
   if docker info >/dev/null 2>&1; then echo "docker engine started"; exit 0; fi
