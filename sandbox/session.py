@@ -83,6 +83,8 @@ async def run_workflow(backend: DockerBackend, start: dict, ask_llm: AskLLM) -> 
             if stdout_bytes.overflow:
                 return
             message = json.loads(line)
+            if not isinstance(message, dict):
+                raise ValueError(f"protocol line is not an object: {line[:80]!r}")
             if message.get("type") == "llm_request":
                 task = asyncio.ensure_future(answer(message))
                 tasks.add(task)
@@ -97,7 +99,7 @@ async def run_workflow(backend: DockerBackend, start: dict, ask_llm: AskLLM) -> 
         await asyncio.wait_for(converse(), limits.timeout_s + START_SLACK_S)
     except asyncio.TimeoutError:
         timed_out = True
-    except (json.JSONDecodeError, ConnectionError, BrokenPipeError) as exc:
+    except (ValueError, ConnectionError, BrokenPipeError) as exc:  # ValueError covers bad JSON
         state["protocol_error"] = f"{type(exc).__name__}: {exc}"
     finally:
         for task in list(tasks):

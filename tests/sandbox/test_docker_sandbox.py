@@ -65,6 +65,9 @@ def test_workflow_calls_executor_llm_over_http(docker_backend, executor_llm_url)
     (body("x = bytearray(1 << 30)\nreturn str(len(x))"), "memory"),
     (body("import sys\nsys.stderr.write('x' * 3_000_000)\nreturn ''"), "output_limit"),
     (body("import os\nos._exit(0)"), "crash"),
+    # forging protocol lines on the runtime's own descriptor is a crash, not an infrastructure error
+    (body("import os\nfor fd in range(3, 10):\n    try: os.write(fd, b'5\\n')\n    except OSError: pass\nreturn ''"),
+     "crash"),
 ])
 def test_failures_are_classified(docker_backend, code, failure):
     backend = DockerBackend(docker_backend.image, SandboxLimits(timeout_s=3, memory_mb=128, pids_limit=32))
