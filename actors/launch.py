@@ -43,7 +43,7 @@ def build_backend(config: Config, timeout_s: float | None = None) -> DockerBacke
 
 
 def start_llm_server(config: Config, model_path: str, run_dir: Path):
-    """Return (actor or None, base_url or a ref to it, api_key) for the executor LLM."""
+    """Return (actor or None, base_url, api_key) for the executor LLM."""
     llm = config.executor_llm
     if llm.backend == "openai":
         if not llm.base_url:
@@ -56,7 +56,7 @@ def start_llm_server(config: Config, model_path: str, run_dir: Path):
         model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
         kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
         enforce_eager=llm.enforce_eager, log_path=str((run_dir / "logs" / "executor_llm.log").resolve()))
-    return actor, actor.start.remote(), "EMPTY"  # a local vLLM server takes any key
+    return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
 
 
 def start_generators(config: Config, model_path: str) -> list:
@@ -74,10 +74,9 @@ def start_generators(config: Config, model_path: str) -> list:
 
 def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
     llm = config.executor_llm
+    # Actor creation returns at once: the generator engines start while we wait for the server.
+    generators = start_generators(config, model_path)
     server, base_url, api_key = start_llm_server(config, model_path, run_dir)
-    generators = start_generators(config, model_path)  # engines start while the server does
-    if isinstance(base_url, ray.ObjectRef):
-        base_url = ray.get(base_url)
     model_name = llm.model or config.model.served_name
     executor_cls = ray.remote(num_cpus=config.sandbox.executor_num_cpus,
                               max_concurrency=config.sandbox.max_concurrency)(Executor)

@@ -11,14 +11,12 @@ import ast
 import builtins
 import inspect
 
-from sandbox.runtime.flowpo_runtime import OPERATORS
+from sandbox.runtime.flowpo_runtime import OPERATORS, RESULT_TYPES
 
 ALLOWED_IMPORTS = frozenset({"asyncio", "re", "json", "math", "typing", "collections", "itertools",
                              "functools", "string"})
 ALLOWED_DUNDERS = frozenset({"__init__", "__call__", "__name__"})
-OPERATOR_ARGS = {name: set(list(inspect.signature(cls.__call__).parameters)[1:])
-                 for name, cls in OPERATORS.items() if hasattr(cls, "__call__") and name[0].isupper()
-                 and not name.endswith("Result")}
+OPERATOR_ARGS = {name: set(list(inspect.signature(cls.__call__).parameters)[1:]) for name, cls in OPERATORS.items()}
 
 
 def validate_workflow(code: str) -> str:
@@ -94,7 +92,7 @@ def _check_operators(tree: ast.Module) -> str:
             continue
         func = node.func
         if isinstance(func, ast.Name) and func.id[:1].isupper() and func.id not in OPERATORS \
-                and func.id not in defined and not hasattr(builtins, func.id):
+                and func.id not in RESULT_TYPES and func.id not in defined and not hasattr(builtins, func.id):
             return f"operator: unknown operator {func.id} (line {node.lineno})"
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
             op = attribute_ops.get(func.attr)

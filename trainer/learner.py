@@ -62,8 +62,8 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(settings.seed)
     if not settings.use_gpu:
-        # Ray pins OMP threads to the reserved (often fractional) CPUs; use the node's cores.
-        torch.set_num_threads(max(1, config.get("threads") or os.cpu_count() or 1))
+        # Ray pins OMP threads to the reserved (often fractional) CPUs; use this node's cores.
+        torch.set_num_threads(os.cpu_count() or 1)
     device = ray.train.torch.get_device()
     tokenizer = AutoTokenizer.from_pretrained(settings.base_model)
     policy = build_policy(settings, device)
@@ -127,7 +127,7 @@ def train_adapter(pairs: list[PreferencePair], settings: LearnerSettings, *, num
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"settings": settings, "pairs": pairs, "threads": os.cpu_count()},
+        train_loop_config={"settings": settings, "pairs": pairs},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=settings.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(storage_path=str(Path(storage_dir).resolve()), name=name),

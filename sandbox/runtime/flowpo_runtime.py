@@ -136,8 +136,8 @@ class ScEnsemble:
         return TextResult(solutions[0])
 
 
-OPERATORS = {"Custom": Custom, "CustomCodeGenerate": CustomCodeGenerate, "ScEnsemble": ScEnsemble,
-             "CodeResult": CodeResult, "TextResult": TextResult}
+OPERATORS = {"Custom": Custom, "CustomCodeGenerate": CustomCodeGenerate, "ScEnsemble": ScEnsemble}
+RESULT_TYPES = {"CodeResult": CodeResult, "TextResult": TextResult}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def load_workflow(code, llm):
     """Instantiate the workflow; raises ValueError for a workflow that does not load."""
     if not code.strip():
         raise ValueError("no workflow code (no <graph> block in the generator's answer)")
-    namespace = dict(OPERATORS)
+    namespace = {**OPERATORS, **RESULT_TYPES}
     # So that tracebacks can quote the workflow's own lines.
     linecache.cache["<workflow>"] = (len(code), None, code.splitlines(True), "<workflow>")
     try:
