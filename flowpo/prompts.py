@@ -1,15 +1,29 @@
 """The generator's template prompt (ScoreFlow style) and extraction of the workflow code."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 
 from flowpo.records import Problem
+from sandbox.runtime.flowpo_operators import OPERATORS
 
-OPERATOR_REFERENCE = """\
-Operators (each is async; call it with await and keyword arguments):
-- CustomCodeGenerate(llm): await op(problem=str, entry_point=str, instruction=str) -> CodeResult with .code (a complete Python function)
-- Custom(llm): await op(input=str, instruction=str) -> TextResult with .response (free text)
-- ScEnsemble(llm): await op(solutions=list[str], problem=str) -> TextResult with .response (the most consistent solution)"""
+def operator_reference() -> str:
+    """One line per operator from its ``__call__`` signature, result fields and docstring, so the
+    prompt cannot drift from the library the sandbox runs."""
+    lines = ["Operators (each is async; call it with await and keyword arguments):"]
+    for name, cls in OPERATORS.items():
+        signature = inspect.signature(cls.__call__)
+        params = signature.replace(parameters=list(signature.parameters.values())[1:],
+                                   return_annotation=inspect.Signature.empty)
+        result = signature.return_annotation
+        fields = ", ".join("." + f.name for f in dataclasses.fields(result))
+        summary = " ".join(inspect.getdoc(cls).split())  # the docstring, on one line
+        lines.append(f"- {name}(llm): await op{params} -> {result.__name__} with {fields}: {summary}")
+    return "\n".join(lines)
+
+
+OPERATOR_REFERENCE = operator_reference()
 
 EXAMPLE_WORKFLOW = """\
 class Workflow:

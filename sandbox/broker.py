@@ -1,16 +1,187 @@
 """Host-side LLM broker: the only holder of the executor LLM's client and API key.
 
-Sandboxed operators send chat messages; the broker makes the call with ``openai.AsyncOpenAI``
-over HTTP (bounded concurrency; the client retries 429, 5xx and timeouts with backoff).
+Sandboxed operators send chat messages; the broker makes the call with ``openai.AsyncOpenAI`` over
+HTTP and owns everything around it: retries with backoff (done here, not by the client, so they are
+counted), a response cache for deterministic calls, per-workflow budgets, token cost and stats.
 """
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
+import json
+import random
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import openai
+
+
+class LLMCallError(Exception):
+    """The executor LLM failed: a non-retryable error, or every retry failed."""
+
+
+class BudgetExceeded(Exception):
+    """A workflow used up its LLM calls or tokens."""
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is not a chat completion with message content (retried like a 5xx)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-workflow limits; 0 means unlimited."""
+    max_calls: int = 0
+    max_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Pricing:
+    prompt_usd_per_mtok: float = 0.0
+    completion_usd_per_mtok: float = 0.0
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt_usd_per_mtok + completion_tokens * self.completion_usd_per_mtok) / 1e6
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class WorkflowUsage:
+    """What one workflow's LLM calls used; the broker adds to it as calls finish."""
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class BrokerStats:
+    calls: int = 0  # complete() calls the budget let through, cache hits included
+    http_requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    errors: int = 0  # calls that failed for good (LLMCallError)
+    budget_exceeded: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def parse_completion(text: str) -> Reply:
+    """The answer in a chat-completions body; MalformedResponse for anything else.
+
+    Parsed here rather than by the client, which hands back a bare string or a half-built model
+    for some bad bodies instead of raising.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise MalformedResponse(f"body is not JSON: {text[:80]!r}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponse("no choices")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise MalformedResponse("no message content")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return Reply(content, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def is_retryable(exc: Exception) -> bool:
+    """429, 408, 5xx, timeouts, connection errors and malformed answers; other 4xx are our fault."""
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 429) or exc.status_code >= 500
+    return isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError, MalformedResponse))
+
+
+def retry_after_s(headers) -> float | None:
+    """Seconds a ``Retry-After`` (or ``retry-after-ms``) header asks for; None when absent or unreadable."""
+    if headers is None:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """Exponential backoff with equal jitter: half fixed, so a retry always waits; half random, so
+    many sandboxes that failed together do not retry together."""
+    delay = min(cap_s, base_s * 2 ** min(attempt, 30))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def retry_delay_s(exc: Exception, attempt: int, base_s: float, cap_s: float) -> float:
+    response = getattr(exc, "response", None)
+    asked = retry_after_s(getattr(response, "headers", None))
+    return min(asked, cap_s) if asked is not None else backoff_s(attempt, base_s, cap_s)
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        reason = exc.response.reason_phrase or ""
+        detail = exc.body.get("message") if isinstance(exc.body, dict) else None
+        return f"{exc.status_code} {reason}".strip() + (f": {str(detail)[:200]}" if detail else "")
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"connection error: {exc.__cause__ or exc}"
+    if isinstance(exc, MalformedResponse):
+        return f"malformed response: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def cache_key(model: str, messages: list, temperature: float, max_tokens: int) -> str:
+    request = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# The broker
 
 
 class LLMBroker:
     def __init__(self, base_url: str, api_key: str, model: str, *, temperature: float, max_tokens: int,
-                 max_concurrency: int, timeout_s: float, max_retries: int):
+                 max_concurrency: int, timeout_s: float, max_retries: int, retry_base_s: float = 0.5,
+                 retry_cap_s: float = 20.0, cache_size: int = 1024, budget: Budget = Budget(),
+                 pricing: Pricing = Pricing()):
         self.base_url = base_url
         self._api_key = api_key
         self.model = model
@@ -19,28 +190,130 @@ class LLMBroker:
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self._client = None  # built in the event loop that uses it
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        self.cache_size = cache_size
+        self.budget = budget
+        self.pricing = pricing
+        self._stats = BrokerStats()
+        self._cache: OrderedDict[str, Reply] = OrderedDict()
+        self._reset_loop_state()
+
+    def _reset_loop_state(self) -> None:
+        # Client, semaphore and in-flight tasks belong to one event loop: built lazily in the loop that
+        # uses them, which also keeps the broker picklable (Ray ships it into the executor actor).
+        self._loop = None
+        self._client = None
         self._semaphore = None
+        self._inflight: dict[str, asyncio.Task] = {}
 
-    def _ensure_client(self):
-        if self._client is None:
-            from openai import AsyncOpenAI
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_loop=None, _client=None, _semaphore=None, _inflight={})
+        return state
 
-            self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
-                                       timeout=self.timeout_s, max_retries=self.max_retries)
+    def __repr__(self) -> str:  # the API key stays out of logs and tracebacks
+        return (f"LLMBroker(base_url={self.base_url!r}, model={self.model!r}, temperature={self.temperature}, "
+                f"max_concurrency={self.max_concurrency}, cache_size={self.cache_size}, budget={self.budget})")
+
+    def stats(self) -> dict:
+        return asdict(self._stats)
+
+    def _ensure_client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._reset_loop_state()
+            self._loop = loop
+            # max_retries=0: the broker retries itself, so that every retry is counted and budgeted.
+            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+                                              timeout=self.timeout_s, max_retries=0)
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
         return self._client
 
-    async def complete(self, messages: list) -> dict:
-        """One chat completion: ``{"content": str, "usage": {...}}``."""
+    async def complete(self, messages: list, usage: WorkflowUsage | None = None) -> dict:
+        """One chat completion for one workflow:
+        ``{"content": str, "usage": {"prompt_tokens", "completion_tokens"}, "cached": bool}``.
+
+        ``usage`` is the workflow's meter; a cache hit reports zero tokens. Raises BudgetExceeded
+        when the workflow's budget is spent and LLMCallError when the LLM fails for good.
+        """
+        usage = usage if usage is not None else WorkflowUsage()
+        self._check_budget(usage)
+        usage.calls += 1
+        self._stats.calls += 1
+        if self.temperature == 0 and self.cache_size > 0:
+            reply, cached = await self._shared_call(messages, usage)
+        else:
+            reply, cached = await self._call(messages, usage), False
+        if cached:
+            usage.cache_hits += 1
+            self._stats.cache_hits += 1
+            return {"content": reply.content, "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "cached": True}
+        usage.prompt_tokens += reply.prompt_tokens
+        usage.completion_tokens += reply.completion_tokens
+        usage.cost_usd += self.pricing.cost_usd(reply.prompt_tokens, reply.completion_tokens)
+        if self.budget.max_tokens and usage.tokens > self.budget.max_tokens:
+            self._stats.budget_exceeded += 1
+            raise BudgetExceeded(f"workflow used {usage.tokens} tokens, over its budget of {self.budget.max_tokens}")
+        return {"content": reply.content,
+                "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens},
+                "cached": False}
+
+    def _check_budget(self, usage: WorkflowUsage) -> None:
+        problem = ""
+        if self.budget.max_calls and usage.calls >= self.budget.max_calls:
+            problem = f"workflow made {usage.calls} LLM calls, its budget of max_calls={self.budget.max_calls}"
+        elif self.budget.max_tokens and usage.tokens >= self.budget.max_tokens:
+            problem = f"workflow used {usage.tokens} tokens, its budget of max_tokens={self.budget.max_tokens}"
+        if problem:
+            self._stats.budget_exceeded += 1
+            raise BudgetExceeded(problem)
+
+    async def _shared_call(self, messages: list, usage: WorkflowUsage) -> tuple[Reply, bool]:
+        """A cached answer, a share of an identical call in flight, or a new call; True when no new call."""
+        self._ensure_client()
+        key = cache_key(self.model, messages, self.temperature, self.max_tokens)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key], True
+        if key in self._inflight:
+            # shield: one caller cancelled (its sandbox timed out) must not cancel the others' call
+            return await asyncio.shield(self._inflight[key]), True
+        task = asyncio.ensure_future(self._call(messages, usage))
+        self._inflight[key] = task
+        task.add_done_callback(partial(self._settle, key))
+        return await asyncio.shield(task), False
+
+    def _settle(self, key: str, task: asyncio.Task) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        # task.exception() also marks a failure as seen when every caller was cancelled
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._cache[key] = task.result()
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    async def _call(self, messages: list, usage: WorkflowUsage) -> Reply:
+        """One answer, retried on transient failures; the wait between attempts holds no concurrency slot."""
+        attempts = 0
+        while True:
+            try:
+                return await self._request(messages)
+            except (openai.APIError, MalformedResponse) as exc:
+                attempts += 1
+                if not is_retryable(exc) or attempts > self.max_retries:
+                    self._stats.errors += 1
+                    raise LLMCallError(f"executor LLM failed after {_plural(attempts, 'attempt')}: "
+                                       f"{describe_error(exc)}") from exc
+                usage.retries += 1
+                self._stats.retries += 1
+                await asyncio.sleep(retry_delay_s(exc, attempts - 1, self.retry_base_s, self.retry_cap_s))
+
+    async def _request(self, messages: list) -> Reply:
         client = self._ensure_client()
         async with self._semaphore:
-            response = await client.chat.completions.create(
-                model=self.model, messages=messages, temperature=self.temperature,
-                max_tokens=self.max_tokens)
-        if not response.choices or response.choices[0].message.content is None:
-            raise ValueError("malformed response: no message content")
-        usage = response.usage
-        return {"content": response.choices[0].message.content,
-                "usage": {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-                          "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}}
+            self._stats.http_requests += 1
+            raw = await client.chat.completions.with_raw_response.create(
+                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
+        return parse_completion(raw.text)

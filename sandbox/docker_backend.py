@@ -1,4 +1,4 @@
-"""Docker isolation backend: one hardened, network-less container per run.
+"""Docker isolation backend: long-lived, hardened, network-less containers running the supervisor.
 
 The container runs the standard-library runtime from ``sandbox/runtime`` (mounted read-only) and
 speaks JSON lines over its stdio; nothing else crosses the boundary.
@@ -7,35 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-
-RUNTIME_DIR = Path(__file__).parent / "runtime"
-RUNTIME_MOUNT = "/opt/flowpo"
-NOBODY = "65534:65534"
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    timeout_s: float = 120.0
-    memory_mb: int = 512
-    pids_limit: int = 64
-    cpus: float = 1.0
-    max_output_bytes: int = 1_000_000
-    tmpfs_mb: int = 64
-
-
-@dataclass(frozen=True)
-class ContainerExit:
-    exit_code: int | None
-    oom_killed: bool
+from sandbox.backend import NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits
 
 
 class DockerBackend:
-    """Builds the hardened ``docker run`` command line and cleans containers up afterwards."""
-
     def __init__(self, image: str, limits: SandboxLimits, runtime_dir: Path = RUNTIME_DIR):
         self.image = image
         self.limits = limits
@@ -59,7 +37,8 @@ class DockerBackend:
         except docker.errors.DockerException as exc:
             raise FlowPOError(
                 "no Docker engine answers (" + str(exc).split("\n")[0][:160] + "). "
-                "Run `make docker` to install and start one, or start dockerd yourself.") from None
+                "Run `make docker` to install and start one, start dockerd yourself, "
+                "or set sandbox.backend: process to use bubblewrap instead.") from None
         try:
             self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
@@ -69,35 +48,41 @@ class DockerBackend:
     def new_name(self) -> str:
         return f"flowpo-sbx-{uuid.uuid4().hex[:12]}"
 
-    def command(self, name: str, inner_argv: list[str]) -> list[str]:
+    def argv(self, name: str) -> list[str]:
         lim = self.limits
         return [
-            "docker", "run", "-i", "--name", name,
-            "--network", "none", "--read-only", "--user", NOBODY,
+            "docker", "run", "-i", "--name", name, "--label", "flowpo.sandbox=1",
+            "--network", "none", "--ipc", "none", "--read-only", "--user", f"{NOBODY_UID}:{NOBODY_UID}",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--memory", f"{lim.memory_mb}m", "--memory-swap", f"{lim.memory_mb}m",
             "--pids-limit", str(lim.pids_limit), "--cpus", str(lim.cpus),
-            "--tmpfs", f"/tmp:rw,nosuid,nodev,size={lim.tmpfs_mb}m,mode=1777",
+            "--ulimit", f"nofile={lim.open_files}:{lim.open_files}",
+            "--tmpfs", f"/tmp:rw,nosuid,nodev,noexec,size={lim.scratch_mb}m,nr_inodes={lim.scratch_inodes},mode=1777",
             "--env", "HOME=/tmp", "--workdir", "/tmp",
             "--mount", f"type=bind,source={self.runtime_dir},target={RUNTIME_MOUNT},readonly",
             "--log-driver", "none",
-            self.image, *inner_argv,
+            self.image, "python3", *SUPERVISOR_ARGV,
         ]
 
-    def runtime_argv(self) -> list[str]:
-        return ["python3", "-I", f"{RUNTIME_MOUNT}/flowpo_runtime.py"]
+    def spawn_kwargs(self, name: str) -> dict:
+        return {}
 
-    async def finish(self, name: str) -> ContainerExit:
-        """Kill (if still running) and remove the container; report how it ended."""
-        return await asyncio.to_thread(self._finish_sync, name)
+    def job_limits(self) -> dict:
+        # The container's pids cgroup bounds processes; RLIMIT_NPROC would count every container's
+        # uid-65534 processes on the host together, so it is left unset here.
+        return self.limits.job_limits(processes=0)
 
-    def _finish_sync(self, name: str) -> ContainerExit:
+    async def remove(self, name: str) -> SandboxExit:
+        return await asyncio.to_thread(self._remove_sync, name)
+
+    def _remove_sync(self, name: str) -> SandboxExit:
         import docker
 
         try:
             container = self.client.containers.get(name)
         except docker.errors.NotFound:
-            return ContainerExit(exit_code=None, oom_killed=False)
+            return SandboxExit(oom_killed=False, detail="container already gone")
         state = container.attrs.get("State", {})
         container.remove(force=True)
-        return ContainerExit(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
+        return SandboxExit(oom_killed=bool(state.get("OOMKilled")),
+                           detail=f"container {state.get('Status')}, exit code {state.get('ExitCode')}")

@@ -1,16 +1,16 @@
 """In-sandbox runtime: loads one workflow, runs it with the operator library, reports the result.
 
-Standard library only: it runs inside the sandbox image's bare Python. It talks to the host over
-stdio with one JSON object per line:
+Standard library only: it runs inside the sandbox image's bare Python, in a child the supervisor
+(``flowpo_supervisor.py``) forks per job. It speaks one JSON object per line with the supervisor:
 
-  host → sandbox   {"type": "start", "code": ..., "problem": ..., "entry_point": ..., "timeout_s": ...}
-                   {"type": "llm_response", "id": n, "content": ..., "usage": {...}}
-                   {"type": "llm_error", "id": n, "error": ...}
-  sandbox → host   {"type": "llm_request", "id": n, "messages": [...]}
-                   {"type": "result", "status": "ok" | "crash" | "invalid_workflow" | "timeout"
-                                      | "llm_error", "answer": ..., "error": ...}
+  supervisor → child   {"type": "llm_response", "id": n, "content": ..., "usage": {...}}   (fd 0)
+                       {"type": "llm_error", "id": n, "error": ...}
+  child → supervisor   {"type": "llm_request", "id": n, "messages": [...]}                   (fd 3)
+                       {"type": "result", "status": "ok" | "crash" | "invalid_workflow" | "timeout"
+                                          | "memory" | "llm_error", "answer": ..., "error": ...}
 
-The workflow's own prints go to stderr so they cannot forge protocol lines.
+The workflow's own prints go to fds 1 and 2, a separate capped pipe, so they cannot forge
+protocol lines; the supervisor checks every protocol line before the host sees it.
 """
 import asyncio
 import json
@@ -113,35 +113,30 @@ async def run(start, protocol):
         return {"status": "timeout", "answer": "", "error": f"over {start['timeout_s']} s"}
     except LLMError as exc:
         return {"status": "llm_error", "answer": "", "error": str(exc)}
+    except MemoryError:
+        return {"status": "memory", "answer": "", "error": "MemoryError: over the sandbox's memory limit"}
     except Exception as exc:
         return {"status": "crash", "answer": "", "error": describe_crash(exc)}
     return {"status": "ok", "answer": as_answer(value), "error": ""}
 
 
-async def main():
-    protocol = Protocol(os.dup(1))
-    os.dup2(2, 1)  # the workflow's prints land on stderr
-    sys.stdout = sys.stderr
+async def serve(start, protocol):
+    """Run the workflow while delivering the host's LLM replies from stdin; send the result."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    start = json.loads(await reader.readline())
-    task = asyncio.ensure_future(run(start, protocol))
 
     async def pump():
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
+        while line := await reader.readline():
             protocol.deliver(json.loads(line))
 
     pump_task = asyncio.ensure_future(pump())
-    result = await task
+    result = await run(start, protocol)
     pump_task.cancel()
     protocol.send({"type": "result", **result})
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
-    # Threads a workflow left behind must not keep the sandbox alive.
-    os._exit(0)
+def serve_child(start, protocol_fd):
+    """Entry point in the supervisor's forked child: fd 0 brings replies, ``protocol_fd`` takes
+    requests and the result, fds 1 and 2 are the workflow's capped output."""
+    asyncio.run(serve(start, Protocol(protocol_fd)))

@@ -1,0 +1,64 @@
+"""What every isolation backend provides, and the limits they enforce.
+
+A backend knows how to start one warm sandbox: a process whose stdio speaks the supervisor
+protocol (``sandbox/runtime/flowpo_supervisor.py``). The pool (``sandbox/pool.py``) does the rest
+the same way for every backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+RUNTIME_DIR = Path(__file__).parent / "runtime"
+RUNTIME_MOUNT = "/opt/flowpo"
+SUPERVISOR_ARGV = ["-I", f"{RUNTIME_MOUNT}/flowpo_supervisor.py"]
+NOBODY_UID = 65534
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    timeout_s: float = 120.0
+    cpu_s: float = 0.0  # 0: the wall-clock limit (a job gets at most one core's worth of time)
+    memory_mb: int = 512
+    pids_limit: int = 64
+    cpus: float = 1.0
+    open_files: int = 256
+    file_size_mb: int = 16
+    scratch_mb: int = 64
+    scratch_inodes: int = 4096
+    max_output_bytes: int = 1_000_000
+
+    def job_limits(self, *, processes: int) -> dict:
+        """The per-job rlimits and caps the supervisor applies inside the sandbox."""
+        return {"timeout_s": self.timeout_s, "cpu_s": int(self.cpu_s or self.timeout_s) + 1,
+                "memory_mb": self.memory_mb, "open_files": self.open_files,
+                "file_size_mb": self.file_size_mb, "processes": processes,
+                "output_bytes": self.max_output_bytes}
+
+
+@dataclass(frozen=True)
+class SandboxExit:
+    """How a sandbox ended, as far as the backend can tell after the fact."""
+    oom_killed: bool
+    detail: str
+
+
+class SandboxBackend(Protocol):
+    limits: SandboxLimits
+
+    def check(self) -> None:
+        """Raise FlowPOError saying what to do when this backend cannot run here."""
+
+    def new_name(self) -> str: ...
+
+    def argv(self, name: str) -> list[str]:
+        """The command that starts one sandbox running the supervisor on its stdio."""
+
+    def spawn_kwargs(self, name: str) -> dict:
+        """Extra ``asyncio.create_subprocess_exec`` arguments (user, env, ...)."""
+
+    def job_limits(self) -> dict: ...
+
+    async def remove(self, name: str) -> SandboxExit:
+        """Tear the sandbox down (it may already be gone) and report how it ended."""

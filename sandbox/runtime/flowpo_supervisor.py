@@ -1,0 +1,449 @@
+"""In-sandbox supervisor: a warm parent that runs one job at a time in a fresh child process.
+
+It is the sandbox's PID 1 (Docker, or bubblewrap with ``--as-pid-1``), so the kernel drops any
+signal a workflow sends it, and it is not dumpable, so a workflow cannot ptrace it or open its
+``/proc`` files. It never runs workflow code itself: each job is a ``fork`` of this clean parent
+(≈ 1 ms, with the runtime already imported) that gets its own session, scratch directory, rlimits
+and pipes. After each job every other process in the sandbox is killed and reaped, and the scratch
+area is wiped, so nothing a workflow leaves behind reaches the next one.
+
+Host ↔ supervisor protocol, one JSON object per line on the supervisor's stdio:
+
+  host → sandbox  {"type": "job", "job": n, "kind": "workflow" | "program", "limits": {...},
+                   "start": {...} (workflow) | "source": "..." (program)}
+                  {"type": "llm_response" | "llm_error", "job": n, "id": m, ...}  (to the workflow)
+                  {"type": "kill", "job": n, "status": ..., "error": ...}        (host's verdict)
+  sandbox → host  {"type": "ready", "pid1": bool}
+                  {"type": "llm_request", "job": n, "id": m, "messages": [...]}
+                  {"type": "end", "job": n, "status": ..., "answer": ..., "error": ..., "output": ...,
+                   "seconds": ..., "stray_processes": ..., "exit": ...}
+
+Only this process writes the host's stdout; the child's own protocol lines are parsed and checked
+here, so a workflow cannot forge a message for the host.
+"""
+import ctypes
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
+import flowpo_runtime  # noqa: E402  (imported once here, so every forked job starts warm)
+
+SCRATCH_ROOT = os.environ.get("FLOWPO_SCRATCH", "/tmp")
+CHILD_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "llm_error"}
+OOM_COUNTER = "/sys/fs/cgroup/memory/memory.oom_control"  # cgroup v1; v2 below
+OOM_EVENTS_V2 = "/sys/fs/cgroup/memory.events"
+MAX_PROTOCOL_LINE = 8 << 20
+
+
+def set_dumpable(flag):
+    """Not dumpable: no ptrace and no reading or writing its /proc files, even by the same uid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_dumpable = 4
+    if libc.prctl(pr_set_dumpable, int(flag), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl(PR_SET_DUMPABLE, {int(flag)}) failed")
+
+
+def oom_kills():
+    """The sandbox cgroup's OOM-kill count (None when the cgroup is not visible)."""
+    for path, key in ((OOM_COUNTER, "oom_kill"), (OOM_EVENTS_V2, "oom_kill")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except OSError:
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: limits, then the job
+
+
+def apply_limits(limits):
+    def cap(kind, value, hard=None):
+        if value:
+            resource.setrlimit(kind, (value, hard or value))
+
+    cap(resource.RLIMIT_CPU, int(limits.get("cpu_s", 0)), int(limits.get("cpu_s", 0)) + 1)
+    cap(resource.RLIMIT_AS, int(limits.get("memory_mb", 0)) << 20)
+    cap(resource.RLIMIT_NOFILE, int(limits.get("open_files", 0)))
+    cap(resource.RLIMIT_FSIZE, int(limits.get("file_size_mb", 0)) << 20)
+    cap(resource.RLIMIT_NPROC, int(limits.get("processes", 0)))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def child_main(job, scratch, fds):
+    """Runs in the forked child; never returns."""
+    code = 1
+    try:
+        os.setsid()  # its own session and process group: killed as one on timeout
+        command_r, output_w, protocol_w = fds
+        os.dup2(command_r, 0)
+        os.dup2(output_w, 1)
+        os.dup2(output_w, 2)
+        os.dup2(protocol_w, 3)
+        os.closerange(4, 1 << 16)
+        os.chdir(scratch)
+        os.environ.clear()
+        os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PATH": "/usr/bin:/bin"})
+        set_dumpable(True)  # the job's own /proc files; it holds nothing of the supervisor's
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # under memory pressure the kernel kills the job, not the supervisor
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        apply_limits(job.get("limits", {}))
+        if job["kind"] == "workflow":
+            flowpo_runtime.serve_child(job["start"], protocol_fd=3)
+            code = 0
+        else:
+            code = run_program(job["source"])
+    except BaseException:  # noqa: BLE001 - the child must end in os._exit whatever happens
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001 - stderr may be gone; the exit code still tells
+            code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def run_program(source):
+    """A standalone program as ``__main__``; its exit status is the verdict."""
+    try:
+        exec(compile(source, "<program>", "exec"), {"__name__": "__main__"})  # noqa: S102 - sandboxed
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("MemoryError", file=sys.stderr)
+        return 137
+    except BaseException:  # noqa: BLE001 - reported on stderr, exit status 1 like python itself
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervisor side of one job
+
+
+class Job:
+    def __init__(self, message, send):
+        self.id = message["job"]
+        self.message = message
+        self.limits = message.get("limits", {})
+        self.send = send
+        self.output = bytearray()
+        self.output_bytes = 0
+        self.protocol_buffer = bytearray()
+        self.verdict = None  # (status, answer, error) once known
+        self.began = time.monotonic()
+        self.deadline = self.began + float(self.limits.get("timeout_s", 60))
+        self.oom_before = oom_kills()
+
+    def decide(self, status, answer="", error=""):
+        if self.verdict is None:
+            self.verdict = (status, answer, error)
+
+    def add_output(self, chunk):
+        cap = int(self.limits.get("output_bytes", 1 << 20))
+        self.output_bytes += len(chunk)
+        self.output += chunk
+        del self.output[:-4000]  # keep the tail for the report
+        if self.output_bytes > cap:
+            self.decide("output_limit", error=f"stdout+stderr over {cap} bytes")
+
+    def add_protocol(self, chunk):
+        self.protocol_buffer += chunk
+        while self.verdict is None:
+            line, newline, rest = self.protocol_buffer.partition(b"\n")
+            if not newline:
+                if len(self.protocol_buffer) > MAX_PROTOCOL_LINE:
+                    self.decide("output_limit", error=f"a protocol line over {MAX_PROTOCOL_LINE} bytes")
+                return
+            self.protocol_buffer = bytearray(rest)
+            self.handle_line(bytes(line))
+
+    def handle_line(self, line):
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "llm_request" and isinstance(message.get("messages"), list):
+            self.send({"type": "llm_request", "job": self.id, "id": message.get("id"),
+                       "messages": message["messages"]})
+        elif kind == "result" and message.get("status") in CHILD_STATUSES:
+            self.decide(message["status"], str(message.get("answer", "")), str(message.get("error", "")))
+        else:
+            self.decide("crash", error=f"the workflow wrote a malformed protocol line: {line[:120]!r}")
+
+
+class Supervisor:
+    def __init__(self, host_in, host_out):
+        self.host_in = host_in
+        self.host_out = host_out
+        self.is_pid1 = os.getpid() == 1
+        self.selector = selectors.DefaultSelector()
+        self.host_buffer = bytearray()
+        self.job = None
+        self.child = None
+        self.to_child = None
+
+    def send(self, message):
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(self.host_out, data):]
+
+    def serve(self):
+        self.send({"type": "ready", "pid1": self.is_pid1})
+        self.selector.register(self.host_in, selectors.EVENT_READ, "host")
+        while True:
+            timeout = None if self.job is None else max(0.0, self.job.deadline - time.monotonic())
+            for key, _ in self.selector.select(timeout):
+                if key.data == "host" and not self.read_host():
+                    self.kill_job_processes()
+                    return
+                if self.job is not None and key.data != "host":
+                    self.read_child(key)
+            if self.job is not None:
+                if time.monotonic() >= self.job.deadline:
+                    self.job.decide("timeout", error=f"over {self.job.limits.get('timeout_s')} s of wall time")
+                if self.job.verdict is not None or self.child is None:
+                    self.finish_job()
+
+    # -- host messages --------------------------------------------------------------------
+
+    def read_host(self):
+        chunk = os.read(self.host_in, 1 << 20)
+        if not chunk:
+            return False
+        self.host_buffer += chunk
+        while True:
+            line, newline, rest = self.host_buffer.partition(b"\n")
+            if not newline:
+                return True
+            self.host_buffer = bytearray(rest)
+            self.handle_host(json.loads(line))
+
+    def handle_host(self, message):
+        kind = message.get("type")
+        if kind == "job":
+            self.start_job(message)
+        elif self.job is None or message.get("job") != self.job.id:
+            return  # a late reply to a job that already ended
+        elif kind in ("llm_response", "llm_error") and self.to_child is not None:
+            try:
+                os.write(self.to_child, (json.dumps(message) + "\n").encode())
+            except OSError:  # the child is gone; its end is being handled
+                self.close_to_child()
+        elif kind == "kill":
+            self.job.decide(message.get("status", "crash"), error=message.get("error", ""))
+
+    # -- one job --------------------------------------------------------------------------
+
+    def start_job(self, message):
+        job = Job(message, self.send)
+        scratch = os.path.join(SCRATCH_ROOT, f"job-{job.id}")
+        os.makedirs(scratch, mode=0o700)
+        command_r, command_w = os.pipe()
+        output_r, output_w = os.pipe()
+        protocol_r, protocol_w = os.pipe()
+        start = dict(message.get("start") or {})
+        if message["kind"] == "workflow":
+            start["timeout_s"] = job.limits.get("timeout_s", 60)
+        pid = os.fork()
+        if pid == 0:
+            child_main({**message, "start": start}, scratch, (command_r, output_w, protocol_w))
+        for fd in (command_r, output_w, protocol_w):
+            os.close(fd)
+        self.job, self.child, self.to_child = job, pid, command_w
+        os.set_blocking(output_r, False)
+        os.set_blocking(protocol_r, False)
+        self.selector.register(output_r, selectors.EVENT_READ, "output")
+        self.selector.register(protocol_r, selectors.EVENT_READ, "protocol")
+        self.child_exit = None
+        self.pidfd = os.pidfd_open(pid)
+        self.selector.register(self.pidfd, selectors.EVENT_READ, "exit")
+
+    def read_child(self, key):
+        if key.data == "exit":
+            _, status = os.waitpid(self.child, 0)
+            self.child_exit = status
+            self.drain_child_pipes()
+            self.unregister(key.fd)
+            self.child = None
+            return
+        try:
+            chunk = os.read(key.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.unregister(key.fd)
+        elif key.data == "output":
+            self.job.add_output(chunk)
+        else:
+            self.job.add_protocol(chunk)
+
+    def drain_child_pipes(self):
+        """Take what the child wrote just before it exited (the result line, mostly)."""
+        for key in list(self.selector.get_map().values()):
+            if key.data in ("output", "protocol"):
+                while self.job.verdict is None or key.data == "output":
+                    try:
+                        chunk = os.read(key.fd, 1 << 16)
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        break
+                    (self.job.add_output if key.data == "output" else self.job.add_protocol)(chunk)
+
+    def unregister(self, fd):
+        self.selector.unregister(fd)
+        os.close(fd)
+
+    def close_to_child(self):
+        if self.to_child is not None:
+            os.close(self.to_child)
+            self.to_child = None
+
+    def finish_job(self):
+        job = self.job
+        stray = self.kill_job_processes()
+        if job.verdict is None:
+            job.decide(*self.verdict_from_exit(job))
+        status, answer, error = job.verdict
+        oom = job.oom_before is not None and (oom_kills() or 0) > job.oom_before
+        if oom and status in ("crash", "timeout"):
+            status, error = "memory", "killed by the sandbox's memory limit"
+        for key in list(self.selector.get_map().values()):
+            if key.data != "host":
+                self.unregister(key.fd)
+        self.close_to_child()
+        clean = wipe(SCRATCH_ROOT)
+        self.send({"type": "end", "job": job.id, "status": status, "answer": answer, "error": error,
+                   "output": job.output.decode(errors="replace"), "output_bytes": job.output_bytes,
+                   "seconds": time.monotonic() - job.began, "stray_processes": stray,
+                   "clean": clean, "exit": exit_description(self.child_exit)})
+        self.job = None
+
+    def verdict_from_exit(self, job):
+        status = self.child_exit
+        if status is None:
+            return "crash", "", "the job ended without an exit status"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU:
+                return "timeout", "", f"over {job.limits.get('cpu_s')} s of CPU time"
+            return "crash", "", f"killed by signal {signal.Signals(sig).name}"
+        code = os.WEXITSTATUS(status)
+        if job.message["kind"] == "program":
+            return ("ok" if code == 0 else "crash"), "", "" if code == 0 else f"exit status {code}"
+        return "crash", "", f"the workflow's process exited with status {code} without a result"
+
+    def kill_job_processes(self):
+        """Kill every process of the job, including ones that left its session; return the strays."""
+        if self.child is not None:
+            try:
+                os.killpg(self.child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # the group already exited
+        stray = 0
+        if self.is_pid1:
+            # kill(-1) reaches every process this uid may signal except the caller: in our own
+            # pid namespace that is exactly the job's processes, wherever they moved to.
+            stray = len(other_processes({self.child}))
+            for _ in range(1000):
+                if not other_processes(set()):
+                    break
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # they all exited between listing and killing
+                self.reap(block=True)
+        if self.child is not None:
+            self.child_exit = self.child_exit or self.wait_child()
+            self.child = None
+        self.reap(block=False)
+        return stray
+
+    def wait_child(self):
+        try:
+            return os.waitpid(self.child, 0)[1]
+        except ChildProcessError:
+            return None
+
+    def reap(self, block):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.child:
+                self.child_exit, self.child = status, None
+            block = False  # one blocking wait lets the kill land; then take the rest as they come
+
+def other_processes(exclude):
+    """Pids in this pid namespace other than PID 1 and ``exclude``."""
+    return [p for p in os.listdir("/proc") if p.isdigit() and int(p) != 1 and int(p) not in exclude]
+
+
+def wipe(root):
+    """Empty ``root``, even of directories a workflow made unreadable; True when it is empty."""
+    def allow_and_retry(func, path, _):
+        os.chmod(os.path.dirname(path), 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, onerror=allow_and_retry)
+        else:
+            os.unlink(path)
+
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, onerror=allow_and_retry)
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            print(f"supervisor: cannot remove {path}: {exc}", file=sys.stderr)
+    return not os.listdir(root)
+
+
+def exit_description(status):
+    if status is None:
+        return "killed"
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"status {os.WEXITSTATUS(status)}"
+
+
+def main():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1, default dispositions ignore signals
+    set_dumpable(False)
+    os.umask(0o077)
+    host_in, host_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    Supervisor(host_in, host_out).serve()
+
+
+if __name__ == "__main__":
+    main()

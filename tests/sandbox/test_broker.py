@@ -1,0 +1,411 @@
+"""LLMBroker against a real HTTP server.
+
+The OpenAI cloud cannot be reached here, so each test runs the real ``openai.AsyncOpenAI`` client
+over HTTP against a local server speaking the chat-completions protocol: a stdlib
+``http.server.ThreadingHTTPServer`` on 127.0.0.1 (port 0) in a background thread. Each test scripts
+its answers (status, body, headers, delay) and reads back every request the server received.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sandbox.broker import Budget, BudgetExceeded, LLMBroker, LLMCallError, Pricing, WorkflowUsage
+
+API_KEY = "sk-test-4f9c2e-secret"
+
+
+def completion(content: str = "hello", prompt_tokens: int = 10, completion_tokens: int = 5) -> str:
+    return json.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens}})
+
+
+@dataclass
+class Scripted:
+    status: int = 200
+    body: str = ""  # empty: a completion that echoes the last message
+    headers: dict = field(default_factory=dict)
+    delay_s: float = 0.0
+    content_type: str = "application/json"
+
+
+def error(status: int, message: str = "scripted error", **headers) -> Scripted:
+    return Scripted(status, json.dumps({"error": {"message": message, "type": "x"}}), headers)
+
+
+class ChatServer:
+    """Answers POST /v1/chat/completions from a script; unscripted requests get an echo completion."""
+
+    def __init__(self):
+        self.script: deque[Scripted] = deque()
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+
+    def answer(self, *responses: Scripted) -> None:
+        self.script.extend(responses)
+
+    def _next(self, request: dict) -> Scripted:
+        with self._lock:
+            self.requests.append(request)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.script:
+                return self.script.popleft()
+        return Scripted(body=completion("echo: " + request["body"]["messages"][-1]["content"]))
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                scripted = server._next({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                try:
+                    time.sleep(scripted.delay_s)
+                    payload = scripted.body.encode()
+                    self.send_response(scripted.status)
+                    self.send_header("Content-Type", scripted.content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    for name, value in scripted.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up on a slow answer
+                finally:
+                    server._done()
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def start(self) -> None:
+        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@pytest.fixture
+def server():
+    chat = ChatServer()
+    chat.start()
+    yield chat
+    chat.stop()
+
+
+def broker_for(server: ChatServer, **overrides) -> LLMBroker:
+    settings = dict(temperature=0.8, max_tokens=64, max_concurrency=4, timeout_s=5.0, max_retries=3,
+                    retry_base_s=0.01, retry_cap_s=0.05)
+    return LLMBroker(server.url, API_KEY, "test-model", **{**settings, **overrides})
+
+
+def ask(text: str) -> list:
+    return [{"role": "user", "content": text}]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def run_all(*coros) -> list:
+    async def gather():
+        return await asyncio.gather(*coros)
+
+    return asyncio.run(gather())
+
+
+# ---------------------------------------------------------------------------------------------
+# Retries
+
+
+def test_rate_limit_is_retried_and_counted(server):
+    server.answer(error(429, "slow down", **{"Retry-After": "0"}), Scripted(body=completion("fine")))
+    broker, usage = broker_for(server), WorkflowUsage()
+    reply = run(broker.complete(ask("q"), usage))
+    assert reply["content"] == "fine"
+    assert len(server.requests) == 2
+    assert usage.retries == 1 and usage.calls == 1
+    assert broker.stats()["retries"] == 1 and broker.stats()["http_requests"] == 2
+
+
+def test_retry_after_is_honoured_and_capped(server):
+    server.answer(error(429, **{"Retry-After": "0.4"}))
+    began = time.monotonic()
+    run(broker_for(server, retry_cap_s=1.0).complete(ask("q")))
+    assert time.monotonic() - began >= 0.4
+
+    server.answer(error(429, **{"Retry-After": "3600"}))
+    began = time.monotonic()
+    run(broker_for(server, retry_cap_s=0.05).complete(ask("q")))
+    assert time.monotonic() - began < 2.0
+
+
+def test_server_errors_are_retried_until_they_pass(server):
+    server.answer(error(500), error(500), Scripted(body=completion("third time")))
+    usage = WorkflowUsage()
+    assert run(broker_for(server).complete(ask("q"), usage))["content"] == "third time"
+    assert len(server.requests) == 3 and usage.retries == 2
+
+
+def test_giving_up_names_the_failure_and_the_attempts(server):
+    server.answer(error(500), error(500), Scripted(body=completion("too late")))
+    broker = broker_for(server, max_retries=1)
+    with pytest.raises(LLMCallError, match=r"after 2 attempts: 500 Internal Server Error"):
+        run(broker.complete(ask("q")))
+    assert len(server.requests) == 2
+    assert broker.stats()["errors"] == 1
+
+
+@pytest.mark.parametrize("bad", [
+    Scripted(body="<html>upstream hiccup</html>", content_type="text/html"),
+    Scripted(body="{not json", content_type="application/json"),
+    Scripted(body=json.dumps({"id": "x", "choices": []})),
+    Scripted(body=json.dumps({"choices": [{"message": {"role": "assistant", "content": None}}]})),
+], ids=["html", "broken-json", "no-choices", "null-content"])
+def test_malformed_answers_are_retried(server, bad):
+    server.answer(bad, Scripted(body=completion("good")))
+    usage = WorkflowUsage()
+    assert run(broker_for(server).complete(ask("q"), usage))["content"] == "good"
+    assert len(server.requests) == 2 and usage.retries == 1
+
+
+def test_malformed_answers_give_up_with_the_reason(server):
+    server.answer(*[Scripted(body=json.dumps({"choices": []}))] * 2)
+    with pytest.raises(LLMCallError, match="after 2 attempts: malformed response: no choices"):
+        run(broker_for(server, max_retries=1).complete(ask("q")))
+
+
+def test_timeout_is_retried(server):
+    server.answer(Scripted(body=completion("late"), delay_s=1.0), Scripted(body=completion("on time")))
+    usage = WorkflowUsage()
+    began = time.monotonic()
+    assert run(broker_for(server, timeout_s=0.3).complete(ask("q"), usage))["content"] == "on time"
+    assert usage.retries == 1 and len(server.requests) == 2
+    assert time.monotonic() - began < 1.0  # it did not wait for the slow answer
+
+
+def test_timeouts_give_up_with_the_reason(server):
+    server.answer(*[Scripted(body=completion(), delay_s=0.5)] * 2)
+    with pytest.raises(LLMCallError, match="after 2 attempts: request timed out"):
+        run(broker_for(server, timeout_s=0.2, max_retries=1).complete(ask("q")))
+
+
+def test_connection_refused_is_retried_then_reported(server):
+    url = server.url
+    server.stop()  # nothing listens on its port now (stopping twice is harmless)
+    broker = LLMBroker(url, API_KEY, "m", temperature=0.0, max_tokens=8, max_concurrency=1, timeout_s=1.0,
+                       max_retries=2, retry_base_s=0.01, retry_cap_s=0.02)
+    with pytest.raises(LLMCallError, match="after 3 attempts: connection error"):
+        run(broker.complete(ask("q")))
+    assert broker.stats()["retries"] == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_client_errors_fail_at_once(server, status):
+    server.answer(error(status, "bad request body"))
+    broker = broker_for(server)
+    with pytest.raises(LLMCallError, match=rf"after 1 attempt: {status} .*bad request body"):
+        run(broker.complete(ask("q")))
+    assert len(server.requests) == 1 and broker.stats()["retries"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+def test_deterministic_calls_are_cached(server):
+    broker, usage = broker_for(server, temperature=0.0), WorkflowUsage()
+
+    async def twice():
+        return await broker.complete(ask("same"), usage), await broker.complete(ask("same"), usage)
+
+    first, second = run(twice())
+    assert len(server.requests) == 1
+    assert first["cached"] is False and second["cached"] is True
+    assert second["content"] == first["content"] == "echo: same"
+    assert second["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert usage.calls == 2 and usage.cache_hits == 1
+    assert (usage.prompt_tokens, usage.completion_tokens) == (10, 5)  # counted once
+    assert broker.stats()["cache_hits"] == 1 and broker.stats()["calls"] == 2
+
+
+def test_cache_key_covers_the_messages(server):
+    broker = broker_for(server, temperature=0.0)
+
+    async def both():
+        return await broker.complete(ask("one")), await broker.complete(ask("two"))
+
+    first, second = run(both())
+    assert len(server.requests) == 2
+    assert (first["content"], second["content"]) == ("echo: one", "echo: two")
+
+
+def test_sampled_calls_are_never_cached(server):
+    broker = broker_for(server, temperature=0.8)
+
+    async def twice():
+        return [await broker.complete(ask("same")) for _ in range(2)]
+
+    assert [r["cached"] for r in run(twice())] == [False, False]
+    assert len(server.requests) == 2
+    assert server.requests[0]["body"]["temperature"] == 0.8
+
+
+def test_cache_size_zero_disables_the_cache(server):
+    broker = broker_for(server, temperature=0.0, cache_size=0)
+    run_all(broker.complete(ask("same")), broker.complete(ask("same")))
+    assert len(server.requests) == 2
+
+
+def test_cache_evicts_the_least_recently_used(server):
+    broker = broker_for(server, temperature=0.0, cache_size=1)
+
+    async def calls():
+        for text in ["a", "b", "b", "a"]:
+            await broker.complete(ask(text))
+
+    run(calls())
+    assert [r["body"]["messages"][0]["content"] for r in server.requests] == ["a", "b", "a"]
+
+
+def test_concurrent_identical_calls_share_one_request(server):
+    server.answer(Scripted(body=completion("shared"), delay_s=0.2))
+    broker, usage = broker_for(server, temperature=0.0), WorkflowUsage()
+    replies = run_all(*[broker.complete(ask("same"), usage) for _ in range(5)])
+    assert len(server.requests) == 1
+    assert {r["content"] for r in replies} == {"shared"}
+    assert sorted(r["cached"] for r in replies) == [False, True, True, True, True]
+    assert usage.calls == 5 and usage.cache_hits == 4 and usage.prompt_tokens == 10
+
+
+def test_concurrent_identical_calls_share_the_failure(server):
+    server.answer(error(400, "nope"))
+    broker = broker_for(server, temperature=0.0)
+
+    async def five():
+        return await asyncio.gather(*[broker.complete(ask("same")) for _ in range(5)], return_exceptions=True)
+
+    results = run(five())
+    assert len(server.requests) == 1
+    assert all(isinstance(r, LLMCallError) for r in results)
+
+
+def test_http_requests_are_limited_to_max_concurrency(server):
+    server.answer(*[Scripted(body=completion(), delay_s=0.1)] * 6)
+    broker = broker_for(server, max_concurrency=2)
+    run_all(*[broker.complete(ask(str(i))) for i in range(6)])
+    assert len(server.requests) == 6 and server.max_in_flight == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgets and cost
+
+
+def test_call_budget_refuses_without_a_request(server):
+    broker, usage = broker_for(server, budget=Budget(max_calls=2)), WorkflowUsage()
+
+    async def three():
+        await broker.complete(ask("1"), usage)
+        await broker.complete(ask("2"), usage)
+        await broker.complete(ask("3"), usage)
+
+    with pytest.raises(BudgetExceeded, match="calls"):
+        run(three())
+    assert len(server.requests) == 2 and usage.calls == 2
+    run(broker.complete(ask("4"), WorkflowUsage()))  # the budget is per workflow
+    assert len(server.requests) == 3
+
+
+def test_token_budget_drops_the_answer_that_crosses_it(server):
+    # each echo answer costs 10 + 5 = 15 tokens: the second call ends at 30 > 25
+    broker, usage = broker_for(server, budget=Budget(max_tokens=25)), WorkflowUsage()
+
+    async def calls():
+        await broker.complete(ask("1"), usage)
+        await broker.complete(ask("2"), usage)
+
+    with pytest.raises(BudgetExceeded, match="tokens"):
+        run(calls())
+    assert len(server.requests) == 2 and usage.prompt_tokens + usage.completion_tokens == 30
+    with pytest.raises(BudgetExceeded):
+        run(broker.complete(ask("3"), usage))
+    assert len(server.requests) == 2
+
+
+def test_cost_accumulates_per_workflow(server):
+    server.answer(*[Scripted(body=completion(prompt_tokens=1000, completion_tokens=500))] * 2)
+    broker = broker_for(server, pricing=Pricing(prompt_usd_per_mtok=1.0, completion_usd_per_mtok=2.0))
+    usage = WorkflowUsage()
+    run(broker.complete(ask("q"), usage))
+    # 1000 tokens * $1.0/1e6 + 500 tokens * $2.0/1e6 = $0.001 + $0.001 = $0.002
+    assert usage.cost_usd == pytest.approx(0.002)
+    run(broker.complete(ask("q"), usage))
+    assert usage.cost_usd == pytest.approx(0.004)
+
+
+def test_cache_hits_cost_nothing(server):
+    broker = broker_for(server, temperature=0.0, pricing=Pricing(1.0, 2.0), budget=Budget(max_tokens=20))
+    usage = WorkflowUsage()
+
+    async def thrice():
+        for _ in range(3):
+            await broker.complete(ask("same"), usage)
+
+    run(thrice())  # 15 tokens once; two more uncached would cross 20
+    assert usage.prompt_tokens == 10 and usage.cost_usd == pytest.approx((10 * 1.0 + 5 * 2.0) / 1e6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The key and the request
+
+
+def test_request_carries_key_model_and_settings(server):
+    run(broker_for(server, temperature=0.0, max_tokens=33).complete(ask("hi")))
+    request = server.requests[0]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["authorization"] == f"Bearer {API_KEY}"
+    assert request["body"]["model"] == "test-model"
+    assert request["body"]["messages"] == ask("hi")
+    assert (request["body"]["temperature"], request["body"]["max_tokens"]) == (0.0, 33)
+
+
+def test_key_is_not_in_repr_or_str(server):
+    broker = broker_for(server)
+    run(broker.complete(ask("q")))
+    assert API_KEY not in repr(broker) and API_KEY not in str(broker)
+    assert "test-model" in repr(broker)
+
+
+def test_broker_survives_pickling_before_and_after_use(server):
+    broker = pickle.loads(pickle.dumps(broker_for(server, temperature=0.0)))  # as Ray ships it
+    assert run(broker.complete(ask("q")))["content"] == "echo: q"
+    again = pickle.loads(pickle.dumps(broker))
+    assert run(again.complete(ask("q")))["cached"] is True  # the cache travels; the client does not
+    assert len(server.requests) == 1
+
+
+def test_usage_is_optional(server):
+    assert run(broker_for(server).complete(ask("q")))["content"] == "echo: q"
