@@ -1,23 +1,25 @@
-"""Evaluator: scores an execution by running the task's hidden test in the sandbox."""
+"""Evaluator: scores an execution by running the task's hidden test in a warm sandbox pool."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from flowpo.records import Execution, Problem, ScoredSample
 from flowpo.tasks import humaneval_test_program
-from sandbox.docker_backend import DockerBackend
-from sandbox.session import INFRA_FAILURES, run_program
+from sandbox.backend import SandboxBackend
+from sandbox.pool import INFRA_FAILURES, SandboxPool
 
 
 class Evaluator:
-    """Plain class; ``actors.launch`` wraps it as an async Ray actor."""
+    """Plain class; ``actors.launch`` wraps it as an async Ray actor. ``await ready()`` first."""
 
-    def __init__(self, backend: DockerBackend, timeout_s: float):
+    def __init__(self, backend: SandboxBackend, *, sandboxes: int):
         self.backend = backend
-        self.timeout_s = timeout_s
+        self.pool = SandboxPool(backend, sandboxes)
 
-    def ready(self) -> bool:
-        self.backend.check()
+    async def ready(self) -> bool:
+        await asyncio.to_thread(self.backend.check)
+        await self.pool.start()
         return True
 
     async def evaluate(self, execution: Execution, problem: Problem) -> ScoredSample:
@@ -28,12 +30,14 @@ class Evaluator:
         if execution.failure or not execution.answer.strip():
             reason = execution.failure or "empty answer"
             return ScoredSample(execution, score=0.0, evaluate_s=0.0, details={"test": reason})
-        program = humaneval_test_program(problem, execution.answer)
-        outcome = await run_program(self.backend, program, self.timeout_s)
+        outcome = await self.pool.run_program(humaneval_test_program(problem, execution.answer))
         if outcome.failure == "sandbox_error":
             return ScoredSample(execution, score=None, evaluate_s=time.monotonic() - began,
                                 details={"unscored": "sandbox_error", "error": outcome.error[-500:]})
         passed = outcome.failure == ""
-        details = {"test": "passed" if passed else outcome.failure, "test_output": outcome.stderr[-500:]}
+        details = {"test": "passed" if passed else outcome.failure, "test_output": outcome.output[-500:]}
         return ScoredSample(execution, score=1.0 if passed else 0.0, evaluate_s=time.monotonic() - began,
                             details=details)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,38 +1,46 @@
-"""Executor: runs generated workflows in sandboxes; their LLM calls go through the broker."""
+"""Executor: runs generated workflows in a warm sandbox pool; their LLM calls go through the broker."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 from flowpo.records import Execution, Problem, Workflow
-from sandbox.broker import LLMBroker
-from sandbox.docker_backend import DockerBackend
-from sandbox.session import run_workflow
+from sandbox.backend import SandboxBackend
+from sandbox.broker import LLMBroker, WorkflowUsage
+from sandbox.pool import SandboxPool
 
 
 class Executor:
-    """Plain class; ``actors.launch`` wraps it as an async Ray actor."""
+    """Plain class; ``actors.launch`` wraps it as an async Ray actor. ``await ready()`` first."""
 
-    def __init__(self, backend: DockerBackend, broker: LLMBroker):
+    def __init__(self, backend: SandboxBackend, broker: LLMBroker, *, sandboxes: int, recycle_after: int = 0):
         self.backend = backend
         self.broker = broker
+        self.pool = SandboxPool(backend, sandboxes, recycle_after=recycle_after)
 
-    def ready(self) -> bool:
-        self.backend.check()
+    async def ready(self) -> bool:
+        await asyncio.to_thread(self.backend.check)
+        await self.pool.start()
         return True
 
     async def execute(self, workflow: Workflow, problem: Problem) -> Execution:
         if workflow.invalid_reason:  # rejected statically: no sandbox needed
             return Execution(workflow=workflow, answer="", failure="invalid_workflow", error=workflow.invalid_reason,
                              llm_calls=0, prompt_tokens=0, completion_tokens=0, execute_s=0.0)
-        usage = {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        usage = WorkflowUsage()
 
         async def ask_llm(messages: list) -> dict:
-            reply = await self.broker.complete(messages)
-            usage["llm_calls"] += 1
-            usage["prompt_tokens"] += reply["usage"]["prompt_tokens"]
-            usage["completion_tokens"] += reply["usage"]["completion_tokens"]
-            return reply
+            return await self.broker.complete(messages, usage)
 
-        start = {"code": workflow.code, "problem": problem.prompt, "entry_point": problem.entry_point,
-                 "timeout_s": self.backend.limits.timeout_s}
-        outcome = await run_workflow(self.backend, start, ask_llm)
+        start = {"code": workflow.code, "problem": problem.prompt, "entry_point": problem.entry_point}
+        outcome = await self.pool.run_workflow(start, ask_llm)
         return Execution(workflow=workflow, answer=outcome.answer, failure=outcome.failure,
-                         error=outcome.error[-2000:], execute_s=outcome.seconds, **usage)
+                         error=outcome.error[-2000:], execute_s=outcome.seconds, llm_calls=usage.calls,
+                         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                         cache_hits=usage.cache_hits, cost_usd=usage.cost_usd)
+
+    def stats(self) -> dict:
+        return {"pool": dataclasses.asdict(self.pool.stats), "broker": self.broker.stats()}
+
+    async def close(self) -> None:
+        await self.pool.close()

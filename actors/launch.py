@@ -13,8 +13,10 @@ from actors.generator import Generator, SamplingSettings, engine_kwargs
 from actors.llm_server import LLMServer
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
-from sandbox.broker import LLMBroker
-from sandbox.docker_backend import DockerBackend, SandboxLimits
+from sandbox.broker import Budget, LLMBroker, Pricing
+from sandbox.backend import SandboxBackend, SandboxLimits
+from sandbox.docker_backend import DockerBackend
+from sandbox.process_backend import ProcessBackend
 
 
 @dataclass
@@ -25,6 +27,11 @@ class Actors:
     llm_server: object | None
 
     def shutdown(self) -> None:
+        sandbox_owners = [*self.executors, *self.evaluators]
+        try:  # the pools tear their sandboxes down; killing the actors alone would leave that to --rm
+            ray.get([h.close.remote() for h in sandbox_owners], timeout=60)
+        except Exception as exc:  # noqa: BLE001 - shutdown goes on; the actors are killed below
+            print(f"warning: sandbox pools did not close cleanly: {exc}")
         if self.llm_server is not None:
             try:
                 ray.get(self.llm_server.stop.remote(), timeout=60)
@@ -35,10 +42,14 @@ class Actors:
                 ray.kill(handle)
 
 
-def build_backend(config: Config, timeout_s: float | None = None) -> DockerBackend:
+def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBackend:
     sb = config.sandbox
-    limits = SandboxLimits(timeout_s=timeout_s or sb.timeout_s, memory_mb=sb.memory_mb, pids_limit=sb.pids_limit,
-                           cpus=sb.cpus, max_output_bytes=sb.max_output_bytes)
+    limits = SandboxLimits(timeout_s=timeout_s or sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb,
+                           pids_limit=sb.pids_limit, cpus=sb.cpus, open_files=sb.open_files,
+                           file_size_mb=sb.file_size_mb, scratch_mb=sb.scratch_mb,
+                           scratch_inodes=sb.scratch_inodes, max_output_bytes=sb.max_output_bytes)
+    if sb.backend == "process":
+        return ProcessBackend(limits, python=sb.process_python)
     return DockerBackend(sb.image, limits)
 
 
@@ -78,17 +89,24 @@ def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
     generators = start_generators(config, model_path)
     server, base_url, api_key = start_llm_server(config, model_path, run_dir)
     model_name = llm.model or config.model.served_name
-    executor_cls = ray.remote(num_cpus=config.sandbox.executor_num_cpus,
-                              max_concurrency=config.sandbox.max_concurrency)(Executor)
+    sb = config.sandbox
+    # Extra concurrency beyond the sandboxes lets stats and close calls through while all are busy.
+    executor_cls = ray.remote(num_cpus=sb.executor_num_cpus, resources=sb.executor_resources or None,
+                              max_concurrency=sb.sandboxes_per_executor + 4)(Executor)
     executors = [executor_cls.remote(
         build_backend(config),
         LLMBroker(base_url, api_key, model_name, temperature=llm.temperature, max_tokens=llm.max_tokens,
                   max_concurrency=llm.max_concurrency, timeout_s=llm.request_timeout_s,
-                  max_retries=llm.max_retries))
-        for _ in range(config.sandbox.num_executors)]
+                  max_retries=llm.max_retries, retry_base_s=llm.retry_base_s, retry_cap_s=llm.retry_cap_s,
+                  cache_size=llm.cache_size,
+                  budget=Budget(llm.max_calls_per_workflow, llm.max_tokens_per_workflow),
+                  pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok)),
+        sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after)
+        for _ in range(sb.num_executors)]
     ev = config.evaluator
-    evaluator_cls = ray.remote(num_cpus=ev.num_cpus, max_concurrency=ev.max_concurrency)(Evaluator)
-    evaluators = [evaluator_cls.remote(build_backend(config, ev.timeout_s), ev.timeout_s)
+    evaluator_cls = ray.remote(num_cpus=ev.num_cpus, resources=sb.executor_resources or None,
+                               max_concurrency=ev.sandboxes_per_evaluator + 4)(Evaluator)
+    evaluators = [evaluator_cls.remote(build_backend(config, ev.timeout_s), sandboxes=ev.sandboxes_per_evaluator)
                   for _ in range(ev.num_evaluators)]
     actors = Actors(generators, executors, evaluators, server)
     try:

@@ -80,28 +80,45 @@ class ExecutorLLMConfig:
     max_model_len: int = option(2048, "context length of the hosted server")
     max_concurrency: int = option(8, "LLM calls in flight per executor actor")
     request_timeout_s: float = option(120.0, "timeout of one LLM call")
-    max_retries: int = option(3, "retries of one LLM call on 429, 5xx and timeouts")
+    max_retries: int = option(3, "retries of one LLM call on 429, 5xx, timeouts and malformed answers")
+    retry_base_s: float = option(0.5, "first retry backoff; it doubles per retry, with jitter")
+    retry_cap_s: float = option(20.0, "longest wait between retries, Retry-After included")
+    cache_size: int = option(1024, "answers kept for temperature-0 calls; 0 disables the cache")
+    max_calls_per_workflow: int = option(50, "LLM calls one workflow run may make; 0 = unlimited")
+    max_tokens_per_workflow: int = option(200_000, "prompt+completion tokens one workflow run may use; 0 = unlimited")
+    prompt_usd_per_mtok: float = option(0.0, "price of a million prompt tokens, for the cost metric")
+    completion_usd_per_mtok: float = option(0.0, "price of a million completion tokens, for the cost metric")
 
 
 @dataclass
 class SandboxConfig:
-    backend: Literal["docker"] = option("docker", "isolation backend that runs workflows")
-    image: str = option("flowpo-sandbox:latest", "sandbox image (make image builds it offline)")
+    backend: Literal["docker", "process"] = option(
+        "docker", "isolation: docker containers, or process (bubblewrap namespaces, for machines without Docker)")
+    image: str = option("flowpo-sandbox:latest", "sandbox image of the docker backend (make image builds it offline)")
+    process_python: str = option("", "python3 inside process sandboxes; empty: /usr/bin/python3")
     num_executors: int = option(1, "executor actors")
+    sandboxes_per_executor: int = option(4, "warm sandboxes each executor actor keeps (workflows at once)")
     executor_num_cpus: float = option(0.5, "CPUs reserved per executor actor")
-    max_concurrency: int = option(4, "workflows running at once per executor actor")
+    executor_resources: dict[str, float] = option(
+        {}, "custom Ray resources per executor actor, e.g. {executor: 1} to place them on CPU-only nodes")
+    recycle_after: int = option(0, "replace a sandbox after this many jobs; 0: only when it breaks a limit")
     timeout_s: float = option(120.0, "wall-clock limit of one workflow run")
-    memory_mb: int = option(512, "memory limit of one sandbox")
+    cpu_s: float = option(0.0, "CPU-time limit of one run; 0: the wall-clock limit")
+    memory_mb: int = option(512, "memory limit of one sandbox (cgroup) and of each job process (rlimit)")
     pids_limit: int = option(64, "process limit of one sandbox")
-    cpus: float = option(1.0, "CPU quota of one sandbox")
-    max_output_bytes: int = option(1_000_000, "stdout+stderr kept from one run; the excess is cut")
+    cpus: float = option(1.0, "CPU quota of one sandbox (docker)")
+    open_files: int = option(256, "open files per job process")
+    file_size_mb: int = option(16, "largest file a job may write")
+    scratch_mb: int = option(64, "size of the sandbox's writable tmpfs, wiped after every job")
+    scratch_inodes: int = option(4096, "files the scratch tmpfs can hold (docker)")
+    max_output_bytes: int = option(1_000_000, "stdout+stderr kept from one run; more ends it as output_limit")
 
 
 @dataclass
 class EvaluatorConfig:
     num_evaluators: int = option(1, "evaluator actors")
     num_cpus: float = option(0.25, "CPUs reserved per evaluator actor")
-    max_concurrency: int = option(4, "hidden-test runs at once per evaluator actor")
+    sandboxes_per_evaluator: int = option(2, "warm sandboxes each evaluator keeps (hidden-test runs at once)")
     timeout_s: float = option(15.0, "wall-clock limit of one hidden-test run")
 
 
@@ -230,6 +247,12 @@ def _check_value(value: Any, hint: Any, dotted: str) -> Any:
         if not isinstance(value, list):
             raise _error(dotted, f"expected a list of {item_type.__name__}, got {value!r}")
         return [_check_value(v, item_type, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, typing.Dict):
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise _error(dotted, f"expected a mapping of {key_type.__name__} to {value_type.__name__}, got {value!r}")
+        return {_check_value(k, key_type, f"{dotted} key"): _check_value(v, value_type, f"{dotted}.{k}")
+                for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
         raise TypeError(f"config field {dotted}: unions are not supported")  # programming error
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -69,8 +69,8 @@ def stream_round(round_index: int, problems: list[Problem], actors, config: Conf
     bars = {stage: tqdm(total=total, desc=f"round {round_index} {stage:>9}", unit="wf", position=i, leave=True,
                         dynamic_ncols=True)
             for i, stage in enumerate(("generated", "executed", "scored"))}
-    executors = _Balancer(actors.executors, config.sandbox.max_concurrency)
-    evaluators = _Balancer(actors.evaluators, config.evaluator.max_concurrency)
+    executors = _Balancer(actors.executors, config.sandbox.sandboxes_per_executor)
+    evaluators = _Balancer(actors.evaluators, config.evaluator.sandboxes_per_evaluator)
     pending: dict = {}  # ObjectRef -> (stage, balancer slot)
     to_execute: deque = deque()
     to_evaluate: deque = deque()

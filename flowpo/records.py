@@ -36,6 +36,8 @@ class Execution:
     prompt_tokens: int
     completion_tokens: int
     execute_s: float
+    cache_hits: int = 0  # LLM calls answered from the broker's cache (temperature 0)
+    cost_usd: float = 0.0  # executor-LLM cost at the configured prices
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class ScoredSample:
             "failure": ex.failure,
             "error": ex.error,
             "usage": {"llm_calls": ex.llm_calls, "prompt_tokens": ex.prompt_tokens,
-                      "completion_tokens": ex.completion_tokens},
+                      "completion_tokens": ex.completion_tokens, "cache_hits": ex.cache_hits,
+                      "cost_usd": round(ex.cost_usd, 6)},
             "timings": {"generate_s": round(wf.generate_s, 3), "execute_s": round(ex.execute_s, 3),
                         "evaluate_s": round(self.evaluate_s, 3)},
             "details": self.details,

@@ -219,6 +219,12 @@ class LLMBroker:
     def stats(self) -> dict:
         return asdict(self._stats)
 
+    async def close(self) -> None:
+        """Close the HTTP client's connections; a later call builds a new client."""
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._reset_loop_state()
+
     def _ensure_client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:

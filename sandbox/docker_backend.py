@@ -51,7 +51,8 @@ class DockerBackend:
     def argv(self, name: str) -> list[str]:
         lim = self.limits
         return [
-            "docker", "run", "-i", "--name", name, "--label", "flowpo.sandbox=1",
+            # --rm: a sandbox whose owner died (its stdin closes, the supervisor exits) leaves nothing.
+            "docker", "run", "-i", "--rm", "--name", name, "--label", "flowpo.sandbox=1",
             "--network", "none", "--ipc", "none", "--read-only", "--user", f"{NOBODY_UID}:{NOBODY_UID}",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--memory", f"{lim.memory_mb}m", "--memory-swap", f"{lim.memory_mb}m",

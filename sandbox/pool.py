@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from sandbox.backend import SandboxBackend, SandboxExit
+from sandbox.broker import BudgetExceeded
 
 WORKFLOW_FAILURES = ("timeout", "memory", "output_limit", "crash", "invalid_workflow", "budget_exceeded")
 INFRA_FAILURES = ("llm_error", "sandbox_error")
@@ -30,11 +31,8 @@ MAX_LINE = 1 << 25
 
 log = logging.getLogger(__name__)
 
-AskLLM = Callable[[list], Awaitable[dict]]  # messages -> {"content": str, ...}
-
-
-class BudgetExceeded(Exception):
-    """Raised by an ``AskLLM`` to stop the workflow: the run ends as ``budget_exceeded``."""
+# messages -> {"content": str, ...}; raising BudgetExceeded stops the workflow as budget_exceeded.
+AskLLM = Callable[[list], Awaitable[dict]]
 
 
 class SandboxBroken(Exception):

@@ -18,6 +18,12 @@ def require(ok: bool, what: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def need():
+    """``require`` for fixtures in nested conftest files."""
+    return require
+
+
+@pytest.fixture(scope="session")
 def model_dir() -> str:
     from flowpo.model import is_model_dir
 

@@ -4,8 +4,8 @@ Standard library only: it runs inside the sandbox. Each operator holds ``llm``, 
 ``prompt -> str`` that the runtime routes to the host-side broker; its exceptions propagate.
 The executor LLM is small and often ignores the requested format, so every parser falls back to
 something usable instead of failing. The generator's prompt is built from the operators'
-docstrings and ``__call__`` signatures (``flowpo.prompts.operator_reference``): keep the first
-docstring line a one-line description and the annotations accurate.
+docstrings and annotated ``__call__`` signatures (``flowpo.prompts.operator_reference``): keep
+each operator's docstring one short sentence and its annotations accurate.
 """
 import ast
 import asyncio
@@ -73,8 +73,10 @@ ANSWER_TAG_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNOR
 REPORT_NOISE_RE = re.compile(r"\*{5,}$|Line \d+, in examples$")  # doctest's separators
 DEF_NAME_RE = re.compile(r"def\s+(\w+)\s*\(")
 LETTER_RE = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
-VERDICT_RE = re.compile(r"(?:verdict|review_result|result)\W{0,4}(incorrect|correct|true|false|yes|no|pass|fail)",
+VERDICT_RE = re.compile(r"(?:verdict|review_result|result)\W{0,4}(incorrect|correct|true|false|yes|no|pass|fail)\b",
                         re.IGNORECASE)
+# Decoration around a verdict label: markdown, punctuation, XML-ish tags.
+MARKUP_EDGES_RE = re.compile(r"^(?:[\s*:.>\-]|</?\w+>)+|(?:[\s*<\-]|</?\w+>)+$")
 # Without a labelled verdict the first judgement word decides; "no"/"yes" are too common to count.
 JUDGEMENT_RE = re.compile(r"\b(not correct|incorrect|wrong|false|fails?|correct|true|right|passes)\b",
                           re.IGNORECASE)
@@ -125,7 +127,7 @@ def _last_line(text):
 
 def _unmark(answer):
     # Markdown emphasis and a closing period are decoration, not part of the answer.
-    return answer.strip().strip("*`").strip().rstrip(".").strip()
+    return re.sub(r"^[\s*`]+|[\s*`.]+$", "", answer)
 
 
 def _untag(text):
@@ -150,6 +152,16 @@ def parse_verdict(text):
         judged = JUDGEMENT_RE.search(text)
         word = judged.group(1) if judged else "correct"
     return word.lower() not in NEGATIVE
+
+
+def review_feedback(text):
+    """The review without its verdict label (the text after it, else before it, else all of it)."""
+    labelled = VERDICT_RE.search(text)
+    if labelled:
+        for part in (text[labelled.end():], text[:labelled.start()]):
+            if MARKUP_EDGES_RE.sub("", part):
+                return MARKUP_EDGES_RE.sub("", part)
+    return text.strip()
 
 
 def letter_listing(solutions):
@@ -307,7 +319,7 @@ def error_tail(output, limit=1500):
 
 
 class Custom:
-    """Sends the instruction and input to the LLM; .response is its free-text answer."""
+    """Asks the LLM with the instruction; .response is its free text."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -317,7 +329,7 @@ class Custom:
 
 
 class CustomCodeGenerate:
-    """Writes the function; .code is the complete Python function."""
+    """Writes the function; .code is the complete function."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -330,7 +342,7 @@ class CustomCodeGenerate:
 
 
 class AnswerGenerate:
-    """Thinks step by step; .thought is the reasoning, .answer the final answer alone."""
+    """Thinks step by step; .answer is the final answer alone."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -343,7 +355,7 @@ class AnswerGenerate:
 
 
 class ScEnsemble:
-    """Self-consistency: .response is the solution most others agree with."""
+    """Picks the solution most others agree with (self-consistency)."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -359,7 +371,7 @@ class ScEnsemble:
 
 
 class MdEnsemble:
-    """Votes several times over shuffled orders of the solutions; .response is the majority choice."""
+    """Votes vote_count times over shuffled solutions; the majority choice wins."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -384,8 +396,7 @@ class MdEnsemble:
 
 
 class Programmer:
-    """Writes a Python solve() and runs it; .code is the program, .output what it printed or
-    returned (or its last error)."""
+    """Writes and runs a Python solve(), retrying on errors; .output is its result or last error."""
 
     def __init__(self, llm, timeout_s=DEFAULT_TIMEOUT_S, output_cap=DEFAULT_OUTPUT_CAP, attempts=3):
         self.llm = llm
@@ -413,8 +424,7 @@ class Programmer:
 
 
 class Test:
-    """Runs the problem's >>> examples against the solution and asks for fixes while they fail;
-    .result is whether they pass, .solution the last version of the code."""
+    """Runs the problem's >>> examples, asking for fixes while they fail; .result is True when they pass."""
 
     def __init__(self, llm, timeout_s=DEFAULT_TIMEOUT_S, output_cap=DEFAULT_OUTPUT_CAP):
         self.llm = llm
@@ -451,7 +461,7 @@ class Test:
 
 
 class Review:
-    """Judges a solution; .review_result is True when it looks correct, .feedback says what to fix."""
+    """Judges the solution; .review_result is False when it looks wrong, .feedback says why."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -460,12 +470,11 @@ class Review:
         text = await self.llm(f"Problem:\n{problem}\n\nSolution:\n{solution}\n\nReview the solution. "
                               "Start with 'Verdict: correct' or 'Verdict: incorrect', then explain what is "
                               "wrong and how to fix it.")
-        feedback = VERDICT_RE.sub("", text, count=1).strip(" \t\n.:-") or text.strip()
-        return ReviewResult(review_result=parse_verdict(text), feedback=feedback)
+        return ReviewResult(review_result=parse_verdict(text), feedback=review_feedback(text))
 
 
 class Revise:
-    """Rewrites a solution following feedback; .response is the revised solution (code for code)."""
+    """Rewrites the solution following the feedback (code stays code)."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -499,7 +508,7 @@ def _revised_code(problem, solution, text, name):
 
 
 class Format:
-    """Extracts the short final answer from a worked solution; .response is that answer alone."""
+    """Extracts the short final answer from a worked solution."""
 
     def __init__(self, llm):
         self.llm = llm
