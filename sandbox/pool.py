@@ -66,6 +66,7 @@ class Sandbox:
     def __init__(self, backend: SandboxBackend, name: str, proc: asyncio.subprocess.Process):
         self.backend, self.name, self.proc = backend, name, proc
         self.jobs = 0
+        self.pid1 = False  # the supervisor is its namespace's init (so it can sweep every process)
         self.stderr_tail = bytearray()
         self._job_ids = itertools.count(1)
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
@@ -81,9 +82,7 @@ class Sandbox:
             ready = await asyncio.wait_for(sandbox._read(), START_TIMEOUT_S)
             if ready.get("type") != "ready":
                 raise SandboxBroken(f"expected the supervisor's ready line, got {str(ready)[:200]}")
-            if not ready.get("pid1"):
-                log.warning("sandbox %s: the supervisor is not PID 1, so processes that leave a job's "
-                            "session may outlive it", name)
+            sandbox.pid1 = bool(ready.get("pid1"))
         except (SandboxBroken, asyncio.TimeoutError) as exc:
             await sandbox.close()
             raise SandboxBroken(f"sandbox {name} did not start: {exc or 'timeout'}; "
@@ -207,6 +206,9 @@ class SandboxPool:
         except (SandboxBroken, OSError) as exc:
             self.stats.start_failures += 1
             raise SandboxBroken(str(exc)) from None
+        if not sandbox.pid1 and self.stats.sandboxes_started == 0:
+            log.warning("the sandbox supervisor is not PID 1 of its own pid namespace, so processes that "
+                        "leave a job's session may outlive the job")
         self.stats.sandboxes_started += 1
         self._all.add(sandbox)
         return sandbox
