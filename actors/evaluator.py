@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from flowpo.records import Execution, Problem, ScoredSample
@@ -38,6 +39,9 @@ class Evaluator:
         details = {"test": "passed" if passed else outcome.failure, "test_output": outcome.output[-500:]}
         return ScoredSample(execution, score=1.0 if passed else 0.0, evaluate_s=time.monotonic() - began,
                             details=details)
+
+    def stats(self) -> dict:
+        return {"pool": dataclasses.asdict(self.pool.stats)}
 
     async def close(self) -> None:
         await self.pool.close()

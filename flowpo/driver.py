@@ -63,6 +63,24 @@ class _Balancer:
         self.load[i] -= 1
 
 
+def add_counts(total: dict, part: dict) -> dict:
+    """Sum nested dicts of counts (stats of several actors of one kind)."""
+    for key, value in part.items():
+        total[key] = add_counts(total.get(key, {}), value) if isinstance(value, dict) else total.get(key, 0) + value
+    return total
+
+
+def stage_stats(actors) -> dict:
+    """Cumulative sandbox-pool and executor-LLM counters: replacements, retries, cache hits, cost."""
+    executors, evaluators = {}, {}
+    for stats in ray.get([e.stats.remote() for e in actors.executors]):
+        add_counts(executors, stats)
+    for stats in ray.get([e.stats.remote() for e in actors.evaluators]):
+        add_counts(evaluators, stats)
+    return {"executor_sandboxes": executors.get("pool", {}), "executor_llm": executors.get("broker", {}),
+            "evaluator_sandboxes": evaluators.get("pool", {})}
+
+
 def stream_round(round_index: int, problems: list[Problem], actors, config: Config, log: RunLog) -> list[ScoredSample]:
     by_id = {p.problem_id: p for p in problems}
     total = len(problems) * config.generator.k
@@ -173,7 +191,7 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
         pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, adapter_path)
         summary = summarize(round_index, adapter_version, samples, pairs, loss)
         log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
-                  regenerations=regenerated)
+                  regenerations=regenerated, **stage_stats(actors))
         print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
         summaries.append(summary)
         if new_adapter:

@@ -2,7 +2,7 @@
 import json
 
 from flowpo.config import Config
-from flowpo.driver import candidates_of, summarize, train_round
+from flowpo.driver import add_counts, candidates_of, summarize, train_round
 from flowpo.records import Execution, ScoredSample, Workflow
 from flowpo.runlog import RunLog
 
@@ -43,3 +43,10 @@ def test_sample_log_line_has_the_contract_fields():
     assert {"problem_id", "round", "adapter", "workflow", "answer", "score", "failure", "timings"} <= set(line)
     assert line["timings"] == {"generate_s": 0.1, "execute_s": 1.0, "evaluate_s": 0.5}
     json.dumps(line)
+
+
+def test_stats_of_several_actors_add_up_per_key():
+    total = {}
+    add_counts(total, {"jobs": 3, "failures": {"ok": 2, "timeout": 1}})
+    add_counts(total, {"jobs": 4, "failures": {"ok": 4}, "cost_usd": 0.5})
+    assert total == {"jobs": 7, "failures": {"ok": 6, "timeout": 1}, "cost_usd": 0.5}
