@@ -8,12 +8,13 @@ import re
 from flowpo.records import Problem
 from sandbox.runtime.flowpo_operators import OPERATORS
 
+
 def operator_reference() -> str:
     """One line per operator from its ``__call__`` signature, result fields and docstring, so the
     prompt cannot drift from the library the sandbox runs."""
     lines = ["Operators (each is async; call it with await and keyword arguments):"]
     for name, cls in OPERATORS.items():
-        signature = inspect.signature(cls.__call__)
+        signature = inspect.signature(cls.__call__, eval_str=True)
         params = signature.replace(parameters=list(signature.parameters.values())[1:],
                                    return_annotation=inspect.Signature.empty)
         result = signature.return_annotation

@@ -94,6 +94,9 @@ def _check_operators(tree: ast.Module) -> str:
         if isinstance(func, ast.Name) and func.id[:1].isupper() and func.id not in OPERATORS \
                 and func.id not in RESULT_TYPES and func.id not in defined and not hasattr(builtins, func.id):
             return f"operator: unknown operator {func.id} (line {node.lineno})"
+        if isinstance(func, ast.Name) and func.id in OPERATORS and (node.keywords or len(node.args) != 1):
+            # Operators are built as Op(llm): their limits (timeouts, caps) are not the workflow's to set.
+            return f"arguments: an operator is constructed as {func.id}(llm) only (line {node.lineno})"
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
             op = attribute_ops.get(func.attr)
             if op in OPERATOR_ARGS:

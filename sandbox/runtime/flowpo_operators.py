@@ -3,9 +3,14 @@
 Standard library only: it runs inside the sandbox. Each operator holds ``llm``, an async callable
 ``prompt -> str`` that the runtime routes to the host-side broker; its exceptions propagate.
 The executor LLM is small and often ignores the requested format, so every parser falls back to
-something usable instead of failing. The generator's prompt is built from the operators'
-docstrings and annotated ``__call__`` signatures (``flowpo.prompts.operator_reference``): keep
-each operator's docstring one short sentence and its annotations accurate.
+something usable instead of failing; likewise a result object passed where text is expected (a
+small generator often forgets ``.code``) stands for its ``as_answer`` text.
+
+The generator's prompt is built from the operators' docstrings and annotated ``__call__``
+signatures (``flowpo.prompts.operator_reference``): keep each operator's docstring one short
+sentence and its annotations accurate. It is one long file because it is imported two ways, as
+``sandbox.runtime.flowpo_operators`` on the host and as a top-level module in the sandbox, which a
+split into sibling modules would have to paper over with path tricks.
 """
 import ast
 import asyncio
@@ -70,7 +75,6 @@ class RunResult:
 FENCE_RE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 ANSWER_LINE_RE = re.compile(r"^[^\n]*?\banswer\s*(?:is\b\s*:?|[:=])\s*(.*)$", re.IGNORECASE | re.MULTILINE)
 ANSWER_TAG_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
-REPORT_NOISE_RE = re.compile(r"\*{5,}$|Line \d+, in examples$")  # doctest's separators
 DEF_NAME_RE = re.compile(r"def\s+(\w+)\s*\(")
 LETTER_RE = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
 VERDICT_RE = re.compile(r"(?:verdict|review_result|result)\W{0,4}(incorrect|correct|true|false|yes|no|pass|fail)\b",
@@ -174,6 +178,7 @@ def letter_listing(solutions):
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_OUTPUT_CAP = 64 * 1024
 INHERITED_ENV = ("PATH", "HOME", "TMPDIR")
+REPORT_NOISE_RE = re.compile(r"\*{5,}$|Line \d+, in examples$")  # doctest's separators
 # The program's source goes in as a string and runs under a name other than __main__, so a
 # main-guarded call in LLM code does not run twice; linecache lets tracebacks quote its lines.
 LOADER = '''import linecache, sys
@@ -209,20 +214,15 @@ def run_python(source, timeout_s=DEFAULT_TIMEOUT_S, output_cap=DEFAULT_OUTPUT_CA
     """Run ``source`` in a fresh isolated interpreter in its own session; at the deadline (and after
     it ends) its whole process group is SIGKILLed, so children it spawned do not outlive it."""
     env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
-    # The source comes in on stdin: no file to write, and input() in the program sees EOF at once.
-    # -u: unbuffered, so prints and a traceback come back in the order they happened.
-    proc = subprocess.Popen([sys.executable, "-I", "-u", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    reader = _CappedReader(proc.stdout, output_cap)
-    timed_out = False
     try:
-        _feed(proc, source)
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    finally:
-        _kill_group(proc.pid)
-        proc.wait()
+        # The source comes in on stdin: no file to write, and input() in the program sees EOF.
+        # -u: unbuffered, so prints and a traceback come back in the order they happened.
+        proc = subprocess.Popen([sys.executable, "-I", "-u", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    except OSError as exc:  # e.g. the sandbox's process limit: report it like a failed run
+        return RunResult(ok=False, output=f"[could not start Python: {exc}]", timed_out=False)
+    reader = _CappedReader(proc.stdout, output_cap)
+    timed_out = _wait(proc, source, timeout_s)
     # A descendant that left the group with setsid() can hold the pipe open: do not wait on it.
     reader.thread.join(1.0)
     text, notes = reader.text(), _notes(reader, timed_out, timeout_s)
@@ -230,11 +230,27 @@ def run_python(source, timeout_s=DEFAULT_TIMEOUT_S, output_cap=DEFAULT_OUTPUT_CA
                      output=text + notes if text else notes.lstrip("\n"), timed_out=timed_out)
 
 
-def _feed(proc, source):
-    # Python reads the whole script before running it, so this write cannot wait on the program.
+def _wait(proc, source, timeout_s):
+    """Feed the source, wait until the deadline, then kill the group and reap; True if timed out."""
     try:
-        proc.stdin.write(source.encode("utf-8", errors="replace"))
-        proc.stdin.close()
+        _feed(proc.stdin, source)
+        proc.wait(timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+
+
+def _feed(stdin, source):
+    # Python reads the whole script before running it, so these writes cannot wait on the program.
+    try:
+        stdin.write(source.encode("utf-8", errors="replace"))
+    except BrokenPipeError:  # Python died before reading its script; its exit status tells why
+        pass
+    try:
+        stdin.close()  # after a broken pipe this closes the pipe without flushing again
     except BrokenPipeError:
         pass
 
@@ -325,7 +341,7 @@ class Custom:
         self.llm = llm
 
     async def __call__(self, input: str, instruction: str = "") -> TextResult:
-        return TextResult(await self.llm(f"{instruction}\n{input}".strip()))
+        return TextResult(await self.llm(f"{instruction}\n{as_answer(input)}".strip()))
 
 
 class CustomCodeGenerate:
@@ -348,7 +364,7 @@ class AnswerGenerate:
         self.llm = llm
 
     async def __call__(self, input: str) -> AnswerResult:
-        text = await self.llm(f"{input}\n\nThink step by step and explain your reasoning. "
+        text = await self.llm(f"{as_answer(input)}\n\nThink step by step and explain your reasoning. "
                               "Then write the final answer alone on the last line, as: Answer: <answer>")
         thought, answer = split_answer(text)
         return AnswerResult(thought=thought, answer=answer)
@@ -361,7 +377,7 @@ class ScEnsemble:
         self.llm = llm
 
     async def __call__(self, solutions: list[str], problem: str) -> TextResult:
-        solutions = [str(s) for s in solutions]
+        solutions = [as_answer(s) for s in solutions]
         if not solutions:
             return TextResult("")
         text = await self.llm(f"Problem:\n{problem}\n\nSolutions:\n{letter_listing(solutions)}\n\n"
@@ -377,7 +393,7 @@ class MdEnsemble:
         self.llm = llm
 
     async def __call__(self, solutions: list[str], problem: str, vote_count: int = 3) -> TextResult:
-        solutions = [str(s) for s in solutions]
+        solutions = [as_answer(s) for s in solutions]
         if len(set(solutions)) <= 1:
             return TextResult(solutions[0] if solutions else "")
         # Seeded from the inputs: the same workflow on the same problem asks the same questions.
@@ -403,7 +419,7 @@ class Programmer:
         self.timeout_s, self.output_cap, self.attempts = timeout_s, output_cap, attempts
 
     async def __call__(self, problem: str, analysis: str = "") -> ProgramResult:
-        code, output, feedback = "", "", ""
+        code, output, feedback, analysis = "", "", "", as_answer(analysis)
         for _ in range(self.attempts):
             code = extract_code(await self.llm(self._prompt(problem, analysis, feedback)), "solve")
             run = await run_python_async(LOADER.format(source=code) + SOLVE_CALL, self.timeout_s, self.output_cap)
@@ -431,7 +447,7 @@ class Test:
         self.timeout_s, self.output_cap = timeout_s, output_cap
 
     async def __call__(self, problem: str, solution: str, entry_point: str, test_loop: int = 3) -> TestResult:
-        examples = public_examples(problem)
+        solution, examples = as_answer(solution), public_examples(problem)
         if not examples:
             # Nothing to test against: pass the solution through rather than reject it unseen.
             return TestResult(result=True, solution=solution)
@@ -467,6 +483,7 @@ class Review:
         self.llm = llm
 
     async def __call__(self, problem: str, solution: str) -> ReviewResult:
+        solution = as_answer(solution)
         text = await self.llm(f"Problem:\n{problem}\n\nSolution:\n{solution}\n\nReview the solution. "
                               "Start with 'Verdict: correct' or 'Verdict: incorrect', then explain what is "
                               "wrong and how to fix it.")
@@ -480,6 +497,7 @@ class Revise:
         self.llm = llm
 
     async def __call__(self, problem: str, solution: str, feedback: str) -> TextResult:
+        solution, feedback = as_answer(solution), as_answer(feedback)
         name = _function_name(problem, solution)
         ask = (f"the whole revised function `{name}` in one ```python block" if name
                else "the revised solution only")
@@ -514,10 +532,11 @@ class Format:
         self.llm = llm
 
     async def __call__(self, problem: str, solution: str) -> TextResult:
+        solution = as_answer(solution)
         text = await self.llm(f"Question:\n{problem}\n\nSolution:\n{solution}\n\nGive only the final answer, "
                               "in a few words or a number, with no explanation. Answer: ")
         # An empty reply still leaves the solution's own final answer.
-        return TextResult(split_answer(text)[1] or split_answer(str(solution))[1])
+        return TextResult(split_answer(text)[1] or split_answer(solution)[1])
 
 
 # The order is the order of the generator prompt's operator list: the code writer comes first.

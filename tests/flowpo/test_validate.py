@@ -23,8 +23,10 @@ def test_the_prompt_examples_are_valid():
     ("class Flow:\n    pass\n", "interface", "no class Workflow"),
     (simple("async def __call__", "def __call__"), "interface", "async __call__"),
     (simple("def __init__(self, llm)", "def __init__(self)"), "interface", "__init__(self, llm)"),
-    (simple("CustomCodeGenerate(llm)", "Programmer(llm)"), "operator", "unknown operator Programmer"),
+    (simple("CustomCodeGenerate(llm)", "Planner(llm)"), "operator", "unknown operator Planner"),
     (simple("instruction=", "min_len=3, instruction="), "arguments", "CustomCodeGenerate takes no argument min_len"),
+    (simple("CustomCodeGenerate(llm)", "CustomCodeGenerate(llm, timeout_s=1e9)"), "arguments",
+     "constructed as CustomCodeGenerate(llm) only"),
 ])
 def test_invalid_workflows_get_a_reason(code, kind, detail):
     reason = validate_workflow(code)
