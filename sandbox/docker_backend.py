@@ -6,6 +6,8 @@ speaks JSON lines over its stdio; nothing else crosses the boundary.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class DockerBackend:
         return [
             # --rm: a sandbox whose owner died (its stdin closes, the supervisor exits) leaves nothing.
             "docker", "run", "-i", "--rm", "--name", name, "--label", "flowpo.sandbox=1",
+            "--label", f"flowpo.owner={socket.gethostname()}:{os.getpid()}",
             "--network", "none", "--ipc", "none", "--read-only", "--user", f"{NOBODY_UID}:{NOBODY_UID}",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--memory", f"{lim.memory_mb}m", "--memory-swap", f"{lim.memory_mb}m",
@@ -84,6 +87,12 @@ class DockerBackend:
         except docker.errors.NotFound:
             return SandboxExit(oom_killed=False, detail="container already gone")
         state = container.attrs.get("State", {})
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # --rm got there first
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: --rm's removal is already in progress
+                raise
         return SandboxExit(oom_killed=bool(state.get("OOMKilled")),
                            detail=f"container {state.get('Status')}, exit code {state.get('ExitCode')}")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -78,13 +80,21 @@ def make_backend(kind: str, require, **limits):
 
 
 def leftovers(kind: str) -> list[str]:
-    """Sandboxes of this backend still alive on the host."""
-    if kind == "docker":
-        out = subprocess.run(["docker", "ps", "-a", "--filter", "label=flowpo.sandbox=1", "--format", "{{.Names}}"],
-                             capture_output=True, text=True, check=True).stdout
-        return out.split()
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if "flowpo_supervisor.py" in line]
+    """Sandboxes this test process started that are still alive (waits a little for removals)."""
+    for _ in range(20):
+        if kind == "docker":
+            owner = f"label=flowpo.owner={socket.gethostname()}:{os.getpid()}"
+            out = subprocess.run(["docker", "ps", "-a", "--filter", owner, "--format", "{{.Names}}"],
+                                 capture_output=True, text=True, check=True).stdout
+            alive = out.split()
+        else:
+            out = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True, check=True).stdout
+            alive = [line for line in out.splitlines()
+                     if "flowpo_supervisor.py" in line and int(line.split()[0]) == os.getpid()]
+        if not alive:
+            return []
+        time.sleep(0.25)
+    return alive
 
 
 @pytest.fixture(scope="module", params=["docker", "process"])
