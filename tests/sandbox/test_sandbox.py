@@ -189,3 +189,47 @@ def test_a_sandbox_that_cannot_start_is_a_clear_error(need):
     make_backend("docker", need)  # the engine is there; only the image is wrong
     with pytest.raises(Exception, match="flowpo-no-such-image"):
         run_async(SandboxPool(DockerBackend("flowpo-no-such-image:latest", SandboxLimits()), 1).start())
+
+
+def test_code_running_operators_nest_a_process_inside_the_sandbox(pool):
+    """Programmer's first program crashes and the second works (the hang case is in
+    test_operators.py); Test runs the docstring's examples in a nested process too."""
+    code = body("""
+program = await Programmer(self.llm)(problem='What is 6 * 7?')
+checked = await Test(self.llm)(problem=problem, solution='def f(x):\\n    return x + 1\\n', entry_point='f')
+return program.output + '|' + str(checked.result)""")
+    replies = iter(["```python\ndef solve():\n    return 1 / 0\n```",
+                    "```python\ndef solve():\n    return 6 * 7\n```"])
+
+    async def scripted(messages):
+        return {"content": next(replies)}
+
+    problem = 'def f(x):\n    """Add one.\n    >>> f(1)\n    2\n    """\n'
+    start = {"code": code, "problem": problem, "entry_point": "f"}
+    outcome = pool.call(pool.pool.run_workflow(start, scripted))
+    assert outcome.failure == "", (outcome.error, outcome.output[-500:])
+    assert outcome.answer == "42|True"
+
+
+def test_process_backend_falls_back_to_rlimits_with_a_warning(monkeypatch, caplog):
+    from sandbox import process_backend
+    from sandbox.backend import SandboxLimits
+
+    monkeypatch.setattr(process_backend, "bwrap_binary", lambda: "/bin/false")  # namespaces refused
+    backend = process_backend.ProcessBackend(SandboxLimits(timeout_s=2))
+    with caplog.at_level("WARNING"):
+        backend.check()
+    assert not backend.namespaces and "falls back to rlimits only" in caplog.text
+
+    async def scenario():
+        pool = SandboxPool(backend, 1)
+        await pool.start()
+        try:
+            return [await pool.run_workflow({"code": code, "problem": "p", "entry_point": "f"}, None)
+                    for code in (body("return 'plain'"), body("while True: pass"), body("x = bytearray(1 << 31)"))]
+        finally:
+            await pool.close()
+
+    ok, spin, bomb = run_async(scenario())
+    assert (ok.failure, ok.answer) == ("", "plain")
+    assert spin.failure == "timeout" and bomb.failure == "memory"
