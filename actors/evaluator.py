@@ -1,47 +1,137 @@
-"""Evaluator: scores an execution by running the task's hidden test in a warm sandbox pool."""
+"""Evaluator: scores executions. Code answers run with their hidden tests in a warm sandbox pool;
+math and QA answers are scored on the host by the rule-based scorers. Optionally an LLM judge (the
+executor LLM, through a broker) gives its own verdict, kept apart from the score. Repeated
+executions of one workflow are scored together: their mean, beside the per-repeat scores."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
+from collections import Counter
 
+from flowpo.prompts import judge_messages
 from flowpo.records import Execution, Problem, ScoredSample
-from flowpo.tasks import humaneval_test_program
+from flowpo.scorers import parse_verdict, score_text
+from flowpo.tasks import hidden_test_program
 from sandbox.backend import SandboxBackend
+from sandbox.broker import BudgetExceeded, LLMBroker, LLMCallError, WorkflowUsage
 from sandbox.pool import INFRA_FAILURES, SandboxPool
 
 
 class Evaluator:
-    """Plain class; ``actors.launch`` wraps it as an async Ray actor. ``await ready()`` first."""
+    """Plain class; ``actors.launch`` wraps it as an async Ray actor. ``await ready()`` first.
 
-    def __init__(self, backend: SandboxBackend, *, sandboxes: int):
+    ``sandboxes`` may be 0 for math and QA tasks (no hidden tests, no pool); ``broker`` turns the
+    LLM judge on (a temperature-0 broker makes its verdicts repeatable and cached)."""
+
+    def __init__(self, backend: SandboxBackend | None, *, sandboxes: int, broker: LLMBroker | None = None,
+                 math_timeout_s: float = 5.0):
         self.backend = backend
-        self.pool = SandboxPool(backend, sandboxes)
+        self.pool = SandboxPool(backend, sandboxes) if sandboxes else None
+        self.broker = broker
+        self.math_timeout_s = math_timeout_s
+        self.judge_counts: Counter = Counter()
 
     async def ready(self) -> bool:
-        await asyncio.to_thread(self.backend.check)
-        await self.pool.start()
+        if self.pool is not None:
+            await asyncio.to_thread(self.backend.check)
+            await self.pool.start()
         return True
 
     async def evaluate(self, execution: Execution, problem: Problem) -> ScoredSample:
         """Score in [0, 1]; ``None`` when infrastructure failed (never scored as a bad workflow)."""
         began = time.monotonic()
-        if execution.failure in INFRA_FAILURES:
-            return ScoredSample(execution, score=None, evaluate_s=0.0, details={"unscored": execution.failure})
-        if execution.failure or not execution.answer.strip():
-            reason = execution.failure or "empty answer"
-            return ScoredSample(execution, score=0.0, evaluate_s=0.0, details={"test": reason})
-        outcome = await self.pool.run_program(humaneval_test_program(problem, execution.answer))
-        if outcome.failure == "sandbox_error":
-            return ScoredSample(execution, score=None, evaluate_s=time.monotonic() - began,
-                                details={"unscored": "sandbox_error", "error": outcome.error[-500:]})
-        passed = outcome.failure == ""
-        details = {"test": "passed" if passed else outcome.failure, "test_output": outcome.output[-500:]}
-        return ScoredSample(execution, score=1.0 if passed else 0.0, evaluate_s=time.monotonic() - began,
+        score, details = await self._rule_score(execution, problem)
+        if self.broker is not None and score is not None:
+            details.update(await self._judge(execution, problem))
+        return ScoredSample(execution, score=score, evaluate_s=time.monotonic() - began, details=details)
+
+    async def evaluate_repeats(self, executions: list[Execution], problem: Problem) -> ScoredSample:
+        """One workflow's repeated executions scored concurrently: the mean over the scored repeats
+        (None when every repeat failed for infrastructure reasons), each repeat's score beside it."""
+        if not executions:
+            raise ValueError(f"{problem.problem_id}: evaluate_repeats needs at least one execution")
+        workflows = {(e.workflow.problem_id, e.workflow.round, e.workflow.sample_index) for e in executions}
+        if len(workflows) > 1 or executions[0].workflow.problem_id != problem.problem_id:
+            raise ValueError(f"{problem.problem_id}: repeats must be executions of one workflow for this "
+                             f"problem, got {sorted(workflows)}")
+        began = time.monotonic()
+        samples = await asyncio.gather(*(self.evaluate(e, problem) for e in executions))
+        scores = [s.score for s in samples]
+        details = {"repeat_scores": scores, "repeat_details": [s.details for s in samples],
+                   "repeat_usage": repeat_usage(executions)}
+        if self.broker is not None:
+            details["repeat_judge_scores"] = [s.details.get("judge_score") for s in samples]
+            details["judge_score"] = mean_or_none(details["repeat_judge_scores"])
+        return ScoredSample(executions[0], score=mean_or_none(scores), evaluate_s=time.monotonic() - began,
                             details=details)
 
+    async def _rule_score(self, execution: Execution, problem: Problem) -> tuple[float | None, dict]:
+        if execution.failure in INFRA_FAILURES:
+            return None, {"unscored": execution.failure}
+        if execution.failure or not execution.answer.strip():
+            return 0.0, {"test" if problem.family == "code" else "failure": execution.failure or "empty answer"}
+        if problem.family == "code":
+            return await self._run_hidden_tests(problem, execution.answer)
+        if not problem.answers:
+            raise ValueError(f"{problem.problem_id}: a {problem.family} problem without a gold answer cannot be scored")
+        # In a thread: a symbolic MATH check may take up to math_timeout_s.
+        return await asyncio.to_thread(score_text, problem.task, execution.answer, problem.answers,
+                                       math_timeout_s=self.math_timeout_s)
+
+    async def _run_hidden_tests(self, problem: Problem, answer: str) -> tuple[float | None, dict]:
+        if self.pool is None:
+            raise ValueError(f"{problem.problem_id}: code problems need an evaluator with sandboxes > 0")
+        marker = f"flowpo-tests-passed-{secrets.token_hex(8)}"
+        outcome = await self.pool.run_program(hidden_test_program(problem, answer, marker))
+        if outcome.failure == "sandbox_error":
+            return None, {"unscored": "sandbox_error", "error": outcome.error[-500:]}
+        passed = outcome.failure == "" and marker in outcome.output
+        verdict = "passed" if passed else outcome.failure or "exited before the tests ended"
+        return (1.0 if passed else 0.0), {"test": verdict, "test_output": outcome.output.replace(marker, "")[-500:]}
+
+    async def _judge(self, execution: Execution, problem: Problem) -> dict:
+        """The judge's verdict as ``judge_score`` (1, 0, or None when unreadable or the LLM failed)."""
+        if execution.failure or not execution.answer.strip():
+            return {"judge_score": 0.0}  # nothing to judge: no call
+        usage = WorkflowUsage()
+        self.judge_counts["calls"] += 1
+        try:
+            reply = await self.broker.complete(judge_messages(problem, execution.answer), usage)
+        except (LLMCallError, BudgetExceeded) as exc:
+            self.judge_counts["errors"] += 1
+            return {"judge_score": None, "judge_error": str(exc)[:300]}
+        verdict = parse_verdict(reply["content"])
+        self.judge_counts["unreadable"] += verdict is None
+        self.judge_counts["tokens"] += usage.tokens
+        details = {"judge_score": verdict}
+        if verdict is None:
+            details["judge_reply"] = reply["content"][:300]
+        return details
+
     def stats(self) -> dict:
-        return {"pool": dataclasses.asdict(self.pool.stats)}
+        stats = {"pool": dataclasses.asdict(self.pool.stats) if self.pool else {}}
+        if self.broker is not None:
+            stats["judge"] = {**dict(self.judge_counts), "broker": self.broker.stats()}
+        return stats
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.broker is not None:
+            await self.broker.close()
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else None
+
+
+def repeat_usage(executions: list[Execution]) -> dict:
+    """What all repeats together cost (the sample's own execution is the first repeat)."""
+    return {"llm_calls": sum(e.llm_calls for e in executions),
+            "prompt_tokens": sum(e.prompt_tokens for e in executions),
+            "completion_tokens": sum(e.completion_tokens for e in executions),
+            "cost_usd": round(sum(e.cost_usd for e in executions), 6),
+            "execute_s": round(sum(e.execute_s for e in executions), 3)}

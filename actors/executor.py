@@ -39,6 +39,13 @@ class Executor:
                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                          cache_hits=usage.cache_hits, cost_usd=usage.cost_usd)
 
+    async def execute_repeats(self, workflow: Workflow, problem: Problem, repeats: int) -> list[Execution]:
+        """``repeats`` executions of one workflow, run concurrently (the pool bounds how many at once).
+        Operators sample, so one run is a noisy measure: ScoreFlow averages 3 (Evaluator.evaluate_repeats)."""
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
+        return list(await asyncio.gather(*(self.execute(workflow, problem) for _ in range(repeats))))
+
     def stats(self) -> dict:
         return {"pool": dataclasses.asdict(self.pool.stats), "broker": self.broker.stats()}
 

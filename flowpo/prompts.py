@@ -1,4 +1,5 @@
-"""The generator's template prompt (ScoreFlow style) and extraction of the workflow code."""
+"""The generator's template prompts (ScoreFlow style), one per task family (code, math, qa), the
+LLM judge's prompt, and extraction of the workflow code."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,11 +42,20 @@ class Workflow:
         return best.response"""
 
 SYSTEM = """\
-You design agent workflows in Python. A workflow is a class named Workflow: __init__(self, llm) builds operators, and async __call__(self, problem, entry_point) solves a coding problem with them and returns the final code as a string.
+You design agent workflows in Python. A workflow is a class named Workflow: __init__(self, llm) builds operators, and async __call__(self, problem, entry_point) {goal}
 
 {operators}
 
 Rules: use only these operators; at most 3 loop iterations; no text specific to the problem inside the workflow. Write the workflow between <graph> and </graph>."""
+
+# What __call__ does, per task family: the rest of the system prompt is shared.
+GOALS = {
+    "code": "solves a coding problem with them and returns the final code as a string.",
+    "math": ("solves a math problem with them and returns the final answer as a string, ideally as "
+             "\\boxed{answer}; entry_point is empty."),
+    "qa": ("answers a question about the given passage or context with them and returns a short answer as a "
+           "string (a few words: a name, a number or a date); entry_point is empty."),
+}
 
 SIMPLE_WORKFLOW = """\
 class Workflow:
@@ -56,16 +66,81 @@ class Workflow:
         solution = await self.code_generate(problem=problem, entry_point=entry_point, instruction="Write the complete function.")
         return solution.code"""
 
+MATH_SIMPLE_WORKFLOW = """\
+class Workflow:
+    def __init__(self, llm):
+        self.answer_generate = AnswerGenerate(llm)
+
+    async def __call__(self, problem, entry_point):
+        solution = await self.answer_generate(input=problem)
+        return solution.answer"""
+
+MATH_EXAMPLE_WORKFLOW = r"""class Workflow:
+    def __init__(self, llm):
+        self.custom = Custom(llm)
+        self.sc_ensemble = ScEnsemble(llm)
+
+    async def __call__(self, problem, entry_point):
+        solutions = []
+        for _ in range(3):
+            solution = await self.custom(input=problem, instruction="Solve step by step. Put the final answer in \\boxed{}.")
+            solutions.append(solution.response)
+        best = await self.sc_ensemble(solutions=solutions, problem=problem)
+        return best.response"""
+
+QA_SIMPLE_WORKFLOW = MATH_SIMPLE_WORKFLOW
+
+QA_EXAMPLE_WORKFLOW = """\
+class Workflow:
+    def __init__(self, llm):
+        self.answer_generate = AnswerGenerate(llm)
+        self.sc_ensemble = ScEnsemble(llm)
+        self.format = Format(llm)
+
+    async def __call__(self, problem, entry_point):
+        answers = []
+        for _ in range(3):
+            solution = await self.answer_generate(input=problem)
+            answers.append(solution.answer)
+        best = await self.sc_ensemble(solutions=answers, problem=problem)
+        short = await self.format(problem=problem, solution=best.response)
+        return short.response"""
+
 # Few-shot turns: small generators copy the shape of earlier answers far more reliably than
-# they follow a description (SmolLM2-135M wrote 0/32 loadable workflows without them).
+# they follow a description (SmolLM2-135M wrote 0/32 loadable workflows without them). Each
+# family's examples read like its problems and return what its scorer reads.
 FEW_SHOT = [
     ('def add(a, b):\n    """Return a + b."""', SIMPLE_WORKFLOW),
     ('def is_even(n):\n    """Return True if n is even."""', EXAMPLE_WORKFLOW),
 ]
+MATH_FEW_SHOT = [
+    ("What is $15\\%$ of 80?", MATH_SIMPLE_WORKFLOW),
+    ("How many positive divisors does 36 have?", MATH_EXAMPLE_WORKFLOW),
+]
+QA_FEW_SHOT = [
+    ("Passage: The bridge opened in 1932 after six years of work.\n\nQuestion: In what year did the bridge open?",
+     QA_SIMPLE_WORKFLOW),
+    ("Context:\nAda Lovelace: Ada Lovelace was an English mathematician. She wrote the first published program.\n\n"
+     "Question: What nationality was the author of the first published program?", QA_EXAMPLE_WORKFLOW),
+]
+TEMPLATES = {"code": FEW_SHOT, "math": MATH_FEW_SHOT, "qa": QA_FEW_SHOT}
+
+# A long passage (HotpotQA's ten paragraphs) would crowd the generator's context: it sees the
+# start and the end, where the question is; the workflow itself gets the whole text.
+MAX_PROBLEM_CHARS = 2400
+
+
+def problem_for_generator(text: str) -> str:
+    text = text.strip()
+    if len(text) <= MAX_PROBLEM_CHARS:
+        return text
+    head, tail = text[:MAX_PROBLEM_CHARS // 2], text[-MAX_PROBLEM_CHARS // 2:]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters left out ...]\n{tail}"
 
 
 def _ask(problem_text: str) -> str:
-    return f"Problem:\n{problem_text.strip()}\n\nWrite a workflow for this problem between <graph> and </graph>."
+    return (f"Problem:\n{problem_for_generator(problem_text)}\n\n"
+            "Write a workflow for this problem between <graph> and </graph>.")
 
 
 GRAPH_RE = re.compile(r"<graph>(.*?)(?:</graph>|$)", re.DOTALL)
@@ -73,9 +148,13 @@ FENCE_RE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 
 def workflow_messages(problem: Problem) -> list[dict]:
-    """Chat messages asking the generator for a workflow for ``problem``."""
-    messages = [{"role": "system", "content": SYSTEM.format(operators=OPERATOR_REFERENCE)}]
-    for example_problem, example_workflow in FEW_SHOT:
+    """Chat messages asking the generator for a workflow for ``problem``, in its family's template."""
+    if problem.family not in TEMPLATES:
+        raise ValueError(f"{problem.problem_id}: unknown task family {problem.family!r} "
+                         f"(known: {', '.join(TEMPLATES)})")
+    system = SYSTEM.format(goal=GOALS[problem.family], operators=OPERATOR_REFERENCE)
+    messages = [{"role": "system", "content": system}]
+    for example_problem, example_workflow in TEMPLATES[problem.family]:
         messages.append({"role": "user", "content": _ask(example_problem)})
         messages.append({"role": "assistant", "content": f"<graph>\n{example_workflow}\n</graph>"})
     messages.append({"role": "user", "content": _ask(problem.prompt)})
@@ -93,6 +172,35 @@ def extract_workflow(completion: str) -> str:
         return ""
     code = candidates[0]
     fenced = FENCE_RE.search(code)
-    if fenced:
+    # A fence that wraps the workflow is dropped; a fenced snippet inside one is part of it.
+    if fenced and ("class Workflow" in fenced.group(1) or code.lstrip().startswith("```")):
         code = fenced.group(1)
     return code.strip("\n")
+
+
+JUDGE_PROMPT = """\
+You check answers to {kind}. Decide whether the candidate answer is correct, using the reference answer.
+
+Problem:
+{problem}
+
+Reference answer:
+{gold}
+
+Candidate answer:
+{answer}
+
+Reply with one line: "Verdict: correct" or "Verdict: incorrect"."""
+
+JUDGE_KINDS = {"code": "coding problems (does the candidate code do what the reference code does?)",
+               "math": "math problems (the same value counts, whatever its form)",
+               "qa": "questions about a text (the same meaning counts, whatever the wording)"}
+MAX_JUDGED_CHARS = 4000  # of the candidate answer: a runaway answer must not blow the judge's context
+
+
+def judge_messages(problem: Problem, answer: str) -> list[dict]:
+    """The LLM judge's question about one answer; the reply is read by ``scorers.parse_verdict``."""
+    gold = "any of: " + " | ".join(problem.answers) if len(problem.answers) > 1 else "".join(problem.answers)
+    text = JUDGE_PROMPT.format(kind=JUDGE_KINDS[problem.family], problem=problem_for_generator(problem.prompt),
+                               gold=gold or "(none given)", answer=answer.strip()[:MAX_JUDGED_CHARS])
+    return [{"role": "user", "content": text}]

@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+
+Family = Literal["code", "math", "qa"]
 
 
 @dataclass(frozen=True)
 class Problem:
     problem_id: str
     prompt: str  # the text handed to workflows
-    entry_point: str  # function the final code must define (code tasks)
-    test: str  # hidden test; never shown to the generator or the workflow
+    entry_point: str = ""  # function the final code must define (code tasks); "" otherwise
+    test: str = ""  # hidden test (code tasks); never shown to the generator or the workflow
+    task: str = "humaneval"  # benchmark name (TaskConfig.name): picks the scorer and test program
+    family: Family = "code"  # picks the generator's template and how the answer is scored
+    # Gold answers, never shown to the workflow: math one, QA its alternatives (F1 takes the best),
+    # code the reference program (the optional LLM judge compares against it).
+    answers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class Workflow:
     generate_s: float
     invalid_reason: str = ""  # static validation's reason; "" when valid
     attempts: int = 1  # generations it took (invalid samples are regenerated)
+    logprobs: tuple[float, ...] = ()  # per-token log-probs of the completion, when requested
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@ import pytest
 
 from flowpo.config import TaskConfig
 from flowpo.errors import FlowPOError
-from flowpo.prompts import extract_workflow, workflow_messages
+from flowpo.prompts import (FEW_SHOT, MATH_FEW_SHOT, MAX_PROBLEM_CHARS, QA_FEW_SHOT, extract_workflow,
+                            judge_messages, workflow_messages)
+from flowpo.records import Problem
 from flowpo.tasks import load_problems
+from flowpo.validate import validate_workflow
 
 
 def test_humaneval_loads_offline_from_the_package():
@@ -30,7 +33,7 @@ def test_local_jsonl_bad_line_names_file_and_line(tmp_path):
     with pytest.raises(FlowPOError, match=rf"{path}:2: not valid JSON"):
         load_problems(TaskConfig(path=str(path)))
     path.write_text(json.dumps({**good, "entry_point": None}) + "\n")
-    with pytest.raises(FlowPOError, match=rf"{path}:1: missing or non-string field\(s\) entry_point"):
+    with pytest.raises(FlowPOError, match=rf"{path}:1: missing field entry_point"):
         load_problems(TaskConfig(path=str(path)))
     with pytest.raises(FlowPOError, match="dataset file .* not found"):
         load_problems(TaskConfig(path=str(tmp_path / "missing.jsonl")))
@@ -52,3 +55,52 @@ def test_extract_workflow_variants():
     assert extract_workflow(f"<graph>\n{body}") == body  # the stop string cut the closing tag
     assert extract_workflow("<graph>\nx = 1\n</graph><graph>\n" + body + "\n</graph>") == body
     assert extract_workflow("no tags here") == ""
+
+
+MATH_PROBLEM = Problem(problem_id="MATH/1", prompt="How many ways can 6 books be arranged on a shelf?", task="math",
+                       family="math", answers=("720",))
+QA_PROBLEM = Problem(problem_id="DROP/1", prompt="Passage: The Raiders beat the Texans 27-16.\n\nQuestion: Who won?",
+                     task="drop", family="qa", answers=("Raiders", "the Raiders"))
+
+
+@pytest.mark.parametrize("problem, goal, operator", [
+    (MATH_PROBLEM, "returns the final answer as a string, ideally as \\boxed{answer}", "AnswerGenerate"),
+    (QA_PROBLEM, "returns a short answer as a string", "AnswerGenerate"),
+])
+def test_math_and_qa_templates_pick_their_goal_and_examples(problem, goal, operator):
+    messages = workflow_messages(problem)
+    assert goal in messages[0]["content"] and "solves a coding problem" not in messages[0]["content"]
+    examples = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert len(examples) == 2 and operator in examples[0]
+    assert "CustomCodeGenerate(llm)" not in "".join(examples)  # no code shapes for text answers
+    assert messages[-1]["content"].startswith("Problem:\n" + problem.prompt)
+    if problem.family == "math":  # (an extractive QA answer is in its passage by design)
+        assert not any(problem.answers[0] in m["content"] for m in messages)
+
+
+def test_every_few_shot_workflow_is_valid():
+    for _, workflow in FEW_SHOT + MATH_FEW_SHOT + QA_FEW_SHOT:
+        assert validate_workflow(workflow) == "", workflow
+
+
+def test_the_code_template_is_unchanged_for_code_problems():
+    problem = load_problems(TaskConfig(problem_ids=["HumanEval/23"]))[0]
+    system = workflow_messages(problem)[0]["content"]
+    assert ("async __call__(self, problem, entry_point) solves a coding problem with them and returns the final "
+            "code as a string.") in system
+
+
+def test_a_long_context_is_shortened_for_the_generator_but_keeps_the_question():
+    context = "Context:\n" + "A sentence of a paragraph. " * 400
+    problem = Problem(problem_id="H/1", prompt=context + "\n\nQuestion: Who?", task="hotpotqa", family="qa",
+                      answers=("Ann",))
+    asked = workflow_messages(problem)[-1]["content"]
+    assert len(asked) < MAX_PROBLEM_CHARS + 300 and "Question: Who?" in asked and "characters left out" in asked
+
+
+def test_judge_prompt_shows_problem_reference_and_candidate():
+    (message,) = judge_messages(QA_PROBLEM, "  Oakland Raiders ")
+    text = message["content"]
+    assert "Who won?" in text and "any of: Raiders | the Raiders" in text and "Oakland Raiders" in text
+    assert text.rstrip().endswith('"Verdict: correct" or "Verdict: incorrect".')
+    assert "Reference answer:\n720\n" in judge_messages(MATH_PROBLEM, "720")[0]["content"]
