@@ -1,6 +1,15 @@
-"""Generator: a vLLM engine that writes k workflows per problem, with hot-loaded LoRA adapters."""
+"""Generator: one vLLM replica that writes k workflows per problem, with hot-loaded LoRA adapters.
+
+The engine is vLLM's ``AsyncLLM``: every ``generate`` call is a coroutine, so the requests of many
+problems (from the driver, concurrently) share the engine's continuous batching, and an adapter can
+be loaded while requests are in flight — each request keeps the version it started with.
+"""
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import itertools
+import json
 import time
 from dataclasses import dataclass
 
@@ -20,12 +29,20 @@ class SamplingSettings:
     stop: tuple[str, ...]
     response_prefix: str
     max_attempts: int = 1  # generations per sample slot while the workflow stays invalid
+    return_logprobs: bool = False  # per-token log-probs of each sampled workflow
+    seed: int = 0  # with the problem, round and attempt, it fixes every request's samples
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    logprobs: tuple[float, ...]  # () unless requested
 
 
 def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int, enforce_eager: bool,
                   max_lora_rank: int,
                   kv_cache_gb: float, gpu_memory_utilization: float, tensor_parallel_size: int) -> dict:
-    """vLLM ``LLM(...)`` arguments; the same on CPU and GPU apart from the memory knob."""
+    """vLLM engine arguments; the same on CPU and GPU apart from the memory knob."""
     kwargs = dict(model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
                   enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
                   tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True,
@@ -39,27 +56,44 @@ def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int,
     return kwargs
 
 
+def request_seed(seed: int, problem_id: str, round_index: int, attempt: int, slots: list[int]) -> int:
+    """A per-request sampling seed. An engine-wide seed is not enough: its random stream is shared
+    by whatever requests happen to run together, and they land on different replicas from run to
+    run; a request's own seed does not depend on its neighbours (only floating-point batch effects
+    can still flip a rare token)."""
+    key = json.dumps([seed, problem_id, round_index, attempt, slots]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
 class Generator:
-    """Plain class; ``actors.launch`` wraps it as a Ray actor (one vLLM replica)."""
+    """Plain class; ``actors.launch`` wraps it as an async Ray actor (one vLLM replica)."""
 
     def __init__(self, llm_kwargs: dict, sampling: SamplingSettings):
-        from vllm import LLM
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.llm = LLM(**llm_kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
+        self.tokenizer = self.engine.get_tokenizer()
         self.sampling = sampling
         self._adapters = {}  # version -> LoRARequest
         self.version = BASE
+        self._request_ids = itertools.count()
+        self.served = {"requests": 0, "samples": 0}
 
     def shutdown(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""
-        self.llm.llm_engine.engine_core.shutdown()
+        self.engine.shutdown()
 
     def ready(self) -> str:
         return self.version
 
+    def stats(self) -> dict:
+        return {"version": self.version, **self.served}
+
     def load_adapter(self, version: str, path: str) -> str:
-        """Serve ``version`` (a peft adapter directory) from now on; no merge, no restart."""
+        """Serve ``version`` (a peft adapter directory) from now on; no merge, no restart.
+
+        Requests already in flight keep the LoRARequest they started with."""
         from vllm.lora.request import LoRARequest
 
         self._adapters[version] = LoRARequest(version, len(self._adapters) + 1, path)
@@ -74,53 +108,72 @@ class Generator:
                                                   tokenize=False)
         return text + self.sampling.response_prefix
 
-    def _sample(self, prompts: list[str], counts: list[int], version: str) -> tuple[list[list[str]], float]:
-        """``counts[i]`` completions of ``prompts[i]`` (one request with n = count: shared prefix)."""
+    async def _run(self, prompt_ids: list[int], params, version: str):
+        from vllm.inputs import TokensPrompt
+
+        final = None
+        request_id = f"gen-{next(self._request_ids)}"
+        async for output in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id,
+                                                 lora_request=self._lora(version)):
+            final = output
+        return final
+
+    async def _sample(self, prompt_ids: list[int], n: int, version: str, seed: int) -> list[Sample]:
+        """``n`` completions of one prompt: one request with n = k (one shared prompt prefix)."""
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         s = self.sampling
-        todo = [(i, p, n) for i, (p, n) in enumerate(zip(prompts, counts)) if n > 0]
-        params = [SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                                 stop=list(s.stop)) for _, _, n in todo]
-        began = time.monotonic()
-        outputs = self.llm.generate([p for _, p, _ in todo], params, lora_request=self._lora(version),
-                                    use_tqdm=False) if todo else []
-        texts: list[list[str]] = [[] for _ in prompts]
-        for (i, _, _), output in zip(todo, outputs):
-            texts[i] = [sample.text for sample in output.outputs]
-        return texts, (time.monotonic() - began) / max(1, sum(counts))
+        params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                                stop=list(s.stop), logprobs=0 if s.return_logprobs else None, seed=seed,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        output = await self._run(prompt_ids, params, version)
+        self.served["requests"] += 1
+        self.served["samples"] += n
+        return [Sample(c.text, tuple(step[token].logprob for step, token in zip(c.logprobs, c.token_ids))
+                       if s.return_logprobs and c.logprobs else ()) for c in output.outputs]
 
-    def generate(self, problems: list[Problem], round_index: int) -> list[Workflow]:
-        """k workflows per problem; statically invalid ones are regenerated up to max_attempts."""
+    async def generate_for(self, problem: Problem, round_index: int, slots: list[int] | None = None,
+                           first_attempt: int = 1) -> list[Workflow]:
+        """Workflows for ``slots`` (default all k) of one problem; statically invalid ones are
+        regenerated until ``max_attempts`` generations in all."""
         s = self.sampling
         version = self.version  # requests started on a version finish on it
-        prompts = [self.prompt_for(p) for p in problems]
-        slots: list[list[Workflow | None]] = [[None] * s.k for _ in problems]
-        for attempt in range(1, s.max_attempts + 1):
-            open_slots = [[j for j, w in enumerate(row) if w is None or w.invalid_reason] for row in slots]
-            if not any(open_slots):
+        prompt = self.prompt_for(problem)
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        done: dict[int, Workflow] = {}
+        open_slots = list(range(s.k)) if slots is None else list(slots)
+        for attempt in range(first_attempt, s.max_attempts + 1):
+            if not open_slots:
                 break
-            texts, per_sample_s = self._sample(prompts, [len(o) for o in open_slots], version)
-            for i, (problem, prompt) in enumerate(zip(problems, prompts)):
-                for j, text in zip(open_slots[i], texts[i]):
-                    # The learner trains on exactly what was sampled: prompt (with the response
-                    # prefix) → text.
-                    code = extract_workflow(s.response_prefix + text)
-                    slots[i][j] = Workflow(
-                        problem_id=problem.problem_id, round=round_index, sample_index=j, adapter=version,
-                        prompt=prompt, completion=text, code=code, generate_s=per_sample_s,
-                        invalid_reason=validate_workflow(code), attempts=attempt)
-        return [w for row in slots for w in row]
+            began = time.monotonic()
+            seed = request_seed(s.seed, problem.problem_id, round_index, attempt, open_slots)
+            samples = await self._sample(prompt_ids, len(open_slots), version, seed)
+            per_sample_s = (time.monotonic() - began) / len(open_slots)
+            for slot, sample in zip(open_slots, samples):
+                # The learner trains on exactly what was sampled: prompt (with the response prefix) → text.
+                code = extract_workflow(s.response_prefix + sample.text)
+                done[slot] = Workflow(
+                    problem_id=problem.problem_id, round=round_index, sample_index=slot, adapter=version,
+                    prompt=prompt, completion=sample.text, code=code, generate_s=per_sample_s,
+                    invalid_reason=validate_workflow(code), attempts=attempt, logprobs=sample.logprobs)
+            open_slots = [slot for slot in open_slots if done[slot].invalid_reason]
+        return [done[slot] for slot in sorted(done)]
 
-    def sequence_logprob(self, prompt: str, completion: str, version: str) -> float:
+    async def generate(self, problems: list[Problem], round_index: int) -> list[Workflow]:
+        """k workflows per problem, all problems' requests in the engine at once."""
+        per_problem = await asyncio.gather(*(self.generate_for(p, round_index) for p in problems))
+        return [w for workflows in per_problem for w in workflows]
+
+    async def sequence_logprob(self, prompt: str, completion: str, version: str) -> float:
         """Sum of log p(completion | prompt) under adapter ``version`` (prompt log-probs)."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         completion_ids = self.tokenizer(completion, add_special_tokens=False).input_ids
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        output = self.llm.generate(TokensPrompt(prompt_token_ids=prompt_ids + completion_ids), params,
-                                   lora_request=self._lora(version), use_tqdm=False)[0]
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        output = await self._run(prompt_ids + completion_ids, params, version)
         logprobs = output.prompt_logprobs[len(prompt_ids):]
         return float(sum(step[token].logprob for step, token in zip(logprobs, completion_ids)))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -25,6 +25,7 @@ class Actors:
     executors: list
     evaluators: list
     llm_server: object | None
+    placement_groups: list = field(default_factory=list)
 
     def shutdown(self) -> None:
         sandbox_owners = [*self.executors, *self.evaluators]
@@ -40,6 +41,8 @@ class Actors:
         for handle in [*self.generators, *self.executors, *self.evaluators, self.llm_server]:
             if handle is not None:
                 ray.kill(handle)
+        for group in self.placement_groups:
+            ray.util.remove_placement_group(group)
 
 
 def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBackend:
@@ -70,7 +73,16 @@ def start_llm_server(config: Config, model_path: str, run_dir: Path):
     return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
 
 
-def start_generators(config: Config, model_path: str) -> list:
+def replica_bundle(num_cpus: float, num_gpus: float) -> dict:
+    """What one generator replica reserves: its CPUs and its GPUs (tensor-parallel ranks) together."""
+    return {k: v for k, v in {"CPU": num_cpus, "GPU": num_gpus}.items() if v > 0}
+
+
+def start_generators(config: Config, model_path: str) -> tuple[list, list]:
+    """One actor per replica, each in its own placement group so that a replica's GPUs (tensor
+    parallel ranks) land on one node; replica i seeds its engine with seed + i."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
     g = config.generator
     kwargs = engine_kwargs(model_path, seed=g.seed, dtype=g.dtype, max_model_len=g.max_model_len,
                            enforce_eager=g.enforce_eager,
@@ -78,43 +90,64 @@ def start_generators(config: Config, model_path: str) -> list:
                            gpu_memory_utilization=g.gpu_memory_utilization,
                            tensor_parallel_size=g.tensor_parallel_size)
     sampling = SamplingSettings(k=g.k, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens,
-                                stop=tuple(g.stop), response_prefix=g.response_prefix, max_attempts=g.max_attempts)
-    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus)(Generator)
-    return [remote.remote({**kwargs, "seed": g.seed + i}, sampling) for i in range(g.num_replicas)]
+                                stop=tuple(g.stop), response_prefix=g.response_prefix, max_attempts=g.max_attempts,
+                                return_logprobs=g.return_logprobs, seed=g.seed)
+    bundle = replica_bundle(g.num_cpus, g.num_gpus)
+    groups = [ray.util.placement_group([bundle], strategy="STRICT_PACK") for _ in range(g.num_replicas)]
+    ready, _ = ray.wait([pg.ready() for pg in groups], num_returns=len(groups), timeout=g.start_timeout_s)
+    if len(ready) < len(groups):
+        for pg in groups:
+            ray.util.remove_placement_group(pg)
+        raise FlowPOError(
+            f"generator: only {len(ready)} of {g.num_replicas} replicas could reserve {bundle} within "
+            f"{g.start_timeout_s:.0f} s; the cluster has {ray.cluster_resources()}. Lower generator.num_replicas, "
+            "num_cpus or num_gpus, or add nodes.")
+    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus, max_concurrency=1000)(Generator)
+    handles = [remote.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote(
+                   {**kwargs, "seed": g.seed + i}, sampling)
+               for i, pg in enumerate(groups)]
+    return handles, groups
 
 
-def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
-    llm = config.executor_llm
-    # Actor creation returns at once: the generator engines start while we wait for the server.
-    generators = start_generators(config, model_path)
-    server, base_url, api_key = start_llm_server(config, model_path, run_dir)
-    model_name = llm.model or config.model.served_name
-    sb = config.sandbox
+def start_executors(config: Config, base_url: str, api_key: str) -> list:
+    llm, sb = config.executor_llm, config.sandbox
     # Extra concurrency beyond the sandboxes lets stats and close calls through while all are busy.
     executor_cls = ray.remote(num_cpus=sb.executor_num_cpus, resources=sb.executor_resources or None,
                               max_concurrency=sb.sandboxes_per_executor + 4)(Executor)
-    executors = [executor_cls.remote(
+    return [executor_cls.remote(
         build_backend(config),
-        LLMBroker(base_url, api_key, model_name, temperature=llm.temperature, max_tokens=llm.max_tokens,
-                  max_concurrency=llm.max_concurrency, timeout_s=llm.request_timeout_s,
+        LLMBroker(base_url, api_key, llm.model or config.model.served_name, temperature=llm.temperature,
+                  max_tokens=llm.max_tokens, max_concurrency=llm.max_concurrency, timeout_s=llm.request_timeout_s,
                   max_retries=llm.max_retries, retry_base_s=llm.retry_base_s, retry_cap_s=llm.retry_cap_s,
                   cache_size=llm.cache_size,
                   budget=Budget(llm.max_calls_per_workflow, llm.max_tokens_per_workflow),
                   pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok)),
         sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after)
         for _ in range(sb.num_executors)]
-    ev = config.evaluator
+
+
+def start_evaluators(config: Config) -> list:
+    ev, sb = config.evaluator, config.sandbox
     evaluator_cls = ray.remote(num_cpus=ev.num_cpus, resources=sb.executor_resources or None,
                                max_concurrency=ev.sandboxes_per_evaluator + 4)(Evaluator)
-    evaluators = [evaluator_cls.remote(build_backend(config, ev.timeout_s), sandboxes=ev.sandboxes_per_evaluator)
-                  for _ in range(ev.num_evaluators)]
-    actors = Actors(generators, executors, evaluators, server)
+    return [evaluator_cls.remote(build_backend(config, ev.timeout_s), sandboxes=ev.sandboxes_per_evaluator)
+            for _ in range(ev.num_evaluators)]
+
+
+def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
+    """Start every stage and wait until all are ready; on any failure, stop what was started."""
+    actors = Actors([], [], [], None)
     try:
-        ray.get([h.ready.remote() for h in [*generators, *executors, *evaluators]])
-    except ray.exceptions.RayTaskError as exc:
+        # Actor creation returns at once: the generator engines start while we wait for the server.
+        actors.generators, actors.placement_groups = start_generators(config, model_path)
+        actors.llm_server, base_url, api_key = start_llm_server(config, model_path, run_dir)
+        actors.executors = start_executors(config, base_url, api_key)
+        actors.evaluators = start_evaluators(config)
+        ray.get([h.ready.remote() for h in [*actors.generators, *actors.executors, *actors.evaluators]])
+    except BaseException as exc:
         actors.shutdown()
-        cause = exc.cause if isinstance(getattr(exc, "cause", None), FlowPOError) else None
-        if cause:
+        cause = getattr(exc, "cause", None)
+        if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, FlowPOError):
             raise cause from None
         raise
     return actors

