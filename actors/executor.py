@@ -46,6 +46,18 @@ class Executor:
             raise ValueError(f"repeats must be at least 1, got {repeats}")
         return list(await asyncio.gather(*(self.execute(workflow, problem) for _ in range(repeats))))
 
+    async def dry_run(self, workflow: Workflow, family: str) -> str:
+        """Run ``workflow`` on its family's probe problem; "" when it runs, else why not.
+
+        ScoreFlow's check before the real run: a workflow that crashes or hangs on a trivial
+        problem is regenerated instead of executed."""
+        from flowpo.prompts import probe_problem
+
+        outcome = await self.execute(workflow, probe_problem(family))
+        if outcome.failure in ("", "llm_error", "sandbox_error"):  # infrastructure says nothing of the workflow
+            return ""
+        return f"dry_run: {outcome.failure}: {outcome.error[:300]}"
+
     def stats(self) -> dict:
         return {"pool": dataclasses.asdict(self.pool.stats), "broker": self.broker.stats()}
 

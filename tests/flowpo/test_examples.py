@@ -1,0 +1,108 @@
+"""Launch files: every example config loads strictly and keeps the papers' defaults, cluster.yaml is a
+valid Ray cluster launcher file whose node types can hold what the examples ask for, and the README
+shows how to launch them."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowpo.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ["humaneval", "mbpp", "gsm8k", "math", "drop", "hotpotqa"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_loads_strictly(path):
+    load_config(path)  # an unknown key or a bad type raises ConfigError with its dotted path
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_example_keeps_the_papers_defaults(name):
+    c = load_config(ROOT / "examples" / f"{name}.yaml")
+    assert c.name == name and c.task.name == name and c.task.split == "validation"
+    assert Path(c.run_dir).name == name  # one run directory per benchmark
+    assert c.model.path.rstrip("/").endswith("Qwen2.5-7B-Instruct")
+    llm = c.executor_llm
+    assert (llm.backend, llm.base_url, llm.api_key_env, llm.model) == (
+        "openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini")
+    assert (c.generator.k, c.rounds, c.evaluator.repeats) == (8, 3, 3)
+    assert (c.train.lora_r, c.train.target_modules) == (8, ["q_proj", "v_proj"])
+    assert c.train.algorithm == "score_dpo"
+    assert c.generator.max_lora_rank >= c.train.lora_r
+    # GPU cluster: generator and learner on GPUs, executors only where the `executor` resource is.
+    assert c.generator.num_gpus >= 1 and c.generator.kv_cache_gb == 0 and c.train.use_gpu
+    assert c.sandbox.executor_resources == {"executor": 1.0}
+    assert c.logging.tensorboard and not c.logging.wandb
+
+
+def cluster() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_is_a_valid_ray_cluster_launcher_file():
+    import jsonschema
+    import ray
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = cluster()
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)  # the file as written
+    # As `ray up` sees it: provider defaults filled in, then Ray's own checks (head type, worker counts).
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # file_mounts name paths relative to the repository root, where `ray up` runs
+    try:
+        validate_config(prepare_config(config))
+    finally:
+        os.chdir(cwd)
+    for local in config["file_mounts"].values():
+        assert (ROOT / local).exists(), local
+
+
+def test_cluster_node_types():
+    config = cluster()
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    gpu = [t for t in types.values() if t["resources"].get("GPU", 0) > 0]
+    executor = [t for t in types.values() if t["resources"].get("executor", 0) > 0]
+    assert len(gpu) == 1 and len(executor) == 1
+    assert executor[0]["max_workers"] > executor[0].get("min_workers", 0)  # the autoscaled CPU pool
+    assert "GPU" not in executor[0]["resources"]
+    # Setup installs the project with the Makefile's GPU profile, as a local `make setup` would.
+    setup = " ".join(config["setup_commands"])
+    assert "make venv PROFILE=gpu" in setup and "image" in setup
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^venv:", makefile, re.M) and re.search(r"^image:", makefile, re.M)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_examples_fit_the_cluster(name):
+    """What one run asks Ray for fits the node types at their maximum counts."""
+    c = load_config(ROOT / "examples" / f"{name}.yaml")
+    types = cluster()["available_node_types"]
+    gpu_node = next(t for t in types.values() if t["resources"].get("GPU", 0) > 0)
+    exec_node = next(t for t in types.values() if t["resources"].get("executor", 0) > 0)
+    # Generator replicas and learner workers hold GPUs at the same time (the replicas stay up).
+    gpus = c.generator.num_replicas * c.generator.num_gpus + c.train.num_workers
+    assert gpus <= gpu_node["resources"]["GPU"] * gpu_node["max_workers"]
+    assert c.generator.num_gpus <= gpu_node["resources"]["GPU"]  # one replica's GPUs share a node
+    # Executors and evaluators both ask for sandbox.executor_resources.
+    units = (c.sandbox.num_executors + c.evaluator.num_evaluators) * c.sandbox.executor_resources["executor"]
+    assert units <= exec_node["resources"]["executor"] * exec_node["max_workers"]
+    cpus = c.sandbox.num_executors * c.sandbox.executor_num_cpus + c.evaluator.num_evaluators * c.evaluator.num_cpus
+    assert cpus <= exec_node["resources"]["CPU"] * exec_node["max_workers"]
+
+
+def test_readme_documents_the_launch():
+    readme = (ROOT / "README.md").read_text()
+    assert "ray up cluster.yaml" in readme
+    assert re.search(r"ray job submit [^\n]*--working-dir \.", readme)
+    assert "-- flowpo train examples/humaneval.yaml" in readme
+    assert "OPENAI_API_KEY" in readme and "env_vars" in readme and "excludes" in readme
+    for mentioned in set(re.findall(r"examples/[\w.-]+\.yaml", readme)):
+        assert (ROOT / mentioned).is_file(), mentioned

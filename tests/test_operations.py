@@ -1,0 +1,137 @@
+"""Operations on the real system (SmolLM2-135M on vLLM, Docker sandboxes, Ray, Ray Train):
+resume after a crash at three points, and actors killed mid-round.
+
+A crash is an exception raised inside the driver at the chosen point; what a resume needs is the
+run directory, which such an exception leaves exactly as a killed process would (a torn last line,
+the one thing only a real kill makes, is covered in tests/flowpo/test_resume.py)."""
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from flowpo.config import load_config
+from flowpo.runlog import RunLog
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
+
+
+class Crash(Exception):
+    """The injected crash."""
+
+
+@pytest.fixture
+def local_ray(fresh_ray):
+    fresh_ray.init(num_cpus=2, include_dashboard=False)
+    return fresh_ray
+
+
+def small_config(run_dir, *extra):
+    return load_config("examples/local.yaml", [
+        f"run_dir={run_dir}", "task.problem_ids=[HumanEval/23]", "generator.k=6", "rounds=2",
+        "train.num_pairs=2", "train.grad_accum_steps=1", *extra])
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_resume_after_crashes_in_execution_training_and_generation(model_dir, docker_backend, vllm_available,
+                                                                    tmp_path, monkeypatch, local_ray):
+    import trainer.learner
+    from flowpo.driver import train
+
+    run_dir = tmp_path / "run"
+    config = small_config(run_dir)
+    original_sample, original_event = RunLog.sample, RunLog.event
+    original_train = trainer.learner.train_adapter
+
+    # 1. Execution: the run dies after its third scored sample of round 1.
+    def sample_then_crash(self, record):
+        original_sample(self, record)
+        if sum(1 for _ in open(self.samples_path)) == 3:
+            raise Crash("during execution")
+
+    monkeypatch.setattr(RunLog, "sample", sample_then_crash)
+    with pytest.raises(Crash):
+        train(config)
+    first_three = records(run_dir / "samples.jsonl")
+    assert len(first_three) == 3
+
+    # 2. Training: the resumed run finishes round 1's samples, then dies inside the learner.
+    monkeypatch.setattr(RunLog, "sample", original_sample)
+
+    def train_then_crash(*args, **kwargs):
+        raise Crash("during training")
+
+    monkeypatch.setattr(trainer.learner, "train_adapter", train_then_crash)
+    with pytest.raises(Crash):
+        train(small_config(run_dir), resume=True)
+    after_second = records(run_dir / "samples.jsonl")
+    assert after_second[:3] == first_three, "samples already scored were executed again"
+    assert len(after_second) == 6
+
+    # 3. Generation: round 1 trains this time; the run dies as round 2 starts generating.
+    monkeypatch.setattr(trainer.learner, "train_adapter", original_train)
+
+    def event_then_crash(self, event, **fields):
+        original_event(self, event, **fields)
+        if event == "round_start" and fields.get("round") == 2:
+            raise Crash("during generation")
+
+    monkeypatch.setattr(RunLog, "event", event_then_crash)
+    with pytest.raises(Crash):
+        train(small_config(run_dir), resume=True)
+    monkeypatch.setattr(RunLog, "event", original_event)
+
+    # 4. The last resume completes the run.
+    summaries = train(small_config(run_dir), resume=True)
+    samples = records(run_dir / "samples.jsonl")
+    keys = Counter((s["round"], s["problem_id"], s["sample_index"]) for s in samples)
+    assert sorted(keys) == [(r, "HumanEval/23", j) for r in (1, 2) for j in range(6)]
+    assert set(keys.values()) == {1}, "a sample was duplicated"
+    assert samples[:6] == after_second
+    events = records(run_dir / "metrics.jsonl")
+    trained = [e for e in events if e["event"] in ("train", "train_skipped") and e["round"] == 1]
+    assert len(trained) == 1, "round 1 trained twice or never"
+    if trained[0]["event"] == "train":  # round 2 samples the policy round 1 trained
+        assert {s["adapter"] for s in samples if s["round"] == 2} == {"round-1"}
+    assert [e["round"] for e in events if e["event"] == "round_end"] == [1, 2]
+    assert [s.round for s in summaries] == [2]
+
+
+def test_killed_actors_restart_and_their_items_are_retried(model_dir, docker_backend, vllm_available, tmp_path,
+                                                          local_ray):
+    ray = local_ray
+    from flowpo.driver import train
+
+    run_dir = tmp_path / "run"
+    config = small_config(run_dir, "rounds=1", "task.problem_ids=[HumanEval/23, HumanEval/53]",
+                          "generator.max_inflight_problems=1")
+    killed = []
+
+    def saboteur():
+        samples = run_dir / "samples.jsonl"
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and not (samples.is_file() and samples.read_text().count("\n") >= 1):
+            time.sleep(0.2)
+        for role in ("executor", "evaluator", "generator"):
+            name = next(n for n in ray.util.list_named_actors() if f"-{role}-" in n)
+            ray.kill(ray.get_actor(name), no_restart=False)
+            killed.append(role)
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=saboteur, daemon=True)
+    thread.start()
+    train(config)
+    thread.join(10)
+    assert killed == ["executor", "evaluator", "generator"]
+    samples = records(run_dir / "samples.jsonl")
+    keys = Counter((s["problem_id"], s["sample_index"]) for s in samples)
+    assert sorted(keys) == [(p, j) for p in ("HumanEval/23", "HumanEval/53") for j in range(6)]
+    assert set(keys.values()) == {1}
+    round_end = next(e for e in records(run_dir / "metrics.jsonl") if e["event"] == "round_end")
+    # The executor had workflows in flight when it died: they were sent again, and counted.
+    assert round_end["actor_failures"].get("execute", 0) >= 1, round_end["actor_failures"]
+    assert round_end["retried_items"] >= round_end["actor_failures"]["execute"]
