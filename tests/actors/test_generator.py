@@ -41,22 +41,6 @@ def generator(model_dir, vllm_available, loop):
     generator.shutdown()
 
 
-@pytest.fixture(scope="module")
-def random_adapter(model_dir, tmp_path_factory):
-    """A LoRA adapter with non-zero random weights: it must change the model's log-probs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
-    out = tmp_path_factory.mktemp("adapter")
-    peft_model.save_pretrained(out)
-    return str(out)
-
-
 def test_k_workflows_per_problem_with_prefix_labels_and_logprobs(generator, loop):
     workflows = loop.call(generator.generate(problems("HumanEval/23", "HumanEval/35"), round_index=1))
     assert [w.problem_id for w in workflows] == ["HumanEval/23"] * 3 + ["HumanEval/35"] * 3
