@@ -24,6 +24,7 @@ from flowpo.resume import RunState, read_run_state
 from flowpo.runlog import RunLog
 from flowpo.validate import reason_kind
 from trainer.groups import sample_groups
+from trainer.checkpoint import is_checkpoint
 from trainer.learner import LearnerSettings, train_adapter  # its heavy imports wait until training
 from trainer.pairs import Candidate, sample_score_dpo_pairs
 
@@ -90,6 +91,7 @@ class Faults:
     """Items whose actor died under them (Ray restarts the actor; the item is sent again)."""
     by_stage: Counter = dataclasses.field(default_factory=Counter)
     attempts: Counter = dataclasses.field(default_factory=Counter)  # item key -> failed tries
+    restart_waits: Counter = dataclasses.field(default_factory=Counter)  # stage -> tries that met a restarting actor
 
     def record(self, stage: str, key, exc: Exception) -> None:
         self.by_stage[stage] += 1
@@ -131,7 +133,7 @@ class StageClock:
 
 
 MAX_ITEM_RETRIES = 3
-ACTOR_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+RESTART_WAIT_S = 2.0  # between tries of an item whose actor Ray is restarting
 
 
 def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]], actors, config: Config,
@@ -181,18 +183,33 @@ def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]],
         earlier = list(queues)[:list(queues).index(stage)]
         return not any(queues[s] or any(v[0] == s for v in pending.values()) for s in earlier)
 
-    while pending or any(queues.values()):
+    waiting: list = []  # (when, stage, item): items whose actor is restarting try again later
+    while pending or waiting or any(queues.values()):
+        now = time.monotonic()
+        for when, stage, item in [w for w in waiting if w[0] <= now]:
+            queues[stage].appendleft(item)
+        waiting = [w for w in waiting if w[0] > now]
         for stage, queue in queues.items():
             while queue and balancers[stage].free() and stage_open(stage):
                 submit(stage, queue.popleft())
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        if not pending:
+            time.sleep(max(0.0, min(w[0] for w in waiting) - time.monotonic()))
+            continue
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=RESTART_WAIT_S if waiting else None)
+        if not ready:
+            continue
+        (ref,) = ready
         clock.tick(Counter(v[0] for v in pending.values()))
         stage, slot, item = pending.pop(ref)
         clock.finished(stage)
         balancers[stage].release(slot)
         try:
             result = ray.get(ref)
-        except ACTOR_DIED as exc:
+        except ray.exceptions.ActorUnavailableError:  # restarting: not a new failure, try again soon
+            faults.restart_waits[stage] += 1
+            waiting.append((time.monotonic() + RESTART_WAIT_S, stage, item))
+            continue
+        except ray.exceptions.RayActorError as exc:  # it died under this item: Ray restarts it
             faults.record(stage, item_key(stage, item), exc)
             queues[stage].appendleft(item)
             continue
@@ -262,7 +279,9 @@ def learner_settings(round_index: int, config: Config, model_path: str, out_dir:
         target_modules=tuple(t.target_modules), seed=t.seed, use_gpu=t.use_gpu, bf16=t.bf16,
         algorithm=t.algorithm, reference=reference, score_exponent=t.score_exponent, epsilon=t.epsilon,
         masked_kl=t.masked_kl, micro_batch_size=t.micro_batch_size, max_grad_norm=t.max_grad_norm,
-        share_prompt=t.share_prompt, round_index=round_index)
+        share_prompt=t.share_prompt, round_index=round_index,
+        # A previous round's checkpoint carries its optimizer state; an adapter from elsewhere may not.
+        resume_from=init_adapter if t.carry_optimizer and is_checkpoint(init_adapter) else "")
 
 
 def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
@@ -338,7 +357,7 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
         summary = summarize(round_index, version, samples, pairs, loss)
         log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
                   regenerations=regenerated, actor_failures=dict(faults.by_stage),
-                  retried_items=sum(faults.attempts.values()), stage_times=clock.summary(), **stage_stats(actors))
+                  retried_items=sum(faults.attempts.values()), restart_waits=dict(faults.restart_waits), stage_times=clock.summary(), **stage_stats(actors))
         print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
         summaries.append(summary)
         if config.logging.reports:

@@ -17,6 +17,7 @@ from typing import Callable
 
 from flowpo.baselines import LABELS, baseline_workflow
 from flowpo.config import Config, to_yaml
+from flowpo.driver import RESTART_WAIT_S
 from flowpo.errors import FlowPOError
 from flowpo.records import Problem, ScoredSample
 
@@ -186,7 +187,6 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
     import ray
     from tqdm import tqdm
 
-    actor_died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
     adapter = (checkpoint.name, checkpoint.path)  # with every request: a restarted replica has lost it
     by_id = {p.problem_id: p for p in problems}
     repeats = config.evaluator.repeats
@@ -220,7 +220,11 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
         slots[stage].load[i] -= 1
         try:
             result = ray.get(ref)
-        except actor_died as exc:
+        except ray.exceptions.ActorUnavailableError:  # Ray is restarting it: not a new failure
+            time.sleep(RESTART_WAIT_S)
+            queues[stage].appendleft((method, item))
+            continue
+        except ray.exceptions.RayActorError as exc:
             key = (stage, method, _problem_id(stage, item))
             tries[key] += 1
             if tries[key] > MAX_ITEM_RETRIES:

@@ -39,13 +39,13 @@ def records(path):
 
 def test_resume_after_crashes_in_execution_training_and_generation(model_dir, docker_backend, vllm_available,
                                                                     tmp_path, monkeypatch, local_ray):
-    import trainer.learner
+    import flowpo.driver
     from flowpo.driver import train
 
     run_dir = tmp_path / "run"
     config = small_config(run_dir)
     original_sample, original_event = RunLog.sample, RunLog.event
-    original_train = trainer.learner.train_adapter
+    original_train_round = flowpo.driver.train_round
 
     # 1. Execution: the run dies after its third scored sample of round 1.
     def sample_then_crash(self, record):
@@ -59,13 +59,13 @@ def test_resume_after_crashes_in_execution_training_and_generation(model_dir, do
     first_three = records(run_dir / "samples.jsonl")
     assert len(first_three) == 3
 
-    # 2. Training: the resumed run finishes round 1's samples, then dies inside the learner.
+    # 2. Training: the resumed run finishes round 1's samples, then dies in the training step.
     monkeypatch.setattr(RunLog, "sample", original_sample)
 
     def train_then_crash(*args, **kwargs):
         raise Crash("during training")
 
-    monkeypatch.setattr(trainer.learner, "train_adapter", train_then_crash)
+    monkeypatch.setattr(flowpo.driver, "train_round", train_then_crash)
     with pytest.raises(Crash):
         train(small_config(run_dir), resume=True)
     after_second = records(run_dir / "samples.jsonl")
@@ -73,7 +73,7 @@ def test_resume_after_crashes_in_execution_training_and_generation(model_dir, do
     assert len(after_second) == 6
 
     # 3. Generation: round 1 trains this time; the run dies as round 2 starts generating.
-    monkeypatch.setattr(trainer.learner, "train_adapter", original_train)
+    monkeypatch.setattr(flowpo.driver, "train_round", original_train_round)
 
     def event_then_crash(self, event, **fields):
         original_event(self, event, **fields)
@@ -132,6 +132,8 @@ def test_killed_actors_restart_and_their_items_are_retried(model_dir, docker_bac
     assert sorted(keys) == [(p, j) for p in ("HumanEval/23", "HumanEval/53") for j in range(6)]
     assert set(keys.values()) == {1}
     round_end = next(e for e in records(run_dir / "metrics.jsonl") if e["event"] == "round_end")
-    # The executor had workflows in flight when it died: they were sent again, and counted.
-    assert round_end["actor_failures"].get("execute", 0) >= 1, round_end["actor_failures"]
-    assert round_end["retried_items"] >= round_end["actor_failures"]["execute"]
+    # The executor had workflows in flight when it died: they were sent again, and counted — as
+    # lost with their actor, or as met with an actor Ray was restarting (which one is Ray's timing).
+    resent = Counter(round_end["actor_failures"]) + Counter(round_end["restart_waits"])
+    assert resent["execute"] >= 1, round_end
+    assert round_end["retried_items"] == sum(round_end["actor_failures"].values())
