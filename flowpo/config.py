@@ -164,6 +164,9 @@ class TrainConfig:
     micro_batch_size: int = option(1, "pairs or groups per forward pass (their completions run as one batch)")
     grad_accum_steps: int = option(4, "micro-batches accumulated per optimizer step (per worker)")
     max_grad_norm: float = option(1.0, "clip the global gradient norm to this; 0: no clipping")
+    carry_optimizer: bool = option(
+        False, "resume each round from the previous round's checkpoint, AdamW state and step included; "
+        "off: only its adapter weights, with a fresh optimizer")
     share_prompt: bool = option(True, "compute each pair's or group's prompt once and reuse its KV cache")
     max_seq_len: int = option(1536, "prompt+workflow tokens kept per sequence (left-truncated prompt)")
     lora_r: int = option(8, "LoRA rank")

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
+from trainer.pairs import Candidate
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,33 @@ def build_groups(problem_id: str, scores: list[float], *, m: int, n: int, t: int
         member_scores = [scores[i] for i in members]
         groups.append(Group(problem_id, members, tuple(member_scores), tuple(advantages(member_scores))))
     return groups
+
+
+@dataclass(frozen=True)
+class PromptGroup:
+    """A sharpened group as the learner consumes it: one prompt, its members' completions, lowest score first."""
+
+    problem_id: str
+    prompt: str
+    completions: tuple[str, ...]
+    scores: tuple[float, ...]
+    advantages: tuple[float, ...]
+
+
+def sample_groups(candidates: list[Candidate], *, m: int, n: int, t: int, top_n: int, max_combinations: int,
+                  seed: int) -> list[PromptGroup]:
+    """``build_groups`` over every problem's candidates (per-sample scores, in sampling order)."""
+    by_problem: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        by_problem[c.problem_id].append(c)
+    out = []
+    for offset, (problem_id, cands) in enumerate(by_problem.items()):
+        # A seed per problem: capped combinations differ between problems but not between runs.
+        for g in build_groups(problem_id, [c.score for c in cands], m=m, n=n, t=t, top_n=top_n,
+                              max_combinations=max_combinations, seed=seed + offset):
+            out.append(PromptGroup(problem_id, cands[0].prompt, tuple(cands[i].completion for i in g.members),
+                                   g.scores, g.advantages))
+    return out
 
 
 def _combinations(pool: list[int], n: int, cap: int, seed: int) -> list[tuple[int, ...]]:

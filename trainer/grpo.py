@@ -24,5 +24,8 @@ def iogrpo_loss(policy_logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: 
     loss = -per_response.mean()
     tokens = mask.sum().clamp(min=1)
     metrics = {"loss": loss.item(), "kl": ((kl * mask).sum() / tokens).item(),
-               "clip_fraction": ((((ratio - 1).abs() > epsilon).to(mask.dtype) * mask).sum() / tokens).item()}
+               "clip_fraction": ((((ratio - 1).abs() > epsilon).to(mask.dtype) * mask).sum() / tokens).item(),
+               "ratio": ((ratio * mask).sum() / tokens).item(),
+               "advantage_abs": advantages.abs().mean().item(),
+               "kl_masked_fraction": 1.0 - kl_weight.mean().item()}
     return loss, metrics

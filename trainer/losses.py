@@ -11,6 +11,19 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def power(exponent: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Score transform f(s) = s^p for scores in [0, 1]; p = 1 is the paper's identity."""
+    return identity if exponent == 1 else (lambda s: s ** exponent)
+
+
+def _reward_metrics(loss: torch.Tensor, reward_w: torch.Tensor, reward_l: torch.Tensor, delta: torch.Tensor,
+                    beta: float) -> dict:
+    # Rewards are the implicit β·(log π − log π_ref); the margin and accuracy are DPO's usual read-outs.
+    return {"loss": loss.item(), "reward_w": (beta * reward_w).mean().item(),
+            "reward_l": (beta * reward_l).mean().item(), "margin": (beta * (reward_w - reward_l)).mean().item(),
+            "accuracy": (delta > 0).float().mean().item()}
+
+
 def score_dpo_loss(policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
                    s_w: torch.Tensor, s_l: torch.Tensor, *, beta: float,
                    f: Callable[[torch.Tensor], torch.Tensor] = identity) -> tuple[torch.Tensor, dict]:
@@ -23,15 +36,13 @@ def score_dpo_loss(policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.
     reward_l = policy_l - ref_l
     delta = f(s_w) * reward_w - (1 - f(s_l)) * reward_l
     loss = -F.logsigmoid(beta * delta).mean()
-    metrics = {"loss": loss.item(), "reward_w": (beta * reward_w).mean().item(),
-               "reward_l": (beta * reward_l).mean().item(),
-               "accuracy": (delta > 0).float().mean().item()}
-    return loss, metrics
+    return loss, _reward_metrics(loss, reward_w, reward_l, delta, beta)
 
 
 def dpo_loss(policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, *,
              beta: float) -> tuple[torch.Tensor, dict]:
     """DPO: loss = mean(−log σ(β·((logπθ(w) − logπref(w)) − (logπθ(l) − logπref(l)))))."""
-    delta = (policy_w - ref_w) - (policy_l - ref_l)
+    reward_w, reward_l = policy_w - ref_w, policy_l - ref_l
+    delta = reward_w - reward_l
     loss = -F.logsigmoid(beta * delta).mean()
-    return loss, {"loss": loss.item(), "accuracy": (delta > 0).float().mean().item()}
+    return loss, _reward_metrics(loss, reward_w, reward_l, delta, beta)

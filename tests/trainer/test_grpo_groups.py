@@ -63,3 +63,26 @@ def test_capped_combinations_are_seeded():
     b = build_groups("p", scores, m=16, n=14, t=4, top_n=100, max_combinations=50, seed=3)
     assert len(a) == 50 and a == b  # C(16, 14) = 120 capped at 50
     assert all(len(g.members) == 8 for g in a)
+
+
+def test_iogrpo_three_responses_by_hand():
+    # one token each; β = 0.1, ε = 0.2
+    # resp 0: A = 1,    r = 1.5 → min(1.5, 1.2)·1 = 1.2;           l_ref = lθ → KL 0        → 1.2
+    # resp 1: A = −1,   r = 0.5 → min(−0.5, 0.8·−1) = −0.8;   l_ref − lθ = ln 2, but A ≤ 0: masked → −0.8
+    # resp 2: A = 0.5,  r = 1   → 0.5;  l_ref − lθ = ln 2 → KL = 2 − ln 2 − 1 = 0.306853   → 0.5 − 0.0306853
+    # loss = −(1.2 − 0.8 + 0.4693147)/3 = −0.2897716
+    d = torch.float64
+    policy = torch.tensor([[-1.0], [-2.0], [-1.0]], dtype=d)
+    old = policy - torch.log(torch.tensor([[1.5], [0.5], [1.0]], dtype=d))
+    ref = policy + torch.tensor([[0.0], [math.log(2)], [math.log(2)]], dtype=d)
+    adv = torch.tensor([1.0, -1.0, 0.5], dtype=d)
+    loss, metrics = iogrpo_loss(policy, old, ref, torch.ones(3, 1), adv, beta=0.1, epsilon=0.2)
+    kl = 2 - math.log(2) - 1
+    assert loss.item() == pytest.approx(-(1.2 - 0.8 + 0.5 - 0.1 * kl) / 3, rel=1e-12)
+    assert metrics["clip_fraction"] == pytest.approx(2 / 3)  # |r − 1| = 0.5, 0.5, 0 against ε = 0.2
+    assert metrics["kl"] == pytest.approx(2 * kl / 3)  # KL (masked or not) over the 3 tokens: 0, kl, kl
+    assert metrics["advantage_abs"] == pytest.approx(2.5 / 3)
+    assert metrics["kl_masked_fraction"] == pytest.approx(1 / 3)  # resp 1's KL is masked
+    # mask off: resp 1 pays its KL too → −(1.2 − 0.8 − 0.0306853 + 0.4693147)/3
+    unmasked, _ = iogrpo_loss(policy, old, ref, torch.ones(3, 1), adv, beta=0.1, epsilon=0.2, masked_kl=False)
+    assert unmasked.item() == pytest.approx(-(1.2 - 0.8 - 0.1 * kl + 0.5 - 0.1 * kl) / 3, rel=1e-12)

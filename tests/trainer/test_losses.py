@@ -50,3 +50,24 @@ def test_custom_score_transform():
     # f(x) = x²: Δ = 0.25·1 − (1 − 0.25)·(−1) = 1 ; loss = −log σ(1)
     loss, _ = score_dpo_loss(t(1.0), t(-1.0), t(0.0), t(0.0), t(0.5), t(0.5), beta=1.0, f=lambda x: x ** 2)
     assert math.isclose(loss.item(), math.log(1 + math.exp(-1.0)), rel_tol=1e-12)
+
+
+def test_dpo_by_hand():
+    # rewards  w: (−1 − (−2), 0 − 0, 0.5 − 0) = (1, 0, 0.5);  l: (−3 − (−2), 2 − 0, −0.5 − 0) = (−1, 2, −0.5)
+    # Δ = (2, −2, 1); β·Δ = (0.2, −0.2, 0.1); loss = mean(log(1 + e^−βΔ))
+    loss, metrics = dpo_loss(t(-1, 0, 0.5), t(-3, 2, -0.5), t(-2, 0, 0), t(-2, 0, 0), beta=0.1)
+    expected = (math.log(1 + math.exp(-0.2)) + math.log(1 + math.exp(0.2)) + math.log(1 + math.exp(-0.1))) / 3
+    assert math.isclose(loss.item(), expected, rel_tol=1e-12)
+    assert math.isclose(metrics["accuracy"], 2 / 3, rel_tol=1e-6)
+    assert math.isclose(metrics["reward_w"], 0.1 * 1.5 / 3, rel_tol=1e-9)  # β·mean(1, 0, 0.5)
+    assert math.isclose(metrics["reward_l"], 0.1 * 0.5 / 3, rel_tol=1e-9)  # β·mean(−1, 2, −0.5)
+    assert math.isclose(metrics["margin"], 0.1 * 1 / 3, rel_tol=1e-9)  # β·mean(Δ) = β·(2 − 2 + 1)/3
+
+
+def test_power_score_transform():
+    # f(s) = s²: Δ = 0.25·1 − (1 − 0.25)·(−1) = 1, as in the lambda above; p = 1 is the identity itself
+    from trainer.losses import identity, power
+
+    loss, _ = score_dpo_loss(t(1.0), t(-1.0), t(0.0), t(0.0), t(0.5), t(0.5), beta=1.0, f=power(2.0))
+    assert math.isclose(loss.item(), math.log(1 + math.exp(-1.0)), rel_tol=1e-12)
+    assert power(1.0) is identity

@@ -48,3 +48,39 @@ def test_groups_are_sharpened_nonzero_variance_and_centred(scores, n, t, top_n):
         assert math.isclose(sum(g.advantages), 0.0, abs_tol=1e-9)
         # lowest-scored members get the lowest advantages
         assert list(g.advantages) == sorted(g.advantages)
+
+
+@settings(deadline=None)
+@given(problems, st.integers(1, 4))
+def test_sampled_groups_stay_within_one_problem(scores_by_problem, top_n):
+    from trainer.groups import sample_groups
+
+    cands = candidates(scores_by_problem)
+    groups = sample_groups(cands, m=6, n=3, t=1, top_n=top_n, max_combinations=20, seed=0)
+    for pid in scores_by_problem:
+        assert sum(g.problem_id == pid for g in groups) <= top_n
+    for g in groups:
+        assert g.prompt == f"prompt {g.problem_id}" and all(c.startswith(g.problem_id) for c in g.completions)
+        assert len(g.completions) == 2 and g.scores[0] < g.scores[1]
+
+
+token_lists = st.lists(st.integers(1, 50), min_size=1, max_size=6)
+
+
+@settings(deadline=None)  # the first example pays for importing torch
+@given(st.lists(st.tuples(token_lists, st.lists(token_lists, min_size=1, max_size=3)), min_size=1, max_size=4))
+def test_collate_keeps_every_sequence(structure):
+    from trainer.batching import Encoded, collate
+
+    encoded = [Encoded(tuple(p), tuple(tuple(c) for c in cs)) for p, cs in structure]
+    batch = collate(encoded, pad_id=0)
+    row = 0
+    for i, e in enumerate(encoded):
+        prompt = batch.prompt_ids[i][batch.prompt_mask[i].bool()].tolist()
+        assert prompt == list(e.prompt)
+        for c in e.completions:
+            assert batch.owner[row].item() == i
+            assert batch.completion_ids[row][batch.completion_mask[row].bool()].tolist() == list(c)
+            row += 1
+    assert row == batch.completion_ids.shape[0]
+    assert batch.tokens == sum(len(e.prompt) + len(c) for e in encoded for c in e.completions)

@@ -1,0 +1,225 @@
+"""Learner throughput, side by side in one run on the same model, data, threads and settings.
+
+1. Score-DPO: FlowPO's learner (prompt computed once per pair, reference log-probs once per round)
+   vs TRL's ``DPOTrainer`` (chosen and rejected each with the whole prompt; reference forward each
+   step), one pair per step, LoRA r=8 on q,v, bf16, AdamW;
+2. ioGRPO: FlowPO's learner with and without prompt sharing, one group per step.
+
+Prompts are the generator's real prompt (ScoreFlow's template, ≈1,000 tokens); completions are
+workflow-like code of about 300 tokens. Tokens/s counts every sequence's prompt + completion tokens
+(what a per-sequence trainer processes), the same count for every contender; a step's time includes
+its share of the round-start reference pass. The first step of each contender is a warm-up and
+is not timed; each figure is the best timed step (the least disturbed by other load), per wall
+second and per CPU second of this process (steadier when other jobs share the machine).
+
+    .venv/bin/python bench/learner.py [--pairs 2] [--groups 1] [--group-size 4] [--completion-tokens 300]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+
+def prompts(tokenizer, count: int, prompt_tokens: int) -> list[str]:
+    from flowpo.config import TaskConfig
+    from flowpo.prompts import workflow_messages
+    from flowpo.tasks import load_problems
+
+    out = []
+    for problem in load_problems(TaskConfig(limit=count)):
+        text = tokenizer.apply_chat_template(workflow_messages(problem), add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        out.append(tokenizer.decode(ids[-prompt_tokens:]))  # keep the end, as the learner's truncation does
+    return out
+
+
+def workflow(tokenizer, seed: int, tokens: int) -> str:
+    """A plausible workflow answer, cut to about ``tokens`` tokens."""
+    ops = ["CustomCodeGenerate", "ScEnsemble", "Test", "Review", "Revise", "AnswerGenerate", "Programmer"]
+    lines = ["class Workflow:", "    def __init__(self, llm):"]
+    lines += [f"        self.op{i} = {ops[(seed + i) % len(ops)]}(llm)" for i in range(4)]
+    lines += ["", "    async def __call__(self, problem, entry_point):", "        solutions = []"]
+    step = 0
+    while len(tokenizer("\n".join(lines), add_special_tokens=False).input_ids) < tokens:
+        lines += [f"        for attempt in range({(seed + step) % 3 + 1}):",
+                  f"            result = await self.op{step % 4}(problem=problem, entry_point=entry_point, "
+                  f"instruction='Variant {seed}.{step}: reason about edge cases first')",
+                  "            solutions.append(result.code)"]
+        step += 1
+    ids = tokenizer("\n".join(lines), add_special_tokens=False).input_ids[:tokens]
+    return tokenizer.decode(ids) + "\n        return solutions[-1]\n</graph>"
+
+
+def settings(model: str, out_dir: str, **overrides):
+    from trainer.learner import LearnerSettings
+
+    values = dict(base_model=model, out_dir=out_dir, init_adapter="", beta=0.1, epochs=1, learning_rate=1e-4,
+                  grad_accum_steps=1, max_seq_len=4096, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                  target_modules=("q_proj", "v_proj"), seed=0, use_gpu=False, bf16=True)
+    return LearnerSettings(**{**values, **overrides})
+
+
+def now() -> tuple[float, float]:
+    # Wall-clock and this process's CPU time: on a shared machine the second is the steadier one.
+    return time.perf_counter(), time.process_time()
+
+
+def since(mark: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = now()
+    return wall - mark[0], cpu - mark[1]
+
+
+def flowpo_steps(items: list, s) -> tuple[list[tuple[float, float]], list[int]]:
+    """(wall, CPU) seconds of each step of FlowPO's learner, its round-start pass share included, and its tokens."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from trainer.batching import CompletionScorer
+    from trainer.fit import fit, round_start_logprobs
+    from trainer.learner import autocast_for, build_policy
+    from trainer.objectives import micro_batch_loss, micro_batches
+
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    policy = build_policy(s, device)
+    autocast = autocast_for(s, device)
+    mbs = micro_batches(items, AutoTokenizer.from_pretrained(s.base_model), size=1, max_len=s.max_seq_len)
+    start_costs = []
+    for mb in mbs:  # one micro-batch at a time, to charge each step its own share
+        mark = now()
+        round_start_logprobs(policy, [mb], reference=s.reference, needs_old=s.algorithm == "iogrpo",
+                             starts_from_base=True, autocast=autocast, share_prompt=s.share_prompt)
+        start_costs.append(since(mark))
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=s.learning_rate)
+    step_costs, mark = [], [now()]
+
+    def on_step(record):
+        step_costs.append(since(mark[0]))
+        mark[0] = now()
+
+    def loss_fn(logps, mb):
+        return micro_batch_loss(logps, mb, algorithm=s.algorithm, beta=s.beta, score_exponent=1.0, epsilon=s.epsilon,
+                                masked_kl=s.masked_kl)
+
+    fit(CompletionScorer(policy, share_prompt=s.share_prompt), mbs, loss_fn, optimizer, epochs=1, grad_accum_steps=1,
+        max_grad_norm=1.0, autocast=autocast, on_step=on_step)
+    costs = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(step_costs, start_costs)]
+    return costs, [mb.batch.tokens for mb in mbs]
+
+
+def trl_steps(pairs: list, model_dir: str, out_dir: str) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each ``DPOTrainer`` step on the same pairs, LoRA and precision."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.costs, self._mark = [], now()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._mark = now()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.costs.append(since(self._mark))
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    data = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+    args = DPOConfig(output_dir=out_dir, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                     max_steps=len(pairs), learning_rate=1e-4, lr_scheduler_type="constant", beta=0.1, bf16=True,
+                     use_cpu=True, max_length=None, report_to=[], save_strategy="no", logging_steps=10_000,
+                     disable_tqdm=True, dataloader_num_workers=0, disable_dropout=True, seed=0)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    timer = StepTimer()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
+                         callbacks=[timer])
+    trainer.train()
+    return timer.costs
+
+
+def rates(costs: list[tuple[float, float]], tokens: list[int], warmup: int) -> tuple[float, float]:
+    """Tokens per wall second and per CPU second, each from the best timed step."""
+    timed = list(zip(costs, tokens))[warmup:]
+    return max(n / w for (w, _), n in timed), max(n / c for (_, c), n in timed)
+
+
+def line(label: str, rate: tuple[float, float], extra: str = "") -> str:
+    return f"{label:<30} {rate[0]:8.1f} tokens/s   {rate[1]:8.1f} tokens/CPU-s{extra}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="~/.cache/flowpo/models/SmolLM2-135M-Instruct")
+    parser.add_argument("--pairs", type=int, default=2, help="timed Score-DPO steps (one pair each)")
+    parser.add_argument("--groups", type=int, default=1, help="timed ioGRPO steps (one group each)")
+    parser.add_argument("--group-size", type=int, default=4, help="completions per group (2t; SPOGW: 8)")
+    parser.add_argument("--prompt-tokens", type=int, default=1000, help="prompt length (the real prompt, cut)")
+    parser.add_argument("--completion-tokens", type=int, default=300, help="completion length, about")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--skip-trl", action="store_true", help="only FlowPO's learner")
+    args = parser.parse_args()
+
+    import datasets
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from trainer.groups import PromptGroup
+    from trainer.pairs import PreferencePair
+
+    torch.set_num_threads(args.threads)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    model = str(Path(args.model).expanduser())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    warmup = 1
+    texts = prompts(tokenizer, max(args.pairs, args.groups) + warmup, args.prompt_tokens)
+    pairs = [PreferencePair(f"p{i}", texts[i], workflow(tokenizer, 2 * i, args.completion_tokens),
+                            workflow(tokenizer, 2 * i + 1, args.completion_tokens), 1.0, 0.0)
+             for i in range(args.pairs + warmup)]
+    half = args.group_size // 2
+    groups = [PromptGroup(f"g{i}", texts[i], tuple(workflow(tokenizer, 10 * i + j, args.completion_tokens)
+                                                   for j in range(args.group_size)),
+                          (0.0,) * half + (1.0,) * half, (-1.0,) * half + (1.0,) * half)
+              for i in range(args.groups + warmup)]
+    print(f"model {model}; {args.threads} threads; prompt ≈{args.prompt_tokens} tokens, completions "
+          f"≈{args.completion_tokens}; {args.pairs} timed pairs, {args.groups} timed groups of {args.group_size} "
+          f"(+{warmup} warm-up step each)", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        costs, tokens = flowpo_steps(pairs, settings(model, tmp))
+        ours = rates(costs, tokens, warmup)
+        per_pair = sum(tokens) / len(tokens)
+        print(line("Score-DPO  FlowPO learner", ours, f"   ({per_pair:.0f} tokens a pair)"), flush=True)
+        if not args.skip_trl:
+            # TRL's sampler shuffles the pairs; their token counts differ by a few at most.
+            trl = rates(trl_steps(pairs, model, tmp), [per_pair] * len(tokens), warmup)
+            print(line("Score-DPO  TRL DPOTrainer", trl), flush=True)
+            print(f"{'ratio FlowPO / TRL':<30} {ours[0] / trl[0]:8.2f}x wall     {ours[1] / trl[1]:8.2f}x CPU",
+                  flush=True)
+        grpo = {}
+        for share in (True, False):
+            s = settings(model, tmp, algorithm="iogrpo", reference="previous", share_prompt=share)
+            costs, tokens = flowpo_steps(groups, s)
+            grpo[share] = rates(costs, tokens, warmup)
+            per_group = sum(tokens) / len(tokens)
+            label = "ioGRPO     shared prompt" if share else "ioGRPO     prompt per sequence"
+            print(line(label, grpo[share], f"   ({per_group:.0f} tokens a group, "
+                                           f"{grpo[share][0] / per_group:.4f} groups/s)"), flush=True)
+        print(f"{'ratio shared / per sequence':<30} {grpo[True][0] / grpo[False][0]:8.2f}x wall     "
+              f"{grpo[True][1] / grpo[False][1]:8.2f}x CPU", flush=True)
+
+
+if __name__ == "__main__":
+    main()

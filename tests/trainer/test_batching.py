@@ -1,0 +1,143 @@
+"""Shared-prompt batches: encoding and layout by hand, and the same loss and gradients as one
+sequence at a time, for pairs and for groups, on the tiny model."""
+import pytest
+import torch
+
+from trainer.batching import Encoded, collate, completion_logprobs, encode_shared
+from trainer.grpo import iogrpo_loss
+from trainer.losses import score_dpo_loss
+
+
+class CharTokenizer:
+    """One id per character; EOS = 0. Enough to count tokens by eye."""
+
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return type("Out", (), {"input_ids": [ord(c) for c in text]})
+
+
+def test_encode_shared_cuts_the_prompt_for_the_longest_completion():
+    # completions "xy"+EOS (3) and "z"+EOS (2); max_len 5 → the prompt keeps 5 − 3 = 2 tokens: "ef"
+    enc = encode_shared(CharTokenizer(), "abcdef", ["xy", "z"], max_len=5)
+    assert enc == Encoded((ord("e"), ord("f")), ((ord("x"), ord("y"), 0), (ord("z"), 0)))
+    # a completion longer than max_len − 1 = 3 is cut to 3 and the prompt keeps its last token
+    enc = encode_shared(CharTokenizer(), "abc", ["wxyz"], max_len=4)
+    assert enc == Encoded((ord("c"),), ((ord("w"), ord("x"), ord("y")),))
+
+
+def test_collate_layout_by_hand():
+    batch = collate([Encoded((1, 2, 3), ((4,), (5, 6))), Encoded((7,), ((8, 9, 10),))], pad_id=0)
+    assert batch.prompt_ids.tolist() == [[1, 2, 3], [0, 0, 7]]  # left-padded
+    assert batch.prompt_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch.completion_ids.tolist() == [[4, 0, 0], [5, 6, 0], [8, 9, 10]]  # right-padded
+    assert batch.completion_mask.tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    assert batch.owner.tolist() == [0, 0, 1]
+    # per sequence: (3 + 1) + (3 + 2) + (1 + 3) = 13 tokens
+    assert batch.tokens == 13
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                            task_type="CAUSAL_LM"))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # non-zero B: the A matrices get gradients too
+            torch.nn.init.normal_(param, std=0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def one_sequence(model, prompt, completion):
+    """Independent reference: the whole sequence in one forward, per-token completion log-probs."""
+    ids = torch.tensor([list(prompt) + list(completion)])
+    logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    return logps.gather(1, ids[0, 1:, None])[len(prompt) - 1:, 0]
+
+
+def grads_of(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
+def test_pairs_shared_prompt_same_loss_and_gradients(policy, tokenizer):
+    # two pairs whose prompts differ in length: padding is exercised too
+    items = [("Write a workflow that solves the problem:", " return solution.code", " return max(x)"),
+             ("Q:", " yes it is", " no")]
+    encoded = [encode_shared(tokenizer, p, [w, l], 64) for p, w, l in items]
+    batch = collate(encoded, pad_id=tokenizer.eos_token_id)
+    scores_w, scores_l, ref = torch.tensor([1.0, 0.75]), torch.tensor([0.0, 0.25]), torch.tensor([-30.0, -20.0])
+
+    def loss_of(seq):  # seq: [4] summed log-probs, chosen/rejected interleaved
+        return score_dpo_loss(seq[0::2], seq[1::2], ref, ref, scores_w, scores_l, beta=0.5)[0]
+
+    results = {}
+    for share in (True, False):
+        loss = loss_of(completion_logprobs(policy, *batch.tensors(), share_prompt=share).sum(dim=1))
+        results[share] = (loss.detach(), grads_of(policy, loss))
+    separate = torch.stack([one_sequence(policy, e.prompt, c).sum() for e in encoded for c in e.completions])
+    loss = loss_of(separate)
+    results["separate"] = (loss.detach(), grads_of(policy, loss))
+    for key in (True, False):
+        assert torch.allclose(results[key][0], results["separate"][0], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(results[key][1], results["separate"][1], rtol=1e-4, atol=1e-6)
+    assert results["separate"][1].abs().max() > 1e-3  # the gradients compared are not all zero
+
+
+def test_group_shared_prompt_same_loss_and_gradients(policy, tokenizer):
+    # one micro-batch of two groups (4 and 2 members) with prompts of different lengths
+    groups = [("Solve HumanEval/23 with a workflow:", [" a", " bb cc", " return 1", " x y z w"],
+               [-1.3, -0.4, 0.4, 1.3]),
+              ("Solve:", [" ok", " not ok at all"], [1.0, -1.0])]
+    encoded = [encode_shared(tokenizer, p, cs, 64) for p, cs, _ in groups]
+    batch = collate(encoded, pad_id=tokenizer.eos_token_id)
+    adv = torch.tensor([a for _, _, advs in groups for a in advs])
+    mask = batch.completion_mask
+    with torch.no_grad():  # old and ref: the current policy moved by fixed offsets, so r ≠ 1 and KL ≠ 0
+        start = completion_logprobs(policy, *batch.tensors())
+    old, ref = (start + 0.1) * mask, (start - 0.2) * mask
+
+    def loss_of(logps):
+        return iogrpo_loss(logps, old, ref, mask, adv, beta=0.1, epsilon=0.2)[0]
+
+    results = {}
+    for share in (True, False):
+        loss = loss_of(completion_logprobs(policy, *batch.tensors(), share_prompt=share))
+        results[share] = (loss.detach(), grads_of(policy, loss))
+    rows = [one_sequence(policy, e.prompt, c) for e in encoded for c in e.completions]
+    separate = torch.zeros_like(start)
+    for i, row in enumerate(rows):
+        separate[i, :len(row)] = row
+    loss = loss_of(separate)
+    results["separate"] = (loss.detach(), grads_of(policy, loss))
+    for key in (True, False):
+        assert torch.allclose(results[key][0], results["separate"][0], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(results[key][1], results["separate"][1], rtol=1e-4, atol=1e-6)
+    assert results["separate"][1].abs().max() > 1e-3
+
+
+def test_shared_path_embeds_each_prompt_once(policy):
+    # prompt of 5 tokens, completions of 3 and 3: shared = 5 + 2·3 = 11 positions, plain = 2·(5 + 3) = 16
+    batch = collate([Encoded((11, 12, 13, 14, 15), ((21, 22, 23), (31, 32, 33)))], pad_id=0)
+    seen = []
+    hook = policy.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    try:
+        with torch.no_grad():
+            shared = completion_logprobs(policy, *batch.tensors(), share_prompt=True)
+            plain = completion_logprobs(policy, *batch.tensors(), share_prompt=False)
+    finally:
+        hook.remove()
+    assert seen == [5, 6, 16]
+    assert torch.allclose(shared, plain, atol=1e-5)

@@ -1,0 +1,116 @@
+"""Per-token completion log-probs for prompts that each carry several completions, prompt computed once.
+
+A pair's chosen and rejected workflows share one prompt, and so do a group's members. The shared
+path runs the (left-padded) prompts once with ``use_cache=True``, gathers each prompt's KV cache
+once per completion, and runs the (right-padded) completions as one batch on top of it. Gradients
+flow through the cached keys and values into the prompt pass. The plain path runs every completion
+with its own copy of the prompt in the same layout, so the two differ only in the prompt sharing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one prompt and its completions (each ending in EOS)."""
+
+    prompt: tuple[int, ...]
+    completions: tuple[tuple[int, ...], ...]
+
+
+def encode_shared(tokenizer, prompt: str, completions: list[str], max_len: int) -> Encoded:
+    """Like ``encode_pair`` for several completions: the prompt is cut from the left so that it fits
+    with the longest completion in ``max_len``; completions keep their start."""
+    eos = tokenizer.eos_token_id
+    outs = [(tokenizer(c, add_special_tokens=False).input_ids + [eos])[: max_len - 1] for c in completions]
+    keep = max(1, max_len - max(len(c) for c in outs))
+    # The first completion token is predicted from the last prompt token, so a prompt has one at least.
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids[-keep:] or [eos]
+    return Encoded(tuple(prompt_ids), tuple(tuple(c) for c in outs))
+
+
+@dataclass(frozen=True)
+class Batch:
+    prompt_ids: torch.Tensor  # [P, Lp], left-padded
+    prompt_mask: torch.Tensor  # [P, Lp]
+    completion_ids: torch.Tensor  # [C, Lc], right-padded, completions of prompt 0 first
+    completion_mask: torch.Tensor  # [C, Lc]
+    owner: torch.Tensor  # [C], the prompt row of each completion
+    tokens: int  # Σ over completions of prompt + completion tokens: what a per-sequence trainer processes
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask, self.owner
+
+    def to(self, device) -> "Batch":
+        moved = [t.to(device) for t in self.tensors()]
+        return Batch(*moved, tokens=self.tokens)
+
+
+def collate(encoded: list[Encoded], pad_id: int) -> Batch:
+    prompt_len = max(len(e.prompt) for e in encoded)
+    completions = [(i, c) for i, e in enumerate(encoded) for c in e.completions]
+    completion_len = max(len(c) for _, c in completions)
+    prompt_ids = torch.full((len(encoded), prompt_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(encoded), prompt_len), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        prompt_ids[row, prompt_len - len(e.prompt):] = torch.tensor(e.prompt)
+        prompt_mask[row, prompt_len - len(e.prompt):] = 1
+    completion_ids = torch.full((len(completions), completion_len), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(completions), completion_len), dtype=torch.long)
+    for row, (_, c) in enumerate(completions):
+        completion_ids[row, :len(c)] = torch.tensor(c)
+        completion_mask[row, :len(c)] = 1
+    owner = torch.tensor([i for i, _ in completions], dtype=torch.long)
+    tokens = sum(len(encoded[i].prompt) + len(c) for i, c in completions)
+    return Batch(prompt_ids, prompt_mask, completion_ids, completion_mask, owner, tokens)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # Left padding: real tokens count from 0; pad positions are masked out, their value is irrelevant.
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position, in fp32; no [.., V] log-softmax tensor is kept besides the logits."""
+    logits = logits.float()
+    return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+
+
+def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, owner, *,
+                        share_prompt: bool = True) -> torch.Tensor:
+    """[C, Lc] log-probs of each completion token given its prompt and the completion before it (0 at padding)."""
+    lc = completion_ids.shape[1]
+    full_mask = torch.cat([prompt_mask[owner], completion_mask], dim=1)
+    if share_prompt:
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
+                    use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        cache.batch_select_indices(owner)  # each prompt's keys/values once per completion (a differentiable gather)
+        start = prompt_mask.sum(dim=1)[owner]
+        positions = start[:, None] + torch.arange(lc, device=start.device)
+        rest = model(input_ids=completion_ids, attention_mask=full_mask, position_ids=positions,
+                     past_key_values=cache, use_cache=True).logits
+        # The prompt's last logits predict completion token 0; completion position j predicts token j + 1.
+        logits = torch.cat([out.logits[owner, -1:], rest[:, :-1]], dim=1)
+    else:
+        ids = torch.cat([prompt_ids[owner], completion_ids], dim=1)
+        logits = model(input_ids=ids, attention_mask=full_mask, position_ids=_positions(full_mask),
+                       logits_to_keep=lc + 1).logits[:, :-1]
+    return token_logprobs(logits, completion_ids) * completion_mask
+
+
+class CompletionScorer(torch.nn.Module):
+    """The policy as one module whose forward is a whole batch's log-probs, so DDP sees one forward
+    per backward even though the shared path calls the model twice."""
+
+    def __init__(self, policy, share_prompt: bool = True):
+        super().__init__()
+        self.policy = policy
+        self.share_prompt = share_prompt
+
+    def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask, owner):
+        return completion_logprobs(self.policy, prompt_ids, prompt_mask, completion_ids, completion_mask, owner,
+                                   share_prompt=self.share_prompt)

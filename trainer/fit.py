@@ -1,0 +1,95 @@
+"""The training loop itself, free of Ray: round-start log-probs, then accumulated optimizer steps.
+
+Ray Train's worker (trainer/learner.py) calls these with a DDP-wrapped scorer; tests call them
+in-process. The loss of a step is the mean over the step's global batch (all workers' micro-batches),
+so 2 workers × batch b, 1 worker × batch 2b and 2b micro-batches accumulated give the same update.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Callable
+
+import torch
+
+from trainer.batching import completion_logprobs
+from trainer.objectives import MicroBatch
+
+
+def round_start_logprobs(policy, mbs: list[MicroBatch], *, reference: str, needs_old: bool,
+                         starts_from_base: bool, autocast: Callable = nullcontext, share_prompt: bool = True) -> None:
+    """Fill each micro-batch's ``ref`` (and ``old``) with per-token log-probs, no second model copy.
+
+    reference "base": the adapter switched off; "previous": the adapter the round starts from. π_old
+    (ioGRPO) is always the starting adapter, the policy that generated the round's data.
+    """
+    if reference not in ("base", "previous"):
+        raise ValueError(f"reference must be base or previous, got {reference!r}")
+    need_start = needs_old or reference == "previous"
+    was_training = policy.training
+    policy.eval()  # no dropout: these are the fixed targets of the round
+    with torch.no_grad(), autocast():
+        for mb in mbs:
+            start = completion_logprobs(policy, *mb.batch.tensors(), share_prompt=share_prompt) if need_start else None
+            if reference == "previous" or (start is not None and starts_from_base):
+                mb.ref = start  # a fresh LoRA starts as the base model exactly (B = 0)
+            else:
+                with policy.disable_adapter():
+                    mb.ref = completion_logprobs(policy, *mb.batch.tensors(), share_prompt=share_prompt)
+            mb.old = start if needs_old else None
+    policy.train(was_training)
+
+
+def _all_sum(values: dict, world: int) -> dict:
+    if world == 1 or not torch.distributed.is_initialized():
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)  # a few numbers per step; gloo (CPU tensors) and nccl alike
+    return dict(zip(keys, tensor.tolist()))
+
+
+def fit(model, mbs: list[MicroBatch], loss_fn: Callable, optimizer, *, epochs: int, grad_accum_steps: int,
+        max_grad_norm: float, autocast: Callable = nullcontext, start_step: int = 0, world: int = 1,
+        on_step: Callable[[dict], None] = lambda record: None) -> list[dict]:
+    """Train ``model`` (a scorer: batch tensors → per-token log-probs) and return one record per step.
+
+    ``loss_fn(logps, mb) -> (mean loss over mb.units, metrics)``; gradients of ``grad_accum_steps``
+    micro-batches are summed (DDP syncs only on the last) before one clipped optimizer step. Each
+    micro-batch's loss is weighted by units / (the step's units over all workers) · world: DDP's
+    average over workers then gives the mean over the global batch, even when workers hold
+    different numbers of responses (groups of different sizes).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    step, history = start_step, []
+    for epoch in range(epochs):
+        for first in range(0, len(mbs), grad_accum_steps):
+            chunk = mbs[first:first + grad_accum_steps]
+            began = time.perf_counter()
+            units = _all_sum({"units": sum(mb.units for mb in chunk)}, world)["units"]
+            sums: dict[str, float] = {}
+            for i, mb in enumerate(chunk):
+                sync = i == len(chunk) - 1 or not hasattr(model, "no_sync")
+                with nullcontext() if sync else model.no_sync():
+                    with autocast():
+                        logps = model(*mb.batch.tensors())
+                    loss, metrics = loss_fn(logps, mb)
+                    (loss * (mb.units * world / units)).backward()
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value * mb.units
+            # DDP has averaged the gradients, so this norm is the global batch's on every worker.
+            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seconds = time.perf_counter() - began
+            tokens = sum(mb.batch.tokens for mb in chunk)
+            reduced = _all_sum({**sums, "tokens": tokens, "seconds": seconds}, world)
+            # metrics: unit-weighted means over the global batch; tokens: summed; the step's time: the mean worker's
+            record = {key: reduced[key] / units for key in sums}
+            record.update(grad_norm=float(norm), tokens=int(reduced["tokens"]), seconds=reduced["seconds"] / world,
+                          step=step, epoch=epoch)
+            record["tokens_per_s"] = record["tokens"] / max(record["seconds"], 1e-9)
+            history.append(record)
+            on_step(record)
+    return history
