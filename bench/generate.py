@@ -10,7 +10,13 @@ Every generation is forced to the same length (ignore EOS) so tokens/s compare l
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+# The repository root first: run as a script, bench/ leads sys.path and bench/sandbox.py would
+# shadow the sandbox package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def workflow_prompts(tokenizer, count: int) -> list[str]:
