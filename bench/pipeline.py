@@ -9,7 +9,7 @@ cores, so a local executor model would mostly measure CPU contention, not the pi
 Both modes run the same problems with the same per-request seeds, so they generate the same
 workflows. "Own time" of a stage is its span when it runs alone (barrier mode).
 
-    .venv/bin/python bench/pipeline.py [--problems 4] [--k 8] [--llm-latency 1.5]
+    .venv/bin/python bench/pipeline.py [--problems 4] [--k 8] [--llm-latency 1.5] [--sandboxes 8]
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def main(args) -> None:
         f"run_dir={run_dir}", f"task.problem_ids={json.dumps(PROBLEM_IDS[:args.problems])}", f"generator.k={args.k}",
         "executor_llm.backend=openai", f"executor_llm.base_url=http://127.0.0.1:{server.server_port}/v1",
         "executor_llm.api_key_env=FLOWPO_BENCH_KEY", "executor_llm.temperature=0.8",  # no cache hits
-        "generator.max_inflight_problems=2"])
+        "generator.max_inflight_problems=2", f"sandbox.sandboxes_per_executor={args.sandboxes}"])
     problems = load_problems(config.task)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     log = RunLog(run_dir)
@@ -117,5 +117,7 @@ if __name__ == "__main__":
     parser.add_argument("--problems", type=int, default=4)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--llm-latency", type=float, default=1.5)
+    parser.add_argument("--sandboxes", type=int, default=8,
+                        help="sandboxes of the one executor: workflows wait on the API, not the CPU")
     parser.add_argument("--run-dir", default="runs/bench-pipeline")
     main(parser.parse_args())
