@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from flowpo.scorers import (f1_score, gsm8k_gold, gsm8k_score, last_boxed, latex_to_sympy_text, math_equal,
-                            math_prediction, math_score, normalize_answer, parse_verdict, score_text,
-                            symbolic_equal, token_f1)
+from flowpo.scorers import (drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score, last_boxed,
+                            latex_to_sympy_text, math_equal, math_prediction, math_score, normalize_answer,
+                            parse_verdict, score_text, strip_math_delimiters, symbolic_equal, token_f1)
 
 
 @pytest.mark.parametrize("answer, gold, score", [
@@ -68,7 +68,8 @@ def test_squad_normalization_and_f1_by_hand():
     # pred: "cat sat on mat" (4), gold: "cat on the mat" → "cat on mat" (3); overlap 3
     # P = 3/4, R = 3/3 → F1 = 2·0.75·1/1.75 = 0.857142…
     assert token_f1("The cat sat on a mat", "cat on the mat") == pytest.approx(6 / 7)
-    assert token_f1("", "") == 1.0 and token_f1("a", "") == 1.0  # both empty after normalization
+    # both empty after normalization: HotpotQA's f1_score shares no token, so 0 (SQuAD v2.0 said 1)
+    assert token_f1("", "") == 0.0 and token_f1("a", "") == 0.0
     assert token_f1("dog", "cat") == 0.0
     # max over gold alternatives: "Denver Broncos" vs ["Broncos", "Denver Broncos"] → 1.0
     assert f1_score("Denver Broncos", ["Broncos", "Denver Broncos"]) == 1.0
@@ -156,14 +157,19 @@ def test_symbolic_check_has_a_time_limit():
     ("math", r"\boxed{\frac{3}{6}}", ("0.5",), 1.0),
     ("drop", "Chaz Schilens", ("Schilens", "Chaz Schilens"), 1.0),
     ("hotpotqa", "no", ("yes",), 0.0),
+    ("drop", "2.5", ("25",), 0.0), ("drop", "25", ("2.5",), 0.0), ("drop", "The answer is 2.5.", ("2.5",), 0.5),
+    ("math", r"The answer is $\text{Tuesday}$.", (r"\text{Tuesday}",), 1.0),
+    ("math", "1000001", ("1000000",), 0.0),
+    ("hotpotqa", "yes, it is", ("yes",), 0.0),
 ])
 def test_score_text_dispatches_by_task(task, answer, golds, score):
     assert score_text(task, answer, golds)[0] == score
 
 
 # ---------------------------------------------------------------------------------------------
-# F1 against the official SQuAD v2.0 definition (evaluate-v2.0.py, copied verbatim below as the
-# independent reference) and hand-worked values
+# HotpotQA's F1 against the official SQuAD v2.0 definition (evaluate-v2.0.py, copied verbatim below
+# as the independent reference) and hand-worked values. hotpot_evaluate_v1.py's f1_score is the
+# same token F1 on these rows; it differs only on empty and yes/no answers (tested further down).
 
 
 def official_normalize_answer(s):
@@ -219,18 +225,138 @@ def official_compute_f1(a_gold, a_pred):
     # numbers: "20" vs "20" → 1; "1,200" → "1200" on both sides
     ("20", ["20"], 1.0), ("1,200 yards", ["1200"], 2 / 3),
     ("Oakland", ["Houston"], 0.0),
-    ("The", ["an"], 1.0),  # both empty after normalization: v2.0 counts agreement
 ])
 def test_f1_matches_the_official_squad_definition(predicted, golds, by_hand):
     official = max(official_compute_f1(gold, predicted) for gold in golds)
     assert f1_score(predicted, golds) == pytest.approx(by_hand) == pytest.approx(official)
 
 
-def test_f1_differs_from_drops_own_metric_on_hyphens_and_numbers():
-    # As the issue asks, DROP is scored SQuAD-style. DROP's official drop_eval.py also splits on
-    # hyphens and compares numbers as floats: there "20" vs "20-yard" is 2/3, here it is 0.
-    assert token_f1("20", "20-yard") == 0.0
+def test_hotpotqa_f1_and_drop_f1_differ_on_hyphens_and_numbers():
+    # HotpotQA's F1 removes "-" and "." inside tokens; DROP's (drop_eval.py) splits at hyphens and
+    # compares numbers as floats. "20" vs "20-yard": HotpotQA {20} vs {20yard} → 0; DROP {20.0} vs
+    # {20.0, yard} → P = 1, R = 1/2 → 2/3 → 0.67.
+    assert token_f1("20", "20-yard") == 0.0 and drop_f1("20", ["20-yard"]) == 0.67
     assert token_f1("20 yard", "20-yard") == 0.0  # "20yard" is one token after punctuation removal
+    assert token_f1("2.5", "25") == 1.0 and drop_f1("2.5", ["25"]) == 0.0  # why DROP has its own
+
+
+# ---------------------------------------------------------------------------------------------
+# MATH, right on real data (issue 12): integers and fractions compare exactly, a tolerance only
+# where a decimal stands for a fraction
+
+
+@pytest.mark.parametrize("predicted, gold, equal", [
+    ("1000001", "1000000", False),  # a relative 1e-6 tolerance called these equal
+    (r"\frac{4036083}{4036081}", r"\frac{4036082}{4036081}", False),  # differ by 1/4036081 ≈ 2.5e-7
+    (r"\frac{4036082}{4036081}", r"\dfrac{4036082}{4036081}", True),
+    (r"\frac{2}{4}", r"\frac12", True), ("1/2", "0.5", True), (r"-\frac{3}{4}", "-0.75", True),
+    ("0.5", r"\frac12", True), ("3.14", "3.140", True),  # exactly equal values
+    # a decimal for a fraction: right when the fraction rounds to it in its last place, within 1e-6:
+    # |0.3333333 − 1/3| = 3.3e-8 ≤ 0.5e-7 → equal; |0.33 − 1/3| = 3.3e-3 > 1e-6 → not
+    ("0.3333333", r"\frac13", True), ("0.33", r"\frac13", False),
+    # 4036083/4036081 = 1.00000049552…; 1.0000004955 is off by 2.9e-11 ≤ 0.5e-10 → equal
+    (r"\frac{4036083}{4036081}", "1.0000004955", True),
+    ("1000000.5", "1000000", False),  # within 1e-6 relative, but wrong in its last place
+    ("72.0000001", "72", False),  # off by 1e-7 > half of its last place (0.5e-7)
+])
+def test_math_numbers_compare_exactly(predicted, gold, equal):
+    assert math_equal(predicted, gold) is equal
+
+
+def test_a_number_too_long_to_read_is_not_an_error():
+    # Fraction("1" * 5000) raises (Python's 4300-digit limit); an untrusted answer must only score 0
+    assert not math_equal("1" * 5000, "2") and math_equal("1" * 5000, "1" * 5000)
+
+
+@pytest.mark.parametrize("a, b, equal", [
+    # the symbolic path keeps rationals exact: 4036083/4036081 − (1 + 1/4036081) = 1/4036081 ≠ 0
+    (r"\frac{4036083}{4036081}", r"1+\frac{2}{4036081}", True),
+    (r"\frac{4036083}{4036081}", r"1+\frac{1}{4036081}", False),
+    ("10^{20}+1", "10^{20}", False),
+    # decimals are read as rationals: as floats 0.1 + 0.2 − 0.3 = 5.6e-17 ≠ 0
+    ("0.1+0.2", "0.3", True), ("x/2", "0.5x", True),
+])
+def test_symbolic_equality_is_exact_for_rationals(a, b, equal):
+    assert symbolic_equal(a, b) is equal
+
+
+@pytest.mark.parametrize("text, stripped", [
+    (r"$\text{Tuesday}$.", r"\text{Tuesday}"), (r"\(\frac{1}{2}\).", r"\frac{1}{2}"), (r"\[x = 3\]", "x = 3"),
+    ("$$5$$", "5"), ("$5.$", "5"), (r"$\$5$", r"\$5"),
+    ("$1$ or $2$", "$1$ or $2$"),  # two formulas, not one: left alone
+    ("5!", "5!"),  # a factorial, not an exclamation
+])
+def test_strip_math_delimiters(text, stripped):
+    assert strip_math_delimiters(text) == stripped
+
+
+@pytest.mark.parametrize("answer, gold, score", [
+    (r"The answer is $\text{Tuesday}$.", r"\text{Tuesday}", 1.0),  # kept its closing $ and scored 0
+    (r"The answer is $\text{Monday}$.", r"\text{Tuesday}", 0.0),
+    (r"The answer is $5\text{ inches}$.", "5", 1.0),
+    ("So the answer is $5$ inches.", "5", 1.0),
+    (r"Therefore, the final answer is: \(\frac{1}{2}\)", "0.5", 1.0),
+    (r"The answer is $5\,\text{cm}$.", "5", 1.0),
+])
+def test_math_last_line_answers(answer, gold, score):
+    assert score_text("math", answer, (gold,))[0] == score
+
+
+# ---------------------------------------------------------------------------------------------
+# DROP: drop_eval.py's F1, numbers compared as numbers
+
+
+def test_drop_normalization_keeps_numbers():
+    # per token: lower case; a number keeps its "." and becomes a float; others lose punctuation
+    assert drop_normalize("The 2.5 yards, 25 Yards") == "2.5 yards 25.0 yards"
+    assert drop_normalize("20-yard field-goal") == "20.0 yard field goal"  # hyphens split tokens
+    assert drop_normalize("2.5. $2.5 2.5% 1,200") == "2.5 2.5 2.5 1200.0"
+
+
+@pytest.mark.parametrize("predicted, golds, by_hand", [
+    ("2.5", ["25"], 0.0), ("25", ["2.5"], 0.0),  # were 1.0: "." was removed from both
+    ("2.5", ["2.50"], 1.0), ("25.0", ["25"], 1.0),  # same floats
+    # {answer, is, 2.5} vs {2.5}: P = 1/3, R = 1 → 2·(1/3)/(4/3) = 0.5 (drop_eval.py: "2.5." → 25, 0)
+    ("The answer is 2.5.", ["2.5"], 0.5),
+    ("4 touchdowns", ["4"], 0.67),  # {4.0, touchdowns} vs {4.0}: P = 1/2, R = 1 → 2/3 → 0.67
+    ("5 touchdowns", ["4"], 0.0),  # the gold has a number the prediction lacks: 0
+    ("touchdowns", ["4 touchdowns"], 0.0),
+    ("the cat the cat", ["cat"], 1.0),  # bags are sets: {cat} vs {cat}
+    ("1,200 yards", ["1200"], 0.67),  # {1200.0, yards} vs {1200.0}
+    ("Chaz Schilens", ["Schilens", "Chaz Schilens"], 1.0),  # the best gold alternative
+    ("Oakland", ["Houston"], 0.0), ("", ["5"], 0.0),
+])
+def test_drop_f1_by_hand(predicted, golds, by_hand):
+    assert drop_f1(predicted, golds) == by_hand
+
+
+def test_drop_f1_aligns_spans_one_to_one():
+    # predicted {smith}, {jones} vs gold {jones}, {smith}, {brown}: the best matching pairs smith and
+    # jones (F1 1 each), brown is unmatched; mean over max(3, 2) = 3 spans → 2/3 → 0.67
+    assert drop_f1(("Smith", "Jones"), [("Jones", "Smith", "Brown")]) == 0.67
+    # one predicted span {smith, and, jones} vs {smith}, {jones}: it matches one gold span,
+    # P = 1/3, R = 1 → 0.5, and the other gold span gets 0 → mean 0.25
+    assert drop_f1("Smith and Jones", [("Smith", "Jones")]) == 0.25
+    # one-to-one: both predicted spans cannot claim the same gold span → (1 + 0) / 2
+    assert drop_f1(("Smith", "Smith"), [("Smith", "Jones")]) == 0.5
+    assert drop_f1("x", [" ", "x"]) == 1.0  # a blank gold is skipped
+    assert drop_f1((), ["x"]) == 0.0 and drop_f1("x", []) == 0.0  # nothing to match
+
+
+# ---------------------------------------------------------------------------------------------
+# HotpotQA: hotpot_evaluate_v1.py's f1_score, yes/no/noanswer rule included
+
+
+@pytest.mark.parametrize("predicted, gold, by_hand", [
+    ("yes, it is", "yes", 0.0),  # SQuAD's F1 would give P = 1/3, R = 1 → 0.5
+    ("no", "no way", 0.0),  # SQuAD's: P = 1, R = 1/2 → 2/3
+    ("Yes.", "yes", 1.0), ("no", "yes", 0.0), ("noanswer", "Paris", 0.0),
+    ("The", "an", 0.0), ("", "", 0.0),  # nothing shared: 0 (SQuAD v2.0 gave both-empty 1)
+    ("Denver Broncos", "Broncos", 2 / 3),
+])
+def test_hotpotqa_f1_official_rules(predicted, gold, by_hand):
+    assert token_f1(predicted, gold) == pytest.approx(by_hand)
+    assert score_text("hotpotqa", predicted, (gold,))[0] == pytest.approx(by_hand)
 
 
 # ---------------------------------------------------------------------------------------------
