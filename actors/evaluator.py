@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import time
 from collections import Counter
 
 from flowpo.prompts import judge_messages
 from flowpo.records import Execution, Problem, ScoredSample
 from flowpo.scorers import parse_verdict, score_text
-from flowpo.tasks import hidden_test_program
+from flowpo.tasks import hidden_test
 from sandbox.backend import SandboxBackend
-from sandbox.broker import BudgetExceeded, LLMBroker, LLMCallError, WorkflowUsage
+from sandbox.broker import BudgetExceeded, LLMBroker, LLMCallError, RequestRejected, WorkflowUsage
+from sandbox.hidden_tests import run_hidden_test
 from sandbox.pool import INFRA_FAILURES, SandboxPool
 
 
@@ -81,15 +81,19 @@ class Evaluator:
                                        math_timeout_s=self.math_timeout_s)
 
     async def _run_hidden_tests(self, problem: Problem, answer: str) -> tuple[float | None, dict]:
+        """1.0 when the hidden test passed, judged out of the candidate's reach; None when a
+        sandbox broke (infrastructure)."""
         if self.pool is None:
             raise ValueError(f"{problem.problem_id}: code problems need an evaluator with sandboxes > 0")
-        marker = f"flowpo-tests-passed-{secrets.token_hex(8)}"
-        outcome = await self.pool.run_program(hidden_test_program(problem, answer, marker))
-        if outcome.failure == "sandbox_error":
-            return None, {"unscored": "sandbox_error", "error": outcome.error[-500:]}
-        passed = outcome.failure == "" and marker in outcome.output
-        verdict = "passed" if passed else outcome.failure or "exited before the tests ended"
-        return (1.0 if passed else 0.0), {"test": verdict, "test_output": outcome.output.replace(marker, "")[-500:]}
+        verdict = await run_hidden_test(self.pool, answer, hidden_test(problem))
+        if verdict.failure == "sandbox_error":
+            return None, {"unscored": "sandbox_error", "error": verdict.reason[-500:]}
+        details = {"test": "passed" if verdict.passed else verdict.failure or "failed",
+                   "test_reason": verdict.reason[-500:], "test_calls": verdict.calls,
+                   "test_output": verdict.output[-500:]}
+        if verdict.suspect:
+            details["suspect"] = verdict.suspect
+        return (1.0 if verdict.passed else 0.0), details
 
     async def _judge(self, execution: Execution, problem: Problem) -> dict:
         """The judge's verdict as ``judge_score`` (1, 0, or None when unreadable or the LLM failed)."""
@@ -99,7 +103,7 @@ class Evaluator:
         self.judge_counts["calls"] += 1
         try:
             reply = await self.broker.complete(judge_messages(problem, execution.answer), usage)
-        except (LLMCallError, BudgetExceeded) as exc:
+        except (LLMCallError, BudgetExceeded, RequestRejected) as exc:
             self.judge_counts["errors"] += 1
             return {"judge_score": None, "judge_error": str(exc)[:300]}
         verdict = parse_verdict(reply["content"])

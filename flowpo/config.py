@@ -133,7 +133,7 @@ class SandboxConfig:
 class EvaluatorConfig:
     num_evaluators: int = option(1, "evaluator actors")
     num_cpus: float = option(0.25, "CPUs reserved per evaluator actor")
-    sandboxes_per_evaluator: int = option(2, "warm sandboxes each evaluator keeps (hidden-test runs at once)")
+    sandboxes_per_evaluator: int = option(4, "warm sandboxes each evaluator keeps; a hidden test takes two (candidate and harness)")
     timeout_s: float = option(15.0, "wall-clock limit of one hidden-test run")
     math_timeout_s: float = option(5.0, "time limit of one symbolic (sympy) equality check of a MATH answer")
     repeats: int = option(1, "executions scored per workflow, averaged (ScoreFlow uses 3: operators sample)")

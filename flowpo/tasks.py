@@ -332,29 +332,20 @@ def load_problems(config: TaskConfig) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hidden-test programs (code tasks). The evaluator runs them in a sandbox.
+# Hidden tests (code tasks). The evaluator runs them out of the candidate's reach
+# (sandbox/hidden_tests.py): the harness below in one sandbox, the solution in another.
 
 
-def humaneval_test_program(problem: Problem, solution: str) -> str:
-    """The solution, the hidden test, and the check call."""
-    return f"{solution}\n\n{problem.test}\n\ncheck({problem.entry_point})\n"
+def hidden_test(problem: Problem) -> dict:
+    """The harness of a code problem's hidden test: ``prelude`` (trusted code the test leans on),
+    ``test``, the ``entry_point`` the test calls, and the ``check`` function to call with it.
 
-
-def mbpp_test_program(problem: Problem, solution: str) -> str:
-    """The solution, then the test imports, test_setup_code and the asserts of test_list."""
-    return f"{solution}\n\n{problem.test}\n"
-
-
-def hidden_test_program(problem: Problem, solution: str, marker: str = "") -> str:
-    """The task's test program; with ``marker``, it prints the marker once every test has passed.
-
-    Exit status 0 alone is no proof: a solution that calls ``sys.exit(0)`` or ``os._exit(0)`` at
-    import ends before any test runs. The evaluator passes a fresh random marker per run, which
-    the solution cannot know, and requires it in the output."""
+    HumanEval: the prompt is the prelude (it defines helpers such as ``poly`` or ``encode_cyclic``
+    that ``check`` uses; its stub of the entry point is replaced by the candidate's function), then
+    ``check(candidate)``. MBPP: the test imports, ``test_setup_code`` and asserts run top to bottom."""
     if problem.task == "humaneval":
-        program = humaneval_test_program(problem, solution)
-    elif problem.task == "mbpp":
-        program = mbpp_test_program(problem, solution)
-    else:
-        raise ValueError(f"{problem.problem_id}: task {problem.task!r} has no hidden tests (family {problem.family})")
-    return program + (f"\nprint({marker!r}, flush=True)\n" if marker else "")
+        return {"prelude": problem.prompt, "test": problem.test, "entry_point": problem.entry_point,
+                "check": "check"}
+    if problem.task == "mbpp":
+        return {"prelude": "", "test": problem.test, "entry_point": problem.entry_point, "check": ""}
+    raise ValueError(f"{problem.problem_id}: task {problem.task!r} has no hidden tests (family {problem.family})")

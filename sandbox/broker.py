@@ -23,6 +23,13 @@ class LLMCallError(Exception):
     """The executor LLM failed: a non-retryable error, or every retry failed."""
 
 
+class RequestRejected(Exception):
+    """The API refused the request for its own content (400, 413, 422: invalid messages, context
+    length exceeded), or the messages were malformed before any call: the workflow's failure, never
+    infrastructure. 401, 403 and 404 say nothing about the content (key, permission, model name)
+    and stay LLMCallError."""
+
+
 class BudgetExceeded(Exception):
     """A workflow used up its LLM calls or tokens."""
 
@@ -76,6 +83,7 @@ class BrokerStats:
     retries: int = 0
     cache_hits: int = 0
     errors: int = 0  # calls that failed for good (LLMCallError)
+    rejected: int = 0  # requests the API refused for their content (RequestRejected)
     budget_exceeded: int = 0
 
 
@@ -106,6 +114,23 @@ def parse_completion(text: str) -> Reply:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+CONTENT_REJECTIONS = (400, 413, 422)
+ROLES = ("system", "user", "assistant")
+
+
+def is_rejection(exc: Exception) -> bool:
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in CONTENT_REJECTIONS
+
+
+def check_messages(messages: object) -> None:
+    """RequestRejected unless ``messages`` is a non-empty list of {role, content: str}."""
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and set(m) == {"role", "content"} and m["role"] in ROLES
+            and isinstance(m["content"], str) for m in messages):
+        raise RequestRejected("malformed chat messages (a non-empty list of {role: system|user|assistant, "
+                              "content: str} is required)")
 
 
 def is_retryable(exc: Exception) -> bool:
@@ -241,9 +266,11 @@ class LLMBroker:
         ``{"content": str, "usage": {"prompt_tokens", "completion_tokens"}, "cached": bool}``.
 
         ``usage`` is the workflow's meter; a cache hit reports zero tokens. Raises BudgetExceeded
-        when the workflow's budget is spent and LLMCallError when the LLM fails for good.
+        when the workflow's budget is spent, RequestRejected for a request refused for its content
+        and LLMCallError when the LLM fails for good.
         """
         usage = usage if usage is not None else WorkflowUsage()
+        check_messages(messages)
         self._check_budget(usage)
         usage.calls += 1
         self._stats.calls += 1
@@ -308,6 +335,9 @@ class LLMBroker:
                 return await self._request(messages)
             except (openai.APIError, MalformedResponse) as exc:
                 attempts += 1
+                if is_rejection(exc):
+                    self._stats.rejected += 1
+                    raise RequestRejected(f"the executor LLM refused the request: {describe_error(exc)}") from exc
                 if not is_retryable(exc) or attempts > self.max_retries:
                     self._stats.errors += 1
                     raise LLMCallError(f"executor LLM failed after {_plural(attempts, 'attempt')}: "

@@ -5,8 +5,10 @@ for it. A sandbox whose job broke a limit, that reports leftovers it could not c
 answering is replaced in the background; optionally every sandbox is recycled after N jobs.
 
 Failure classes (exactly one per run): ok, timeout, memory, output_limit, crash, invalid_workflow,
-budget_exceeded (workflow-caused: may score low) and llm_error, sandbox_error (infrastructure:
-never scored as a bad workflow).
+budget_exceeded, bad_llm_request (workflow-caused: may score low) and llm_error, sandbox_error
+(infrastructure: never scored as a bad workflow). Only the host decides the last two, from what it
+saw itself: the broker's record of a call that failed after its retries, a sandbox that died or
+stopped answering. A request the API refused for its content is bad_llm_request.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from sandbox.backend import SandboxBackend, SandboxExit
-from sandbox.broker import BudgetExceeded
+from sandbox.broker import BudgetExceeded, RequestRejected
 
-WORKFLOW_FAILURES = ("timeout", "memory", "output_limit", "crash", "invalid_workflow", "budget_exceeded")
+WORKFLOW_FAILURES = ("timeout", "memory", "output_limit", "crash", "invalid_workflow", "budget_exceeded",
+                     "bad_llm_request")
 INFRA_FAILURES = ("llm_error", "sandbox_error")
 LIMIT_FAILURES = ("timeout", "memory", "output_limit")  # the sandbox is replaced after these
 
@@ -33,6 +36,61 @@ log = logging.getLogger(__name__)
 
 # messages -> {"content": str, ...}; raising BudgetExceeded stops the workflow as budget_exceeded.
 AskLLM = Callable[[list], Awaitable[dict]]
+# One message from a running job -> the reply to send it (or None).
+Handler = Callable[[dict], Awaitable["dict | None"]]
+
+
+# What a job's end may say; the host maps anything else to crash, and decides llm_error and
+# budget_exceeded from its own records (LLMCalls.judge), never from the sandbox's word.
+END_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "output_limit", "llm_error",
+                "budget_exceeded"}
+
+
+def host_status(end: dict) -> str:
+    status = end.get("status")
+    return status if isinstance(status, str) and status in END_STATUSES else "crash"
+
+
+class LLMCalls:
+    """One job's executor-LLM calls, answered through ``ask_llm``, and the host's own record of how
+    they went: the only ground for calling the job's failure llm_error (the broker failed after its
+    retries) or budget_exceeded (the host stopped it), whatever the job reports."""
+
+    def __init__(self, ask_llm: AskLLM | None):
+        self.ask_llm = ask_llm
+        self.failures: list[str] = []  # infrastructure: the broker gave up
+        self.rejections: list[str] = []  # the workflow's own: malformed or refused requests
+        self.budget_kill = False
+
+    async def handle(self, message: dict) -> dict | None:
+        if message.get("type") != "llm_request":
+            return None
+        reply = {"id": message.get("id")}
+        try:
+            if self.ask_llm is None:
+                raise RequestRejected("this job has no LLM")
+            reply.update(type="llm_response", **await self.ask_llm(message.get("messages")))
+        except BudgetExceeded as exc:
+            self.budget_kill = True
+            return {"type": "kill", "status": "budget_exceeded", "error": str(exc)}
+        except RequestRejected as exc:
+            self.rejections.append(str(exc)[:500])
+            reply.update(type="llm_error", error=self.rejections[-1])
+        except Exception as exc:  # noqa: BLE001 - the broker already retried; the workflow is told
+            self.failures.append(f"{type(exc).__name__}: {exc}"[:500])
+            reply.update(type="llm_error", error=self.failures[-1])
+        return reply
+
+    def judge(self, status: str, error: str) -> tuple[str, str]:
+        if self.failures and status != "budget_exceeded":
+            return "llm_error", self.failures[-1]  # never the workflow's fault, whatever it made of it
+        if status == "budget_exceeded" and not self.budget_kill:
+            return "crash", "the job claimed a budget stop that the host never made"
+        if status == "llm_error":
+            if self.rejections:
+                return "bad_llm_request", self.rejections[-1]
+            return "crash", "the job reported an LLM error that the broker never saw"
+        return status, error
 
 
 class SandboxBroken(Exception):
@@ -69,6 +127,7 @@ class Sandbox:
         self.pid1 = False  # the supervisor is its namespace's init (so it can sweep every process)
         self.stderr_tail = bytearray()
         self._job_ids = itertools.count(1)
+        self.current_job: int | None = None
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
 
     @classmethod
@@ -117,28 +176,18 @@ class Sandbox:
             raise SandboxBroken("the sandbox's stdin is closed")
         self.proc.stdin.write((json.dumps(message) + "\n").encode())
 
-    async def run(self, job: dict, ask_llm: AskLLM | None, wait_s: float) -> dict:
-        """Send one job and converse until its ``end`` message, which is returned."""
+    async def run(self, job: dict, handle: Handler | None, wait_s: float) -> dict:
+        """Send one job and converse until its ``end`` message, which is returned. Each other
+        message of the job goes to ``handle``, concurrently; what it returns is sent back."""
         job_id = next(self._job_ids)
         self.jobs += 1
-        llm_failures: list[str] = []
+        self.current_job = job_id
         tasks: set[asyncio.Task] = set()
 
-        async def answer(request: dict) -> None:
-            reply = {"job": job_id, "id": request.get("id")}
-            try:
-                if ask_llm is None:
-                    raise RuntimeError("this job has no LLM")
-                reply.update(type="llm_response", **await ask_llm(request["messages"]))
-            except BudgetExceeded as exc:
-                reply = {"type": "kill", "job": job_id, "status": "budget_exceeded", "error": str(exc)}
-            except Exception as exc:  # noqa: BLE001 - the broker already retried; the workflow is told
-                llm_failures.append(f"{type(exc).__name__}: {exc}"[:500])
-                reply.update(type="llm_error", error=llm_failures[-1])
-            try:
-                self._send(reply)
-            except SandboxBroken:
-                return  # the job's end is being handled by the reader
+        async def answer(message: dict) -> None:
+            reply = await handle(message)
+            if reply is not None:
+                self.send_to_job(job_id, reply)
 
         self._send({**job, "job": job_id})
         try:
@@ -146,20 +195,26 @@ class Sandbox:
                 message = await asyncio.wait_for(self._read(), wait_s)
                 if message.get("job") != job_id:
                     continue
-                if message.get("type") == "llm_request":
+                if message.get("type") == "end":
+                    return message
+                if handle is not None:
                     task = asyncio.ensure_future(answer(message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                elif message.get("type") == "end":
-                    if llm_failures and message.get("status") not in ("budget_exceeded",):
-                        # An infrastructure failure is never the workflow's fault, whatever it made of it.
-                        message.update(status="llm_error", error=llm_failures[-1])
-                    return message
         except asyncio.TimeoutError:
             raise SandboxBroken(f"the supervisor did not end the job within {wait_s:.0f} s") from None
         finally:
+            self.current_job = None
             for task in tasks:
                 task.cancel()
+
+    def send_to_job(self, job_id: int, message: dict) -> None:
+        """A message for a running job; quietly dropped when the sandbox is going away (the job's
+        end is being handled by its reader)."""
+        try:
+            self._send({**message, "job": job_id})
+        except SandboxBroken:
+            pass
 
     async def close(self) -> SandboxExit:
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
@@ -190,6 +245,7 @@ class SandboxPool:
         self._starting: asyncio.Future | None = None
         self._background: set[asyncio.Task] = set()
         self._all: set[Sandbox] = set()
+        self._pair_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Start the sandboxes. Optional: the first job starts them too (so an actor that Ray
@@ -225,33 +281,68 @@ class SandboxPool:
 
     async def run_workflow(self, start: dict, ask_llm: AskLLM) -> RunOutcome:
         """Run one workflow; ``start`` holds its code, problem and entry point."""
-        return await self._run({"type": "job", "kind": "workflow", "start": start}, ask_llm)
+        return await self._run({"type": "job", "kind": "workflow", "start": start}, lambda: LLMCalls(ask_llm))
 
     async def run_program(self, source: str) -> RunOutcome:
         """Run a standalone program; ok means it exited with status 0."""
-        return await self._run({"type": "job", "kind": "program", "source": source}, None)
+        return await self._run({"type": "job", "kind": "program", "source": source}, lambda: LLMCalls(None))
 
-    async def _run(self, job: dict, ask_llm: AskLLM | None) -> RunOutcome:
+    async def _run(self, job: dict, conversation: Callable[[], "LLMCalls"]) -> RunOutcome:
         began = time.monotonic()
-        job = {**job, "limits": self.backend.job_limits()}
         for attempt in range(2):  # a broken sandbox is infrastructure: retry once on a fresh one
-            outcome = await self._run_once(job, ask_llm, began)
+            outcome = await self._run_once(job, conversation(), began)
             if outcome.failure != "sandbox_error" or attempt == 1:
                 break
             self.stats.infra_retries += 1
-        self.stats.jobs += 1
-        self.stats.failures[outcome.failure or "ok"] = self.stats.failures.get(outcome.failure or "ok", 0) + 1
+        self.count(outcome)
         return outcome
 
-    async def _run_once(self, job: dict, ask_llm: AskLLM | None, began: float) -> RunOutcome:
+    def count(self, outcome: RunOutcome) -> None:
+        self.stats.jobs += 1
+        self.stats.failures[outcome.failure or "ok"] = self.stats.failures.get(outcome.failure or "ok", 0) + 1
+
+    async def _run_once(self, job: dict, calls: "LLMCalls", began: float) -> RunOutcome:
+        sandbox = await self.take()
+        if isinstance(sandbox, RunOutcome):
+            return sandbox
+        end = await self.converse(sandbox, job, calls.handle)
+        if isinstance(end, RunOutcome):
+            return end
+        status, error = calls.judge(host_status(end), str(end.get("error", "")))
+        return RunOutcome("" if status == "ok" else status, str(end.get("answer", "")), error,
+                          str(end.get("output", "")), time.monotonic() - began, int(end.get("stray_processes", 0)))
+
+    async def take(self) -> "Sandbox | RunOutcome":
+        """An idle sandbox, or the sandbox_error outcome when none could start."""
         await self.start()
         sandbox = await self._idle.get()
         if isinstance(sandbox, BaseException):
             self._replace(None)
             return RunOutcome("sandbox_error", "", f"no sandbox could start: {sandbox}", "", 0.0)
+        return sandbox
+
+    async def take_pair(self) -> "tuple[Sandbox, Sandbox] | RunOutcome":
+        """Two idle sandboxes. One taker at a time holds a half pair, so pairs never deadlock."""
+        if self.size < 2:
+            raise ValueError(f"a pair of sandboxes needs a pool of at least 2, this one has {self.size}")
+        async with self._pair_lock:
+            first = await self.take()
+            if isinstance(first, RunOutcome):
+                return first
+            second = await self.take()
+        if isinstance(second, RunOutcome):
+            self._idle.put_nowait(first)
+            return second
+        return first, second
+
+    async def converse(self, sandbox: Sandbox, job: dict, handle: Handler | None) -> "dict | RunOutcome":
+        """Run ``job`` in ``sandbox`` and put the sandbox back (or replace it). The job's ``end``
+        message, or the outcome the host itself saw when the sandbox broke."""
+        began = time.monotonic()
+        job = {**job, "limits": self.backend.job_limits()}
         wait_s = self.backend.limits.timeout_s + SUPERVISOR_SLACK_S
         try:
-            end = await sandbox.run(job, ask_llm, wait_s)
+            end = await sandbox.run(job, handle, wait_s)
         except SandboxBroken as exc:
             exit_info = await self._discard(sandbox)
             if exit_info.oom_killed:  # the memory limit took the whole sandbox down
@@ -259,15 +350,13 @@ class SandboxPool:
                                   time.monotonic() - began)
             return RunOutcome("sandbox_error", "", f"{exc} ({exit_info.detail}); "
                               f"stderr: {sandbox.stderr_text()[-500:]}", "", time.monotonic() - began)
-        status = end.get("status", "crash")
         self.stats.stray_processes += int(end.get("stray_processes", 0))
-        if status in LIMIT_FAILURES or not end.get("clean", True) or (
+        if host_status(end) in LIMIT_FAILURES or end.get("clean") is not True or (
                 self.recycle_after and sandbox.jobs >= self.recycle_after):
             await self._discard(sandbox)
         else:
             self._idle.put_nowait(sandbox)
-        return RunOutcome("" if status == "ok" else status, str(end.get("answer", "")), str(end.get("error", "")),
-                          str(end.get("output", "")), time.monotonic() - began, int(end.get("stray_processes", 0)))
+        return end
 
     async def _discard(self, sandbox: Sandbox):
         """Tear ``sandbox`` down now and start its replacement in the background."""

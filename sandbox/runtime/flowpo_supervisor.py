@@ -9,17 +9,22 @@ area is wiped, so nothing a workflow leaves behind reaches the next one.
 
 Host ↔ supervisor protocol, one JSON object per line on the supervisor's stdio:
 
-  host → sandbox  {"type": "job", "job": n, "kind": "workflow" | "program", "limits": {...},
-                   "start": {...} (workflow) | "source": "..." (program)}
-                  {"type": "llm_response" | "llm_error", "job": n, "id": m, ...}  (to the workflow)
+  host → sandbox  {"type": "job", "job": n, "kind": "workflow" | "program" | "candidate" | "harness",
+                   "limits": {...}, "start": {...} | "source": "..." (program)}
+                  {"type": "llm_response" | "llm_error", "job": n, "id": m, ...}  (to a workflow)
+                  {"type": "call", "job": n, "id": m, ...}                      (to a candidate)
+                  {"type": "reply", "job": n, "id": m, ...}                     (to a harness)
                   {"type": "kill", "job": n, "status": ..., "error": ...}        (host's verdict)
   sandbox → host  {"type": "ready", "pid1": bool}
-                  {"type": "llm_request", "job": n, "id": m, "messages": [...]}
+                  {"type": "llm_request", "job": n, "id": m, "messages": [...]}  (from a workflow)
+                  {"type": "call" | "reply", "job": n, "id": m, ...}            (harness | candidate)
                   {"type": "end", "job": n, "status": ..., "answer": ..., "error": ..., "output": ...,
-                   "seconds": ..., "stray_processes": ..., "exit": ...}
+                   "seconds": ..., "stray_processes": ..., "clean": ..., "exit": ...}
 
 Only this process writes the host's stdout; the child's own protocol lines are parsed and checked
-here, so a workflow cannot forge a message for the host.
+here (each job kind may send only its own message types, with fields of the right types), so a
+job cannot forge a message for the host. The host does not trust these lines either: it decides
+infrastructure failures from what it saw itself (``sandbox/pool.py``).
 """
 import ctypes
 import json
@@ -34,9 +39,15 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
 import flowpo_runtime  # noqa: E402  (imported once here, so every forked job starts warm)
+import flowpo_tests  # noqa: E402
+from flowpo_clean import Cleaner  # noqa: E402
 
 SCRATCH_ROOT = os.environ.get("FLOWPO_SCRATCH", "/tmp")
 CHILD_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "llm_error"}
+# What each job kind may send up (child → host) and receive (host → child), with the fields checked.
+UP = {"workflow": {"llm_request"}, "harness": {"call"}, "candidate": {"reply"}, "program": set()}
+DOWN = {"workflow": {"llm_response", "llm_error"}, "harness": {"reply"}, "candidate": {"call"}, "program": set()}
+ROLES = {"system", "user", "assistant"}
 OOM_COUNTER = "/sys/fs/cgroup/memory/memory.oom_control"  # cgroup v1; v2 below
 OOM_EVENTS_V2 = "/sys/fs/cgroup/memory.events"
 MAX_PROTOCOL_LINE = 8 << 20
@@ -102,6 +113,12 @@ def child_main(job, scratch, fds):
         apply_limits(job.get("limits", {}))
         if job["kind"] == "workflow":
             flowpo_runtime.serve_child(job["start"], protocol_fd=3)
+            code = 0
+        elif job["kind"] == "candidate":
+            flowpo_tests.serve_candidate(job["start"], protocol_fd=3)
+            code = 0
+        elif job["kind"] == "harness":
+            flowpo_tests.run_harness(job["start"], protocol_fd=3)
             code = 0
         else:
             code = run_program(job["source"])
@@ -180,16 +197,43 @@ class Job:
     def handle_line(self, line):
         try:
             message = json.loads(line)
-        except ValueError:
-            message = None
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "llm_request" and isinstance(message.get("messages"), list):
-            self.send({"type": "llm_request", "job": self.id, "id": message.get("id"),
-                       "messages": message["messages"]})
-        elif kind == "result" and message.get("status") in CHILD_STATUSES:
+            forward = self.checked(message)
+        except Exception as exc:  # noqa: BLE001 - any line the job can write must not upset PID 1
+            self.decide("crash", error=f"the job wrote a malformed protocol line ({type(exc).__name__}): {line[:120]!r}")
+            return
+        if forward is None:
             self.decide(message["status"], str(message.get("answer", "")), str(message.get("error", "")))
         else:
-            self.decide("crash", error=f"the workflow wrote a malformed protocol line: {line[:120]!r}")
+            self.send(forward)
+
+    def checked(self, message):
+        """The message to forward to the host (None for the job's result); raises ValueError for
+        anything this job kind may not send or any field of the wrong type."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "result" and isinstance(message.get("status"), str) and message["status"] in CHILD_STATUSES:
+            if not all(isinstance(message.get(k, ""), str) for k in ("answer", "error")):
+                raise ValueError("result fields must be strings")
+            return None
+        if kind not in UP.get(self.message["kind"], ()) or type(message.get("id")) is not int:
+            raise ValueError(f"message type {str(kind)[:40]!r} is not allowed here")
+        if kind == "llm_request":
+            return {"type": kind, "job": self.id, "id": message["id"], "messages": checked_messages(message)}
+        fields = {k: v for k, v in message.items() if k not in ("type", "job", "id")}
+        if not all(isinstance(v, (str, bool)) for v in fields.values()):
+            raise ValueError(f"{kind} fields must be strings or booleans")
+        return {**fields, "type": kind, "job": self.id, "id": message["id"]}
+
+
+def checked_messages(message):
+    """An LLM request's chat messages, flat: role and content strings only."""
+    messages = message.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("llm_request needs a non-empty list of messages")
+    for item in messages:
+        if not (isinstance(item, dict) and set(item) == {"role", "content"} and item["role"] in ROLES
+                and isinstance(item["content"], str)):
+            raise ValueError("each chat message must be {role: system|user|assistant, content: str}")
+    return messages
 
 
 class Supervisor:
@@ -197,6 +241,7 @@ class Supervisor:
         self.host_in = host_in
         self.host_out = host_out
         self.is_pid1 = os.getpid() == 1
+        self.cleaner = Cleaner(enabled=self.is_pid1)  # without its own namespaces the mounts are the host's
         self.selector = selectors.DefaultSelector()
         self.host_buffer = bytearray()
         self.job = None
@@ -245,7 +290,7 @@ class Supervisor:
             self.start_job(message)
         elif self.job is None or message.get("job") != self.job.id:
             return  # a late reply to a job that already ended
-        elif kind in ("llm_response", "llm_error") and self.to_child is not None:
+        elif kind in DOWN.get(self.job.message["kind"], ()) and self.to_child is not None:
             try:
                 os.write(self.to_child, (json.dumps(message) + "\n").encode())
             except OSError:  # the child is gone; its end is being handled
@@ -334,6 +379,7 @@ class Supervisor:
                 self.unregister(key.fd)
         self.close_to_child()
         clean = wipe(SCRATCH_ROOT)
+        clean = self.cleaner.clean() and clean
         self.send({"type": "end", "job": job.id, "status": status, "answer": answer, "error": error,
                    "output": job.output.decode(errors="replace"), "output_bytes": job.output_bytes,
                    "seconds": time.monotonic() - job.began, "stray_processes": stray,

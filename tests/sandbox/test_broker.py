@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sandbox.broker import Budget, BudgetExceeded, LLMBroker, LLMCallError, Pricing, WorkflowUsage
+from sandbox.broker import (Budget, BudgetExceeded, LLMBroker, LLMCallError, Pricing, RequestRejected,
+                            WorkflowUsage)
 
 API_KEY = "sk-test-4f9c2e-secret"
 
@@ -223,13 +224,33 @@ def test_connection_refused_is_retried_then_reported(server):
     assert broker.stats()["retries"] == 2
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404])
-def test_client_errors_fail_at_once(server, status):
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_configuration_errors_fail_at_once_as_infrastructure(server, status):
+    """Key, permission, model name: nothing the workflow's request could change."""
     server.answer(error(status, "bad request body"))
     broker = broker_for(server)
     with pytest.raises(LLMCallError, match=rf"after 1 attempt: {status} .*bad request body"):
         run(broker.complete(ask("q")))
     assert len(server.requests) == 1 and broker.stats()["retries"] == 0
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_requests_refused_for_their_content_are_rejections_not_infrastructure(server, status):
+    """Invalid messages, context length exceeded: the workflow's request is at fault."""
+    server.answer(error(status, "maximum context length exceeded"))
+    broker = broker_for(server)
+    with pytest.raises(RequestRejected, match=rf"{status} .*maximum context length"):
+        run(broker.complete(ask("q")))
+    assert len(server.requests) == 1 and broker.stats()["rejected"] == 1 and broker.stats()["errors"] == 0
+
+
+@pytest.mark.parametrize("messages", [[], "hello", [{"role": "user"}], [{"role": "hacker", "content": "x"}],
+                                      [{"role": "user", "content": ["x"]}]])
+def test_malformed_messages_are_rejected_before_any_request(server, messages):
+    broker = broker_for(server)
+    with pytest.raises(RequestRejected, match="malformed chat messages"):
+        run(broker.complete(messages))
+    assert server.requests == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +323,7 @@ def test_concurrent_identical_calls_share_one_request(server):
 
 
 def test_concurrent_identical_calls_share_the_failure(server):
-    server.answer(error(400, "nope"))
+    server.answer(error(404, "nope"))
     broker = broker_for(server, temperature=0.0)
 
     async def five():

@@ -160,7 +160,7 @@ def test_evaluator_scores_with_hidden_tests(backend_kind, need):
 
     right, wrong, hangs, crashed, infra = run_async(scenario())
     assert right.score == 1.0, right.details
-    assert wrong.score == 0.0 and wrong.details["test"] == "crash"
+    assert wrong.score == 0.0 and wrong.details["test"] == "failed"
     assert hangs.score == 0.0 and hangs.details["test"] == "timeout"
     assert crashed.score == 0.0
     assert infra.score is None  # infrastructure is never a bad workflow

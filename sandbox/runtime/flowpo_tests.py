@@ -1,0 +1,249 @@
+"""Hidden tests judged out of the candidate's reach: the two in-sandbox halves of one test run.
+
+The candidate (a generated solution) and the harness (the benchmark's test) run in two different
+sandboxes; the host relays calls between them as JSON lines, and nothing else crosses:
+
+  harness → host → candidate   {"type": "call", "id": n, "function": name, "args": enc, "kwargs": enc}
+  candidate → host → harness   {"type": "reply", "id": n, "value": enc}
+                               {"type": "reply", "id": n, "raised": "ValueError", "error": "..."}
+                               {"type": "reply", "id": n, "exit": true, "error": "..."}
+                               {"type": "reply", "id": n, "not_plain": "..."}
+  host → harness               {"type": "reply", "id": n, "gone": "why the candidate ended"}
+
+``enc`` is ``flowpo_plain`` text. The candidate's process never holds the test source, its expected
+values or any token; the harness's process never runs candidate code, only compares plain values
+that ``flowpo_plain.decode`` built. The harness alone decides the verdict, which it returns as its
+job's answer: {"passed": bool, "reason": str, "suspect": str, "calls": n}. ``suspect`` names what
+looks like reward gaming (results that were not plain data, exits before the tests ended), so that
+rounds can count it. Standard library only.
+"""
+import builtins
+import dis
+import json
+import os
+import sys
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
+import flowpo_plain  # noqa: E402
+
+EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
+
+
+class LineChannel:
+    """Blocking JSON lines over two raw fds, read with our own buffer (never ``sys.stdin``)."""
+
+    def __init__(self, in_fd, out_fd):
+        self.in_fd, self.out_fd = in_fd, out_fd
+        self.buffer = b""
+
+    def send(self, message):
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(self.out_fd, data):]
+
+    def receive(self):
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.in_fd, 1 << 20)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+
+def private_channel(protocol_fd):
+    """The job's protocol on fds of its own; fd 0 becomes /dev/null so a solution that reads
+    stdin cannot swallow the protocol."""
+    channel = LineChannel(os.dup(0), protocol_fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return channel
+
+
+# ---------------------------------------------------------------------------------------------
+# The candidate's half: load the solution, then answer calls with plain data
+
+
+def serve_candidate(start, protocol_fd):
+    channel = private_channel(protocol_fd)
+    encode, decode, send, receive = flowpo_plain.encode, flowpo_plain.decode, channel.send, channel.receive
+    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
+    try:
+        exec(compile(start["source"], "<solution>", "exec"), namespace)  # noqa: S102 - sandboxed
+    except BaseException as exc:  # noqa: BLE001 - a solution that does not load is reported, not raised
+        send({"type": "result", "status": "crash", "answer": "",
+              "error": "the solution did not load: " + describe(exc)})
+        return
+    while (message := receive()) is not None:
+        if message.get("type") == "call":
+            send({"type": "reply", "id": message.get("id"), **call_one(namespace, message, encode, decode)})
+
+
+def call_one(namespace, message, encode, decode):
+    function = namespace.get(message.get("function"))
+    if not callable(function):
+        return {"raised": "NameError", "error": f"name {message.get('function')!r} is not defined"}
+    try:
+        args, kwargs = decode(message["args"]), decode(message["kwargs"])
+        return {"value": encode(function(*args, **kwargs))}
+    except flowpo_plain.NotPlainData as exc:
+        return {"not_plain": str(exc)[:300]}
+    except EXITS as exc:
+        return {"exit": True, "error": describe(exc)}
+    except BaseException as exc:  # noqa: BLE001 - the candidate's exception is the test's business
+        return {"raised": type(exc).__name__, "error": describe(exc)}
+
+
+def describe(exc):
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[-500:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness's half: the benchmark's test, with proxies that call the candidate
+
+
+class CandidateExited(BaseException):
+    """The candidate exited (or tried to) inside a call: the test cannot go on."""
+
+
+class CandidateGone(BaseException):
+    """The candidate's process ended: nothing more can be asked of it."""
+
+
+class NotPlainResult(BaseException):
+    """The candidate returned something that is not plain data."""
+
+
+class Candidate:
+    """Calls into the candidate's sandbox. A failure that ends the test is kept, so a test that
+    swallows exceptions (``except: pass``) still cannot pass after it."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.calls = 0
+        self.poisoned = None  # (reason, suspect) once the candidate exited, left or lied about types
+        self.raised = set()  # ids of exceptions that came from the candidate
+
+    def function(self, name):
+        def call(*args, **kwargs):
+            return self.call(name, args, kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+    def call(self, name, args, kwargs):
+        if self.poisoned:
+            raise CandidateGone(self.poisoned[0])
+        try:
+            encoded = {"args": flowpo_plain.encode(list(args)), "kwargs": flowpo_plain.encode(dict(kwargs))}
+        except flowpo_plain.NotPlainData as exc:
+            raise UnsupportedTest(f"the test passes a value that cannot cross to the candidate: {exc}") from None
+        self.calls += 1
+        self.channel.send({"type": "call", "id": self.calls, "function": name, **encoded})
+        reply = self.channel.receive()
+        while reply is not None and reply.get("id") != self.calls:
+            reply = self.channel.receive()
+        return self.result(name, reply)
+
+    def result(self, name, reply):
+        if reply is None or "gone" in reply:
+            self.poison(f"the candidate ended during {name}(): {(reply or {}).get('gone', 'no reply')}", "exited")
+        if reply.get("exit"):
+            self.poison(f"the candidate exited inside {name}(): {reply.get('error', '')}", "exited")
+        if "not_plain" in reply:
+            self.poison(f"{name}() returned a value that is not plain data: {reply['not_plain']}", "not_plain")
+        if "raised" in reply:
+            raise self.exception(reply)
+        try:
+            return flowpo_plain.decode(reply.get("value"))
+        except flowpo_plain.NotPlainData as exc:
+            self.poison(f"{name}() returned a value that is not plain data: {exc}", "not_plain")
+
+    def poison(self, reason, suspect):
+        self.poisoned = (reason, suspect)
+        raise (NotPlainResult if suspect == "not_plain" else CandidateExited)(reason)
+
+    def exception(self, reply):
+        """The candidate's exception as a fresh builtin one of the same name (tests may catch it);
+        a name that is not a builtin Exception becomes a RuntimeError."""
+        kind = getattr(builtins, str(reply["raised"]), None)
+        if not (isinstance(kind, type) and issubclass(kind, Exception)):
+            kind = RuntimeError
+        exc = kind(str(reply.get("error", ""))[:500])
+        self.raised.add(id(exc))
+        return exc
+
+
+class UnsupportedTest(Exception):
+    """The test hands the candidate something that is not plain data (an object of its own class)."""
+
+
+def global_names(code):
+    """Every global name that ``code`` or the functions inside it read."""
+    names = set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(instruction.argval, str):
+            names.add(instruction.argval)
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            names |= global_names(const)
+    return names
+
+
+def bind_names(namespace, test_code, entry_point, candidate):
+    """The entry point and every other name the test reads that neither the prelude nor Python
+    provides become calls into the candidate; standard modules the test uses unimported (as MBPP's
+    asserts do, leaning on the solution's imports) are imported here."""
+    for name in sorted(global_names(test_code) | {entry_point}):
+        if name != entry_point and (name in namespace or hasattr(builtins, name)):
+            continue
+        if name != entry_point and name in getattr(sys, "stdlib_module_names", ()):
+            namespace[name] = __import__(name)
+        else:
+            namespace[name] = candidate.function(name)
+
+
+def run_test(start, candidate):
+    """Run the test; return (passed, reason)."""
+    namespace = {"__name__": "__harness__"}
+    exec(compile(start.get("prelude", ""), "<prelude>", "exec"), namespace)  # noqa: S102 - trusted
+    test_code = compile(start["test"], "<test>", "exec")
+    bind_names(namespace, test_code, start["entry_point"], candidate)
+    exec(test_code, namespace)  # noqa: S102 - the benchmark's own test, trusted
+    if start.get("check"):
+        namespace[start["check"]](namespace[start["entry_point"]])
+    return True, "passed"
+
+
+def verdict(start, candidate):
+    try:
+        passed, reason = run_test(start, candidate)
+    except (CandidateExited, CandidateGone, NotPlainResult):
+        passed, reason = False, ""
+    except AssertionError as exc:
+        passed, reason = False, f"a test failed: {failing_line(exc)}"
+    except UnsupportedTest as exc:
+        passed, reason = False, str(exc)
+    except BaseException as exc:  # noqa: BLE001 - whatever the test raised is a failed test
+        origin = "the candidate raised" if id(exc) in candidate.raised else "the test raised"
+        passed, reason = False, f"{origin} {describe(exc)}"
+    if candidate.poisoned:  # sticky: a swallowed exit or lie still fails the test
+        return {"passed": False, "reason": candidate.poisoned[0], "suspect": candidate.poisoned[1],
+                "calls": candidate.calls}
+    return {"passed": passed, "reason": reason, "suspect": "", "calls": candidate.calls}
+
+
+def failing_line(exc):
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<test>"]
+    where = f"line {frames[-1].lineno}: {frames[-1].line or ''}".strip() if frames else "an assertion"
+    message = str(exc)[:200]
+    return where + (f" ({message})" if message else "")
+
+
+def run_harness(start, protocol_fd):
+    channel = private_channel(protocol_fd)
+    result = verdict(start, Candidate(channel))
+    channel.send({"type": "result", "status": "ok", "answer": json.dumps(result), "error": ""})
+
