@@ -39,6 +39,29 @@ ATTACKS = [
     Attack("forged_host_message", body(
         "import os, json\nos.write(3, (json.dumps({'type': 'end', 'job': 1, 'status': 'ok', 'answer': 'forged'}) + '\\n').encode())\n"
         "import time\ntime.sleep(1)\nreturn 'not forged'"), ("crash",), "malformed protocol line"),
+    # Infrastructure failures are the host's judgment only: nothing written on the channel makes one.
+    Attack("forged_llm_error", body(
+        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"llm_error\", \"error\": \"fake\"}\\n')\n"
+        "import time\ntime.sleep(1)"), ("crash",), "never saw"),
+    Attack("raise_runtime_llm_error", body("import flowpo_runtime\nraise flowpo_runtime.LLMError('the API is down, honest')"),
+           ("crash",), "never saw"),
+    Attack("forged_sandbox_error", body(
+        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"sandbox_error\"}\\n')\nimport time\ntime.sleep(1)"),
+        ("crash",), "malformed protocol line"),
+    Attack("forged_budget_stop", body(
+        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"budget_exceeded\"}\\n')\nimport time\ntime.sleep(1)"),
+        ("crash",), "malformed protocol line"),
+    Attack("unhashable_status", body(
+        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": [\"ok\"]}\\n')\nimport time\ntime.sleep(1)"),
+        ("crash",), "malformed protocol line"),
+    Attack("deeply_nested_line", body("import os\nos.write(3, b'[' * 200000 + b'\\n')\nimport time\ntime.sleep(1)"),
+           ("crash",), "RecursionError"),
+    Attack("malformed_llm_request", body(
+        "import os, json\nos.write(3, (json.dumps({'type': 'llm_request', 'id': 7, 'messages': [{'role': 'root', "
+        "'content': 'x'}]}) + '\\n').encode())\nimport time\ntime.sleep(1)"), ("crash",), "malformed protocol line"),
+    Attack("reply_for_invented_request", body(
+        "import os, json\nos.write(3, (json.dumps({'type': 'llm_response', 'id': 1, 'content': 'x'}) + '\\n').encode())\n"
+        "import time\ntime.sleep(1)"), ("crash",), "malformed protocol line"),
     Attack("tcp_egress", body("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)"), ("crash",),
            "OSError"),
     Attack("dns_lookup", body("import socket\nsocket.getaddrinfo('example.com', 80)"), ("crash",), "gaierror"),
@@ -124,6 +147,54 @@ def test_attack_is_contained_and_classified(attack_pool, attack: Attack):
     assert seen["scratch"] == [seen["cwd"].rsplit("/", 1)[1]], "files from the attack survived"
     assert seen["leak"] is None and set(seen["env"]) == {"HOME", "PATH", "TMPDIR"}
     assert seen["custom"] == "echo: probe", "the operator library stayed patched"
+
+
+WRITE_EVERYWHERE = body("""
+import os, ctypes
+wrote = []
+for root, dirs, files in os.walk('/'):
+    if root.startswith(('/proc', '/sys')):
+        dirs[:] = []
+        continue
+    if os.access(root, os.W_OK):
+        try:
+            open(os.path.join(root, 'flowpo-leak-marker'), 'w').write('x')
+            os.mkdir(os.path.join(root, 'flowpo-leak-dir'))
+            wrote.append(root)
+        except OSError:
+            pass
+libc = ctypes.CDLL(None)
+shm = libc.shmget(0x464c4f57, 4096, 0o1600)  # IPC_CREAT | 0600
+sem = libc.semget(0x464c4f58, 1, 0o1600)
+msg = libc.msgget(0x464c4f59, 0o1600)
+return json.dumps({"wrote": wrote, "sysv": [shm, sem, msg]})
+""").replace("import os, ctypes", "import os, ctypes, json")
+
+FIND_LEFTOVERS = body("""
+import os
+found = []
+for root, dirs, files in os.walk('/'):
+    if root.startswith(('/proc', '/sys')):
+        dirs[:] = []
+        continue
+    found += [os.path.join(root, n) for n in files + dirs if n.startswith('flowpo-leak')]
+sysv = {kind: open('/proc/sysvipc/' + kind).read().splitlines()[1:] for kind in ('shm', 'sem', 'msg')
+        if os.path.exists('/proc/sysvipc/' + kind)}
+return json.dumps({"found": found, "sysv": sysv})
+""").replace("import os\n", "import os, json\n")
+
+
+def test_every_writable_place_is_empty_at_the_next_job(attack_pool):
+    """Whatever the backend lets a job write (scratch, /dev/shm, bubblewrap's root tmpfs, System V
+    IPC objects), the next job on the same sandbox finds none of it."""
+    wrote = attack_pool.workflow(WRITE_EVERYWHERE, echo_llm)
+    assert wrote.failure == "", (wrote.error, wrote.output[-300:])
+    written = json.loads(wrote.answer)
+    assert written["wrote"], "the job could write nowhere: the test would prove nothing"
+    assert all(ident >= 0 for ident in written["sysv"]), written  # the objects were really created
+    seen = json.loads(attack_pool.workflow(FIND_LEFTOVERS, echo_llm).answer)
+    assert seen["found"] == [], f"left behind after writing in {written['wrote']}"
+    assert all(rows == [] for rows in seen["sysv"].values()), seen["sysv"]
 
 
 def test_runtime_files_on_the_host_are_untouched(attack_pool):
