@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from flowpo.gaming import suspected_gaming
 from flowpo.runlog import global_train_steps, read_jsonl, read_train_metrics
 
 INFRASTRUCTURE = "unscored"  # failure class of a sample with score None and no failure recorded
@@ -292,6 +293,17 @@ def _run_name(run_dir: Path) -> str:
         return run_dir.name
 
 
+def gaming_section(gaming: dict[str, list[str]]) -> list[str]:
+    """Suspected reward gaming (flowpo/gaming.py): counts and sample ids, or a line saying none."""
+    if not gaming:
+        return ["Suspected reward gaming: none in this round.", ""]
+    lines = ["## Suspected reward gaming", "", "| kind | samples | ids |", "| --- | ---: | --- |"]
+    for kind, ids in gaming.items():
+        shown = ", ".join(f"`{i}`" for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        lines.append(f"| {kind} | {len(ids)} | {shown} |")
+    return lines + [""]
+
+
 def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) -> Path:
     """Write ``<run_dir>/reports/round-<k>.md`` and its PNGs; return the markdown file's path."""
     run_dir = Path(run_dir)
@@ -349,6 +361,7 @@ def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) ->
 
     if counts:
         lines += ["| outcome | workflows |", "| --- | ---: |"] + [f"| {k} | {v} |" for k, v in counts.items()] + [""]
+    lines += gaming_section(suspected_gaming(this))
     best, worst = extremes(this, examples)
     lines += _sample_section("Best workflows", best, "No scored workflows in this round.")
     lines += _sample_section("Worst workflows", worst, "No other scored workflows in this round." if best
