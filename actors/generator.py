@@ -49,6 +49,11 @@ def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int,
                   enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
                   tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True,
                   enforce_eager=enforce_eager)
+    if tensor_parallel_size > 1:
+        # Inside a placement group vLLM defaults to its Ray executor, which wants one 1-GPU bundle
+        # per rank and refuses the replica's single bundle that holds all its GPUs (actors.launch);
+        # "mp" runs the ranks as local processes on the GPUs this actor already holds.
+        kwargs["distributed_executor_backend"] = "mp"
     if kv_cache_gb > 0:
         # On CPU vLLM sizes the KV cache from free RAM minus its own RSS, which fails for small
         # shares; an explicit size is predictable.

@@ -1,7 +1,9 @@
 """The one place that reads the config, builds the plain classes and wraps them as Ray actors."""
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,21 +86,35 @@ def replica_bundle(num_cpus: float, num_gpus: float) -> dict:
     return {k: v for k, v in {"CPU": num_cpus, "GPU": num_gpus}.items() if v > 0}
 
 
+def generator_plan(config: Config, model_path: str) -> tuple[dict, dict]:
+    """(vLLM engine arguments, the placement-group bundle) of one generator replica.
+
+    A replica's tensor-parallel ranks run as vLLM's own processes inside its actor (engine_kwargs
+    picks the "mp" backend for them), so the actor's one bundle must hold a GPU for every rank."""
+    g = config.generator
+    if 0 < g.num_gpus < g.tensor_parallel_size:
+        raise FlowPOError(
+            f"generator.num_gpus ({g.num_gpus:g}) is less than generator.tensor_parallel_size "
+            f"({g.tensor_parallel_size}): a replica needs one GPU per tensor-parallel rank; set "
+            f"generator.num_gpus={g.tensor_parallel_size}.")
+    kwargs = engine_kwargs(model_path, seed=g.seed, dtype=g.dtype, max_model_len=g.max_model_len,
+                           enforce_eager=g.enforce_eager,
+                           max_lora_rank=g.max_lora_rank, kv_cache_gb=g.kv_cache_gb,
+                           gpu_memory_utilization=g.gpu_memory_utilization,
+                           tensor_parallel_size=g.tensor_parallel_size)
+    return kwargs, replica_bundle(g.num_cpus, g.num_gpus)
+
+
 def start_generators(config: Config, model_path: str) -> tuple[list, list]:
     """One actor per replica, each in its own placement group so that a replica's GPUs (tensor
     parallel ranks) land on one node; replica i seeds its engine with seed + i."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     g = config.generator
-    kwargs = engine_kwargs(model_path, seed=g.seed, dtype=g.dtype, max_model_len=g.max_model_len,
-                           enforce_eager=g.enforce_eager,
-                           max_lora_rank=g.max_lora_rank, kv_cache_gb=g.kv_cache_gb,
-                           gpu_memory_utilization=g.gpu_memory_utilization,
-                           tensor_parallel_size=g.tensor_parallel_size)
+    kwargs, bundle = generator_plan(config, model_path)
     sampling = SamplingSettings(k=g.k, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens,
                                 stop=tuple(g.stop), response_prefix=g.response_prefix, max_attempts=g.max_attempts,
                                 return_logprobs=g.return_logprobs, seed=g.seed)
-    bundle = replica_bundle(g.num_cpus, g.num_gpus)
     groups = [ray.util.placement_group([bundle], strategy="STRICT_PACK") for _ in range(g.num_replicas)]
     ready, _ = ray.wait([pg.ready() for pg in groups], num_returns=len(groups), timeout=g.start_timeout_s)
     if len(ready) < len(groups):
@@ -128,12 +144,32 @@ def build_broker(config: Config, base_url: str, api_key: str, *, temperature: fl
                      pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok))
 
 
-def start_executors(config: Config, base_url: str, api_key: str) -> list:
+def executor_options(config: Config) -> dict:
+    """``ray.remote`` options of an executor actor: it runs sandboxes, so it goes where they may run."""
     sb = config.sandbox
     # Extra concurrency beyond the sandboxes lets stats and close calls through while all are busy.
-    executor_cls = ray.remote(num_cpus=sb.executor_num_cpus, resources=sb.executor_resources or None,
-                              max_concurrency=sb.sandboxes_per_executor + 4,
-                              max_restarts=config.pipeline.max_restarts)(Executor)
+    return dict(num_cpus=sb.executor_num_cpus, resources=sb.executor_resources or None,
+                max_concurrency=sb.sandboxes_per_executor + 4, max_restarts=config.pipeline.max_restarts)
+
+
+def evaluator_sandboxes(config: Config) -> int:
+    """Hidden tests need sandboxes only for code tasks; math and QA answers are scored on the host."""
+    return config.evaluator.sandboxes_per_evaluator if TASKS[config.task.name].family == "code" else 0
+
+
+def evaluator_options(config: Config) -> dict:
+    """``ray.remote`` options of an evaluator actor. One without sandboxes does not ask for
+    sandbox.executor_resources: it would take a sandbox node's slot (and keep the autoscaler
+    adding sandbox nodes) for work that runs anywhere."""
+    ev, sandboxes = config.evaluator, evaluator_sandboxes(config)
+    return dict(num_cpus=ev.num_cpus, resources=(config.sandbox.executor_resources or None) if sandboxes else None,
+                max_concurrency=max(sandboxes, 4) + 4, max_restarts=config.pipeline.max_restarts)
+
+
+def start_executors(config: Config, base_url: str, api_key: str) -> list:
+    """The key reaches an executor only as its broker's constructor argument (see withhold_from_workers)."""
+    sb = config.sandbox
+    executor_cls = ray.remote(**executor_options(config))(Executor)
     return [executor_cls.options(name=actor_name(config, "executor", i)).remote(
                 build_backend(config), build_broker(config, base_url, api_key),
                 sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after)
@@ -141,17 +177,49 @@ def start_executors(config: Config, base_url: str, api_key: str) -> list:
 
 
 def start_evaluators(config: Config, base_url: str, api_key: str) -> list:
-    """Hidden tests need sandboxes only for code tasks; math and QA answers are scored on the host."""
-    ev, sb = config.evaluator, config.sandbox
-    sandboxes = ev.sandboxes_per_evaluator if TASKS[config.task.name].family == "code" else 0
-    evaluator_cls = ray.remote(num_cpus=ev.num_cpus, resources=sb.executor_resources or None,
-                               max_concurrency=max(sandboxes, 4) + 4,
-                               max_restarts=config.pipeline.max_restarts)(Evaluator)
+    ev, sandboxes = config.evaluator, evaluator_sandboxes(config)
+    evaluator_cls = ray.remote(**evaluator_options(config))(Evaluator)
     return [evaluator_cls.options(name=actor_name(config, "evaluator", i)).remote(
         build_backend(config, ev.timeout_s) if sandboxes else None, sandboxes=sandboxes,
         broker=build_broker(config, base_url, api_key, temperature=ev.judge_temperature) if ev.judge else None,
         math_timeout_s=ev.math_timeout_s)
         for i in range(ev.num_evaluators)]
+
+
+def check_local_sandbox(config: Config) -> bool:
+    """Check the sandbox backend (Docker engine and image, or bubblewrap) on this machine, early,
+    when executors may run here; return False without checking when sandbox.executor_resources
+    places them on other nodes (a cluster's driver needs no Docker): each executor and evaluator
+    checks its own node in ``ready()``."""
+    if config.sandbox.executor_resources:
+        return False
+    build_backend(config).check()
+    return True
+
+
+# Set by `ray job submit` for the entrypoint: the job's runtime env, which ray.init hands on to every
+# worker process of the job (ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR).
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def withhold_from_workers(names: Iterable[str]) -> list[str]:
+    """Drop environment variables ``names`` from the submitted job's runtime env; call before ray.init.
+
+    `ray job submit --runtime-env-json '{"env_vars": {...}}'` is how the executor LLM's key reaches
+    the driver, but Ray would set it in every worker of the job too (generators, learners, their vLLM
+    and torch processes). The driver keeps it in its own environment and hands it to the brokers
+    alone, as constructor arguments. Returns the names dropped."""
+    raw = os.environ.get(JOB_CONFIG_ENV)
+    if not raw:
+        return []
+    job = json.loads(raw)
+    env_vars = (job.get("runtime_env") or {}).get("env_vars") or {}
+    dropped = [name for name in names if name in env_vars]
+    for name in dropped:
+        del env_vars[name]
+    if dropped:
+        os.environ[JOB_CONFIG_ENV] = json.dumps(job)
+    return dropped
 
 
 def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:

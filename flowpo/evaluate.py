@@ -270,14 +270,14 @@ def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, spli
     """Everything ``flowpo evaluate`` does after building its config (see ``evaluation_config``)."""
     import ray
 
-    from actors.launch import build_backend, start_actors
+    from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
     from flowpo.model import check_model_dir
 
     model_path = str(check_model_dir(config.model.path))
     checkpoint = resolve_checkpoint(checkpoint_spec, config.resolved_run_dir,
                                     max_lora_rank=config.generator.max_lora_rank)
     problems = load_eval_problems(config, split_forced)
-    build_backend(config).check()
+    check_local_sandbox(config)  # a cluster's executors check their own nodes
     out_dir = config.resolved_run_dir / "eval" / checkpoint.name
     methods = [checkpoint.name, *baselines]
     records: dict[str, list[dict]] = {m: [] for m in methods}
@@ -294,6 +294,7 @@ def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, spli
 
     began = time.monotonic()
     if not ray.is_initialized():
+        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
         ray.init(include_dashboard=False, log_to_driver=False)
     actors = start_actors(config, model_path, out_dir)
     try:

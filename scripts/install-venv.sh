@@ -22,6 +22,13 @@ case "$PROFILE" in
     "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
     ;;
   gpu)
+    # vllm 0.32.0 needs Python >= 3.11 (Ubuntu 22.04's python3 is 3.10), where pip would only say that
+    # no vllm==0.32.0 matches. PYTHON=python3.11 (or newer) picks another interpreter.
+    if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      echo "the gpu profile needs Python >= 3.11; $VENV has $("$VENV/bin/python" -V 2>&1)." \
+           "Remove $VENV and rerun with PYTHON=python3.11 (or newer)." >&2
+      exit 2
+    fi
     "${PIP[@]}" -e ".[gpu,test]"
     ;;
   *) echo "unknown profile $PROFILE (cpu or gpu)" >&2; exit 2 ;;

@@ -40,13 +40,23 @@ def round_start_logprobs(policy, mbs: list[MicroBatch], *, reference: str, needs
     policy.train(was_training)
 
 
-def _all_sum(values: dict, world: int) -> dict:
+def _sum_over_workers(numbers: list[float], device: torch.device) -> torch.Tensor:
+    """Sum ``numbers`` elementwise over all workers, reduced on ``device``.
+
+    The collective must run on a device that the process group has a backend for: Ray Train's GPU
+    group is NCCL only (CUDA tensors), where a CPU tensor fails with "No backend type associated
+    with device type cpu"; its CPU group is gloo. The model's device is right in both."""
+    tensor = torch.tensor(numbers, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def _all_sum(values: dict, world: int, device: torch.device) -> dict:
     if world == 1 or not torch.distributed.is_initialized():
         return values
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    torch.distributed.all_reduce(tensor)  # a few numbers per step; gloo (CPU tensors) and nccl alike
-    return dict(zip(keys, tensor.tolist()))
+    summed = _sum_over_workers([float(values[k]) for k in keys], device)
+    return dict(zip(keys, summed.tolist()))  # a few numbers per step: the copy back to the host is cheap
 
 
 def fit(model, mbs: list[MicroBatch], loss_fn: Callable, optimizer, *, epochs: int, grad_accum_steps: int,
@@ -61,12 +71,13 @@ def fit(model, mbs: list[MicroBatch], loss_fn: Callable, optimizer, *, epochs: i
     different numbers of responses (groups of different sizes).
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device if params else torch.device("cpu")  # where the process group reduces (see _all_sum)
     step, history = start_step, []
     for epoch in range(epochs):
         for first in range(0, len(mbs), grad_accum_steps):
             chunk = mbs[first:first + grad_accum_steps]
             began = time.perf_counter()
-            units = _all_sum({"units": sum(mb.units for mb in chunk)}, world)["units"]
+            units = _all_sum({"units": sum(mb.units for mb in chunk)}, world, device)["units"]
             sums: dict[str, float] = {}
             for i, mb in enumerate(chunk):
                 sync = i == len(chunk) - 1 or not hasattr(model, "no_sync")
@@ -84,7 +95,7 @@ def fit(model, mbs: list[MicroBatch], loss_fn: Callable, optimizer, *, epochs: i
             step += 1
             seconds = time.perf_counter() - began
             tokens = sum(mb.batch.tokens for mb in chunk)
-            reduced = _all_sum({**sums, "tokens": tokens, "seconds": seconds}, world)
+            reduced = _all_sum({**sums, "tokens": tokens, "seconds": seconds}, world, device)
             # metrics: unit-weighted means over the global batch; tokens: summed; the step's time: the mean worker's
             record = {key: reduced[key] / units for key in sums}
             record.update(grad_norm=float(norm), tokens=int(reduced["tokens"]), seconds=reduced["seconds"] / world,
