@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
+from flowpo.gaming import suspected_gaming
 from flowpo.records import Problem, ScoredSample
 from flowpo.resume import RunState, read_run_state
 from flowpo.runlog import RunLog
@@ -355,10 +356,16 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
         if new_adapter:
             state.adapters[round_index] = new_adapter
         summary = summarize(round_index, version, samples, pairs, loss)
+        gaming = suspected_gaming(s.to_log() for s in samples)
         log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
+                  suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
                   regenerations=regenerated, actor_failures=dict(faults.by_stage),
                   retried_items=sum(faults.attempts.values()), restart_waits=dict(faults.restart_waits), stage_times=clock.summary(), **stage_stats(actors))
         print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
+        if gaming:
+            print(f"round {round_index}: suspected reward gaming:",
+                  ", ".join(f"{kind} {len(ids)} ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+                            for kind, ids in gaming.items()))
         summaries.append(summary)
         if config.logging.reports:
             report(log.run_dir, round_index)
@@ -383,19 +390,20 @@ def report(run_dir: Path, round_index: int) -> None:
 def train(config: Config, resume: bool = False) -> list[RoundSummary]:
     """Everything ``flowpo train`` does: checks, actors, rounds, shutdown. With ``resume`` the
     run directory's records say what is already done."""
-    from actors.launch import build_backend, start_actors
+    from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
     from flowpo.model import check_model_dir
     from flowpo.tasks import load_problems
 
     model_path = str(check_model_dir(config.model.path))
     problems = load_problems(config.task)
-    build_backend(config).check()
+    check_local_sandbox(config)  # a cluster's executors check their own nodes
     state = read_run_state(config.resolved_run_dir) if resume else None
     log = RunLog.from_config(config)
     if not resume:
         log.write_config(config)
     log.event("run_start", name=config.name, problems=[p.problem_id for p in problems], resumed=resume)
     if not ray.is_initialized():
+        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
         ray.init(include_dashboard=False, log_to_driver=False)
     try:
         actors = start_actors(config, model_path, Path(log.run_dir))
