@@ -14,7 +14,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from sandbox.pool import LIMIT_FAILURES, RunOutcome, Sandbox, SandboxPool, host_status
+from sandbox.pool import LIMIT_FAILURES, RunOutcome, Sandbox, SandboxPool
+from sandbox.verdicts import host_status
 
 REPLY_FIELDS = {"value": str, "raised": str, "error": str, "exit": bool, "not_plain": str}
 MAX_FUNCTION_NAME = 200

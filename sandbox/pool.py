@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from sandbox.backend import SandboxBackend, SandboxExit
-from sandbox.broker import BudgetExceeded, RequestRejected
+from sandbox.verdicts import AskLLM, LLMCalls, host_status
 
 WORKFLOW_FAILURES = ("timeout", "memory", "output_limit", "crash", "invalid_workflow", "budget_exceeded",
                      "bad_llm_request")
@@ -34,63 +34,8 @@ MAX_LINE = 1 << 25
 
 log = logging.getLogger(__name__)
 
-# messages -> {"content": str, ...}; raising BudgetExceeded stops the workflow as budget_exceeded.
-AskLLM = Callable[[list], Awaitable[dict]]
 # One message from a running job -> the reply to send it (or None).
 Handler = Callable[[dict], Awaitable["dict | None"]]
-
-
-# What a job's end may say; the host maps anything else to crash, and decides llm_error and
-# budget_exceeded from its own records (LLMCalls.judge), never from the sandbox's word.
-END_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "output_limit", "llm_error",
-                "budget_exceeded"}
-
-
-def host_status(end: dict) -> str:
-    status = end.get("status")
-    return status if isinstance(status, str) and status in END_STATUSES else "crash"
-
-
-class LLMCalls:
-    """One job's executor-LLM calls, answered through ``ask_llm``, and the host's own record of how
-    they went: the only ground for calling the job's failure llm_error (the broker failed after its
-    retries) or budget_exceeded (the host stopped it), whatever the job reports."""
-
-    def __init__(self, ask_llm: AskLLM | None):
-        self.ask_llm = ask_llm
-        self.failures: list[str] = []  # infrastructure: the broker gave up
-        self.rejections: list[str] = []  # the workflow's own: malformed or refused requests
-        self.budget_kill = False
-
-    async def handle(self, message: dict) -> dict | None:
-        if message.get("type") != "llm_request":
-            return None
-        reply = {"id": message.get("id")}
-        try:
-            if self.ask_llm is None:
-                raise RequestRejected("this job has no LLM")
-            reply.update(type="llm_response", **await self.ask_llm(message.get("messages")))
-        except BudgetExceeded as exc:
-            self.budget_kill = True
-            return {"type": "kill", "status": "budget_exceeded", "error": str(exc)}
-        except RequestRejected as exc:
-            self.rejections.append(str(exc)[:500])
-            reply.update(type="llm_error", error=self.rejections[-1])
-        except Exception as exc:  # noqa: BLE001 - the broker already retried; the workflow is told
-            self.failures.append(f"{type(exc).__name__}: {exc}"[:500])
-            reply.update(type="llm_error", error=self.failures[-1])
-        return reply
-
-    def judge(self, status: str, error: str) -> tuple[str, str]:
-        if self.failures and status != "budget_exceeded":
-            return "llm_error", self.failures[-1]  # never the workflow's fault, whatever it made of it
-        if status == "budget_exceeded" and not self.budget_kill:
-            return "crash", "the job claimed a budget stop that the host never made"
-        if status == "llm_error":
-            if self.rejections:
-                return "bad_llm_request", self.rejections[-1]
-            return "crash", "the job reported an LLM error that the broker never saw"
-        return status, error
 
 
 class SandboxBroken(Exception):
@@ -287,7 +232,7 @@ class SandboxPool:
         """Run a standalone program; ok means it exited with status 0."""
         return await self._run({"type": "job", "kind": "program", "source": source}, lambda: LLMCalls(None))
 
-    async def _run(self, job: dict, conversation: Callable[[], "LLMCalls"]) -> RunOutcome:
+    async def _run(self, job: dict, conversation: Callable[[], LLMCalls]) -> RunOutcome:
         began = time.monotonic()
         for attempt in range(2):  # a broken sandbox is infrastructure: retry once on a fresh one
             outcome = await self._run_once(job, conversation(), began)
@@ -301,7 +246,7 @@ class SandboxPool:
         self.stats.jobs += 1
         self.stats.failures[outcome.failure or "ok"] = self.stats.failures.get(outcome.failure or "ok", 0) + 1
 
-    async def _run_once(self, job: dict, calls: "LLMCalls", began: float) -> RunOutcome:
+    async def _run_once(self, job: dict, calls: LLMCalls, began: float) -> RunOutcome:
         sandbox = await self.take()
         if isinstance(sandbox, RunOutcome):
             return sandbox

@@ -1,0 +1,68 @@
+"""What the host concludes from a job's end, from its own records rather than the sandbox's word.
+
+A job's ``end`` message comes from inside the sandbox, so the host accepts only known statuses
+(anything else is the job's crash) and decides the two that are nobody's fault but the
+infrastructure's or its own: ``llm_error`` only when the broker itself failed after its retries,
+``budget_exceeded`` only when the host stopped the job. ``sandbox_error`` is never read from a
+message at all: the pool alone reports it, when a sandbox died or stopped answering.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from sandbox.broker import BudgetExceeded, RequestRejected
+
+# messages -> {"content": str, ...}; raising BudgetExceeded stops the workflow as budget_exceeded.
+AskLLM = Callable[[list], Awaitable[dict]]
+
+# What a job's end may say; the host maps anything else to crash, and decides llm_error and
+# budget_exceeded from its own records (LLMCalls.judge), never from the sandbox's word.
+END_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "output_limit", "llm_error",
+                "budget_exceeded"}
+
+
+def host_status(end: dict) -> str:
+    status = end.get("status")
+    return status if isinstance(status, str) and status in END_STATUSES else "crash"
+
+
+class LLMCalls:
+    """One job's executor-LLM calls, answered through ``ask_llm``, and the host's own record of how
+    they went: the only ground for calling the job's failure llm_error (the broker failed after its
+    retries) or budget_exceeded (the host stopped it), whatever the job reports."""
+
+    def __init__(self, ask_llm: AskLLM | None):
+        self.ask_llm = ask_llm
+        self.failures: list[str] = []  # infrastructure: the broker gave up
+        self.rejections: list[str] = []  # the workflow's own: malformed or refused requests
+        self.budget_kill = False
+
+    async def handle(self, message: dict) -> dict | None:
+        if message.get("type") != "llm_request":
+            return None
+        reply = {"id": message.get("id")}
+        try:
+            if self.ask_llm is None:
+                raise RequestRejected("this job has no LLM")
+            reply.update(type="llm_response", **await self.ask_llm(message.get("messages")))
+        except BudgetExceeded as exc:
+            self.budget_kill = True
+            return {"type": "kill", "status": "budget_exceeded", "error": str(exc)}
+        except RequestRejected as exc:
+            self.rejections.append(str(exc)[:500])
+            reply.update(type="llm_error", error=self.rejections[-1])
+        except Exception as exc:  # noqa: BLE001 - the broker already retried; the workflow is told
+            self.failures.append(f"{type(exc).__name__}: {exc}"[:500])
+            reply.update(type="llm_error", error=self.failures[-1])
+        return reply
+
+    def judge(self, status: str, error: str) -> tuple[str, str]:
+        if self.failures and status != "budget_exceeded":
+            return "llm_error", self.failures[-1]  # never the workflow's fault, whatever it made of it
+        if status == "budget_exceeded" and not self.budget_kill:
+            return "crash", "the job claimed a budget stop that the host never made"
+        if status == "llm_error":
+            if self.rejections:
+                return "bad_llm_request", self.rejections[-1]
+            return "crash", "the job reported an LLM error that the broker never saw"
+        return status, error
