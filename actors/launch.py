@@ -153,8 +153,15 @@ def executor_options(config: Config) -> dict:
 
 
 def evaluator_sandboxes(config: Config) -> int:
-    """Hidden tests need sandboxes only for code tasks; math and QA answers are scored on the host."""
-    return config.evaluator.sandboxes_per_evaluator if TASKS[config.task.name].family == "code" else 0
+    """Hidden tests need sandboxes only for code tasks (two each: the candidate's and the test's);
+    math and QA answers are scored on the host."""
+    if TASKS[config.task.name].family != "code":
+        return 0
+    if config.evaluator.sandboxes_per_evaluator < 2:
+        raise FlowPOError(f"evaluator.sandboxes_per_evaluator: a hidden test of {config.task.name} takes two "
+                          f"sandboxes (the candidate's and the test's); got {config.evaluator.sandboxes_per_evaluator}, "
+                          "set at least 2")
+    return config.evaluator.sandboxes_per_evaluator
 
 
 def evaluator_options(config: Config) -> dict:

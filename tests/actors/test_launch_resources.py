@@ -9,8 +9,8 @@ from unittest import mock
 
 import pytest
 
-from actors.launch import (JOB_CONFIG_ENV, check_local_sandbox, evaluator_options, executor_options,
-                           generator_plan, withhold_from_workers)
+from actors.launch import (JOB_CONFIG_ENV, check_local_sandbox, evaluator_options, evaluator_sandboxes,
+                           executor_options, generator_plan, withhold_from_workers)
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
 
@@ -139,3 +139,10 @@ def test_every_cluster_node_boots_the_one_pinned_image_and_runs_ray_in_the_docke
     assert len(images) == 1 and images.pop().startswith("ami-")  # no resolve:ssm: at each launch
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert any('sg docker -c "ray start' in command for command in cluster[key]), key
+
+
+def test_a_code_evaluator_with_one_sandbox_is_refused_naming_the_field():
+    config = Config()
+    config.task.name, config.evaluator.sandboxes_per_evaluator = "humaneval", 1
+    with pytest.raises(FlowPOError, match=r"evaluator.sandboxes_per_evaluator: .*two sandboxes.*got 1"):
+        evaluator_sandboxes(config)
