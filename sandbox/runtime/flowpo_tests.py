@@ -73,8 +73,8 @@ def serve_candidate(start, protocol_fd):
     try:
         exec(compile(start["source"], "<solution>", "exec"), namespace)  # noqa: S102 - sandboxed
     except BaseException as exc:  # noqa: BLE001 - a solution that does not load is reported, not raised
-        send({"type": "result", "status": "crash", "answer": "",
-              "error": "the solution did not load: " + describe(exc)})
+        what = "exited while loading" if isinstance(exc, EXITS) else "did not load"
+        send({"type": "result", "status": "crash", "answer": "", "error": f"the solution {what}: {describe(exc)}"})
         return
     while (message := receive()) is not None:
         if message.get("type") == "call":
@@ -120,8 +120,8 @@ class Candidate:
     """Calls into the candidate's sandbox. A failure that ends the test is kept, so a test that
     swallows exceptions (``except: pass``) still cannot pass after it."""
 
-    def __init__(self, channel):
-        self.channel = channel
+    def __init__(self, channel, entry_point):
+        self.channel, self.entry_point = channel, entry_point
         self.calls = 0
         self.poisoned = None  # (reason, suspect) once the candidate exited, left or lied about types
         self.raised = set()  # ids of exceptions that came from the candidate
@@ -149,9 +149,17 @@ class Candidate:
 
     def result(self, name, reply):
         if reply is None or "gone" in reply:
-            self.poison(f"the candidate ended during {name}(): {(reply or {}).get('gone', 'no reply')}", "exited")
+            why = str((reply or {}).get("gone", "no reply"))
+            # A solution that fails to import is a plain failure; one that exits or dies is suspect.
+            self.poison(f"the candidate ended before {name}() returned: {why}",
+                        "" if "the solution did not load" in why else "exited")
         if reply.get("exit"):
             self.poison(f"the candidate exited inside {name}(): {reply.get('error', '')}", "exited")
+        if "not_plain" in reply and name != self.entry_point:
+            # MBPP/367, /601, /927: the test builds objects of the solution's own class (Node, Pair),
+            # which cannot cross as plain data. A known limit of the harness, not gaming.
+            self.poison(f"the test builds an object of the solution's own {name}(), which cannot cross to "
+                        f"the test as plain data: {reply['not_plain']}", "")
         if "not_plain" in reply:
             self.poison(f"{name}() returned a value that is not plain data: {reply['not_plain']}", "not_plain")
         if "raised" in reply:
@@ -163,7 +171,7 @@ class Candidate:
 
     def poison(self, reason, suspect):
         self.poisoned = (reason, suspect)
-        raise (NotPlainResult if suspect == "not_plain" else CandidateExited)(reason)
+        raise (CandidateExited if suspect == "exited" else NotPlainResult)(reason)
 
     def exception(self, reply):
         """The candidate's exception as a fresh builtin one of the same name (tests may catch it);
@@ -244,6 +252,6 @@ def failing_line(exc):
 
 def run_harness(start, protocol_fd):
     channel = private_channel(protocol_fd)
-    result = verdict(start, Candidate(channel))
+    result = verdict(start, Candidate(channel, start["entry_point"]))
     channel.send({"type": "result", "status": "ok", "answer": json.dumps(result), "error": ""})
 

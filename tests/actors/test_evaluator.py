@@ -191,6 +191,36 @@ def test_mbpp_reference_passes_and_a_wrong_answer_fails(process_evaluator, tmp_p
     assert eager.score == 1.0 and exits.score == 0.0
 
 
+def mbpp_row(task_id, code, tests, setup=""):
+    return {"task_id": task_id, "text": f"Task {task_id}.", "code": code, "test_list": tests,
+            "test_setup_code": setup, "challenge_test_list": []}
+
+
+MBPP_SHAPES = [  # what MBPP's public tests contain, in rows of our own
+    ("collections.Counter result compared with a dict",
+     mbpp_row(9001, "from collections import Counter\ndef letter_counts(s):\n    return Counter(s)",
+              ["assert letter_counts('abca') == {'a': 2, 'b': 1, 'c': 1}"]), 1.0),
+    ("builtin types as arguments",
+     mbpp_row(9002, "def drop_type(items, kind):\n    return [x for x in items if type(x) is not kind]",
+              ["assert drop_type((1, 'a', 2.5), int) == ['a', 2.5]"]), 1.0),
+    ("math used by the asserts, imported only by the solution",
+     mbpp_row(9003, "import math\ndef area(r):\n    return math.pi * r * r",
+              ["assert math.isclose(area(1), 3.14159, rel_tol=1e-3)"]), 1.0),
+    ("test_setup_code building objects of the solution's own class (the harness's known limit)",
+     mbpp_row(9004, "class Box:\n    def __init__(self, v):\n        self.v = v\ndef unbox(b):\n    return b.v",
+              ["assert unbox(b) == 3"], setup="b = Box(3)"), 0.0),
+]
+
+
+def test_mbpp_test_shapes(process_evaluator, tmp_path):
+    problems = load(tmp_path, "mbpp", [row for _, row, _ in MBPP_SHAPES])
+    samples = process_evaluator.evaluate_all([(execution(p, p.answers[0]), p) for p in problems])
+    for (name, _, expected), sample in zip(MBPP_SHAPES, samples):
+        assert sample.score == expected, (name, sample.details)
+    limit = samples[-1].details
+    assert "builds an object of the solution's own Box()" in limit["test_reason"] and "suspect" not in limit
+
+
 # ---------------------------------------------------------------------------------------------
 # Math and QA: scored on the host, no sandbox
 
