@@ -60,6 +60,9 @@ class LLMServer:
     def start(self, timeout_s: float = 600.0) -> str:
         if self.process is not None:
             return self.base_url
+        from flowpo.model import resolve_model
+
+        self.model_path = str(resolve_model(self.model_path))  # a directory or a hub id, resolved on this node
         port = free_port(self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")

@@ -43,15 +43,15 @@ def cmd_prepare_model(args) -> int:
 def cmd_check(args) -> int:
     """Validate a config and what it names (model, dataset, Docker, image) without running."""
     from actors.launch import check_local_sandbox
-    from flowpo.model import check_model_dir
+    from flowpo.model import describe_model
     from flowpo.tasks import load_problems
 
     config = load_config(args.config, args.overrides)
-    check_model_dir(config.model.path)
+    model = describe_model(config.model.path)  # a hub id: found in this node's cache, or known to the hub
     problems = load_problems(config.task)
     sandbox = "" if check_local_sandbox(config) else (
         f"; sandbox not checked here: executors run on nodes with {config.sandbox.executor_resources}")
-    print(f"{args.config}: ok ({len(problems)} problems, {config.rounds} rounds{sandbox})")
+    print(f"{args.config}: ok ({model}; {len(problems)} problems, {config.rounds} rounds{sandbox})")
     return 0
 
 

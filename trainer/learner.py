@@ -51,10 +51,13 @@ def build_policy(settings: LearnerSettings, device):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from flowpo.model import resolve_model
+
     # Frozen bf16 base weights save autocast a cast of every weight on every forward; peft keeps the
     # adapter weights in fp32 (autocast_adapter_dtype).
     dtype = torch.bfloat16 if settings.bf16 else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(settings.base_model, dtype=dtype).to(device)
+    # base_model is model.path as written (a directory or a hub id), resolved on this worker's node
+    base = AutoModelForCausalLM.from_pretrained(str(resolve_model(settings.base_model)), dtype=dtype).to(device)
     start = settings.resume_from or settings.init_adapter
     if start:
         return PeftModel.from_pretrained(base, start, is_trainable=True)
@@ -75,12 +78,13 @@ def setup_round(s: LearnerSettings, items: list, device, *, rank: int = 0, world
     import torch
     from transformers import AutoTokenizer
 
+    from flowpo.model import resolve_model
     from trainer.fit import round_start_logprobs
     from trainer.objectives import micro_batches
 
     device = torch.device(device)
     torch.manual_seed(s.seed)  # the fresh LoRA's A matrices are the same on every worker and run
-    tokenizer = AutoTokenizer.from_pretrained(s.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(s.base_model)))
     policy = build_policy(s, device)
     shard = items[rank::world]  # train_adapter made the shards equal: DDP steps in lockstep
     mbs = micro_batches(shard, tokenizer, size=s.micro_batch_size, max_len=s.max_seq_len)
