@@ -57,7 +57,8 @@ def latency_server(latency_s: float) -> ThreadingHTTPServer:
 
 
 def run_mode(mode: str, config, problems, actors, log):
-    from flowpo.driver import Faults, StageClock, stream_round
+    from actors.streaming import Faults, StageClock
+    from flowpo.driver import stream_round
 
     config.pipeline.mode = mode
     clock = StageClock()

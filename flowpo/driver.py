@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from flowpo.records import Problem, ScoredSample
 from flowpo.resume import RunState, read_run_state
 from flowpo.runlog import RunLog
 from flowpo.validate import reason_kind
+from actors.streaming import Faults, StageClock, Stream, after_dry_run, round_stages
 from trainer.groups import sample_groups
 from trainer.checkpoint import is_checkpoint
 from trainer.learner import LearnerSettings, train_adapter  # its heavy imports wait until training
@@ -48,27 +49,6 @@ class RoundSummary:
                 f"mean score {self.mean_score:.3f} over {self.scored} scored, {self.pairs} pairs, loss {loss}")
 
 
-class _Balancer:
-    """Sends each request to the actor with the least outstanding work, at most ``limit`` each."""
-
-    def __init__(self, handles: list, limit: int):
-        self.load = [0] * len(handles)
-        self.handles, self.limit = handles, limit
-
-    def free(self) -> bool:
-        return min(self.load, default=self.limit) < self.limit
-
-    def acquire(self) -> tuple[int, object]:
-        i = min(range(len(self.handles)), key=self.load.__getitem__)  # ties: the first, in order
-        if self.load[i] >= self.limit:
-            raise RuntimeError("no free actor")  # callers check free() first
-        self.load[i] += 1
-        return i, self.handles[i]
-
-    def release(self, i: int) -> None:
-        self.load[i] -= 1
-
-
 def add_counts(total: dict, part: dict) -> dict:
     """Sum nested dicts of counts (stats of several actors of one kind)."""
     for key, value in part.items():
@@ -87,154 +67,52 @@ def stage_stats(actors) -> dict:
             "evaluator_sandboxes": evaluators.get("pool", {})}
 
 
-@dataclass
-class Faults:
-    """Items whose actor died under them (Ray restarts the actor; the item is sent again)."""
-    by_stage: Counter = dataclasses.field(default_factory=Counter)
-    attempts: Counter = dataclasses.field(default_factory=Counter)  # item key -> failed tries
-    restart_waits: Counter = dataclasses.field(default_factory=Counter)  # stage -> tries that met a restarting actor
-
-    def record(self, stage: str, key, exc: Exception) -> None:
-        self.by_stage[stage] += 1
-        self.attempts[key] += 1
-        if self.attempts[key] > MAX_ITEM_RETRIES:
-            raise FlowPOError(
-                f"the {stage} stage lost {key} {self.attempts[key]} times (last: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:300]}). An actor keeps dying: check the Ray logs "
-                "(/tmp/ray/session_latest/logs), then resume with `flowpo train --resume RUN_DIR`.") from None
-
-
-@dataclass
-class StageClock:
-    """Per stage: seconds with at least one item in flight (busy), and the first submit and last
-    finish; with the round's wall time these give each stage's utilization."""
-    busy: Counter = dataclasses.field(default_factory=Counter)
-    first: dict = dataclasses.field(default_factory=dict)
-    last: dict = dataclasses.field(default_factory=dict)
-    began: float = dataclasses.field(default_factory=time.monotonic)
-    _mark: float = dataclasses.field(default_factory=time.monotonic)
-
-    def tick(self, in_flight: Counter) -> None:
-        now = time.monotonic()
-        for stage, count in in_flight.items():
-            if count:
-                self.busy[stage] += now - self._mark
-        self._mark = now
-
-    def submitted(self, stage: str) -> None:
-        self.first.setdefault(stage, time.monotonic() - self.began)
-
-    def finished(self, stage: str) -> None:
-        self.last[stage] = time.monotonic() - self.began
-
-    def summary(self) -> dict:
-        wall = time.monotonic() - self.began
-        return {"wall_s": round(wall, 3), **{f"{stage}_busy_s": round(busy, 3) for stage, busy in self.busy.items()},
-                **{f"{stage}_span_s": round(self.last.get(stage, 0) - self.first[stage], 3) for stage in self.first}}
-
-
-MAX_ITEM_RETRIES = 3
-RESTART_WAIT_S = 2.0  # between tries of an item whose actor Ray is restarting
-
-
 def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]], actors, config: Config,
                  log: RunLog, adapter: tuple[str, str], faults: Faults,
                  clock: StageClock | None = None) -> list[ScoredSample]:
-    """Generate → (dry run) → execute → evaluate the ``todo`` slots (None: all k) of each problem.
-
-    Streaming: each item moves on as soon as its stage finishes (``ray.wait``) and every stage
-    holds a bounded number of items per actor. ``pipeline.mode: barrier`` runs the same work one
-    stage at a time, for comparison."""
+    """Generate → (dry run) → execute → evaluate the ``todo`` slots (None: all k) of each problem,
+    on the streaming engine (``actors/streaming.py``); ``pipeline.mode: barrier`` runs the same
+    work one stage at a time, for comparison."""
     by_id = {p.problem_id: p for p, _ in todo}
     total = sum(config.generator.k if slots is None else len(slots) for _, slots in todo)
     bars = {stage: tqdm(total=total, desc=f"round {round_index} {stage:>9}", unit="wf", position=i, leave=True,
                         dynamic_ncols=True)
             for i, stage in enumerate(("generated", "executed", "scored"))}
-    barrier = config.pipeline.mode == "barrier"
-    generators = _Balancer(actors.generators, config.generator.max_inflight_problems)
     repeats = config.evaluator.repeats  # executions per workflow, scored together (their mean)
-    executors = _Balancer(actors.executors, max(1, config.sandbox.sandboxes_per_executor // repeats))
-    # Host-scored tasks (math, QA) have no evaluator sandboxes; a few scorings at once each is plenty.
-    evaluators = _Balancer(actors.evaluators, max(config.evaluator.sandboxes_per_evaluator, 4))
-    balancers = {"generate": generators, "dry_run": executors, "execute": executors, "evaluate": evaluators}
-    queues = {"generate": deque((p, slots, 1) for p, slots in todo), "dry_run": deque(), "execute": deque(),
-              "evaluate": deque()}
-    pending: dict = {}  # ObjectRef -> (stage, balancer slot, item)
+    stream = Stream(round_stages(
+        actors, config,
+        generate=lambda h, item: h.generate_for.remote(item[0], round_index, item[1], item[2], adapter),
+        dry_run=lambda h, wf: h.dry_run.remote(wf, by_id[wf.problem_id].family),
+        execute=lambda h, wf: h.execute_repeats.remote(wf, by_id[wf.problem_id], repeats),
+        evaluate=lambda h, runs: h.evaluate_repeats.remote(runs, by_id[runs[0].workflow.problem_id])),
+        key=item_key, barrier=config.pipeline.mode == "barrier", faults=faults, clock=clock,
+        advice=", then resume with `flowpo train --resume RUN_DIR`")
+    for problem, slots in todo:
+        stream.put("generate", (problem, slots, 1))
     samples: list[ScoredSample] = []
     generated: set = set()  # (problem, sample index): a slot regenerated after a dry run counts once
-    clock = clock or StageClock()
 
-    def submit(stage: str, item) -> None:
-        slot, handle = balancers[stage].acquire()
-        if stage == "generate":
-            problem, slots, attempt = item
-            ref = handle.generate_for.remote(problem, round_index, slots, attempt, adapter)
-        elif stage == "dry_run":
-            ref = handle.dry_run.remote(item, by_id[item.problem_id].family)
-        elif stage == "execute":
-            ref = handle.execute_repeats.remote(item, by_id[item.problem_id], repeats)
-        else:
-            ref = handle.evaluate_repeats.remote(item, by_id[item[0].workflow.problem_id])
-        pending[ref] = (stage, slot, item)
-        clock.submitted(stage)
-
-    def stage_open(stage: str) -> bool:
-        if not barrier:
-            return True
-        earlier = list(queues)[:list(queues).index(stage)]
-        return not any(queues[s] or any(v[0] == s for v in pending.values()) for s in earlier)
-
-    waiting: list = []  # (when, stage, item): items whose actor is restarting try again later
-    while pending or waiting or any(queues.values()):
-        now = time.monotonic()
-        for when, stage, item in [w for w in waiting if w[0] <= now]:
-            queues[stage].appendleft(item)
-        waiting = [w for w in waiting if w[0] > now]
-        for stage, queue in queues.items():
-            while queue and balancers[stage].free() and stage_open(stage):
-                submit(stage, queue.popleft())
-        if not pending:
-            time.sleep(max(0.0, min(w[0] for w in waiting) - time.monotonic()))
-            continue
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=RESTART_WAIT_S if waiting else None)
-        if not ready:
-            continue
-        (ref,) = ready
-        clock.tick(Counter(v[0] for v in pending.values()))
-        stage, slot, item = pending.pop(ref)
-        clock.finished(stage)
-        balancers[stage].release(slot)
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.ActorUnavailableError:  # restarting: not a new failure, try again soon
-            faults.restart_waits[stage] += 1
-            waiting.append((time.monotonic() + RESTART_WAIT_S, stage, item))
-            continue
-        except ray.exceptions.RayActorError as exc:  # it died under this item: Ray restarts it
-            faults.record(stage, item_key(stage, item), exc)
-            queues[stage].appendleft(item)
-            continue
+    def on_result(stage: str, item, result) -> None:
         if stage == "generate":
             for workflow in result:
                 dry = config.generator.dry_run and not workflow.invalid_reason
-                queues["dry_run" if dry else "execute"].append(workflow)
+                stream.put("dry_run" if dry else "execute", workflow)
             new = {(w.problem_id, w.sample_index) for w in result} - generated
-            generated |= new
+            generated.update(new)
             bars["generated"].update(len(new))
-        elif stage == "dry_run":  # "" or why the workflow failed on the probe problem
-            if not result:
-                queues["execute"].append(item)
-            elif item.attempts < config.generator.max_attempts:  # ScoreFlow: written again
-                queues["generate"].append((by_id[item.problem_id], [item.sample_index], item.attempts + 1))
-            else:
-                queues["execute"].append(dataclasses.replace(item, invalid_reason=result))
+        elif stage == "dry_run":
+            after, workflow = after_dry_run(item, result, config.generator.max_attempts)
+            stream.put(after, workflow if after == "execute" else
+                       (by_id[workflow.problem_id], [workflow.sample_index], workflow.attempts + 1))
         elif stage == "execute":
-            queues["evaluate"].append(result)
+            stream.put("evaluate", result)
             bars["executed"].update(1)
         else:
             samples.append(result)
             log.sample(result.to_log())
             bars["scored"].update(1)
+
+    stream.run(on_result)
     for bar in bars.values():
         bar.close()
     return samples
@@ -391,10 +269,10 @@ def train(config: Config, resume: bool = False) -> list[RoundSummary]:
     """Everything ``flowpo train`` does: checks, actors, rounds, shutdown. With ``resume`` the
     run directory's records say what is already done."""
     from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
-    from flowpo.model import check_model_dir
+    from flowpo.model import model_spec
     from flowpo.tasks import load_problems
 
-    model_path = str(check_model_dir(config.model.path))
+    model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
     problems = load_problems(config.task)
     check_local_sandbox(config)  # a cluster's executors check their own nodes
     state = read_run_state(config.resolved_run_dir) if resume else None

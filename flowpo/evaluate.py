@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from flowpo.baselines import LABELS, baseline_workflow
 from flowpo.config import Config, to_yaml
-from flowpo.driver import RESTART_WAIT_S
 from flowpo.errors import FlowPOError
 from flowpo.records import Problem, ScoredSample
 
@@ -151,106 +150,62 @@ def render_report(results: list[MethodResult], *, checkpoint: Checkpoint, task: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Running: the driver's streaming loop, cut down to one round without training
-
-
-class _Slots:
-    """Each request goes to the actor with the least outstanding work, at most ``limit`` each."""
-
-    def __init__(self, handles: list, limit: int):
-        self.handles, self.limit, self.load = handles, limit, [0] * len(handles)
-
-    def free(self) -> bool:
-        return min(self.load, default=self.limit) < self.limit
-
-    def take(self) -> tuple[int, object]:
-        i = min(range(len(self.handles)), key=self.load.__getitem__)
-        self.load[i] += 1
-        return i, self.handles[i]
-
-
-MAX_ITEM_RETRIES = 3  # sends of one item whose actor died under it (Ray restarts actors), as the driver
-
-
-def _problem_id(stage: str, item) -> str:
-    """Items: generate (problem, attempt); dry_run and execute a Workflow; evaluate its Executions."""
-    if stage == "generate":
-        return item[0].problem_id
-    return (item[0].workflow if stage == "evaluate" else item).problem_id
+# Running: one round without training, on the streaming engine (actors/streaming.py)
 
 
 def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list[str], actors, config: Config,
                 on_sample: Callable[[str, ScoredSample], None]) -> Counter:
-    """Generate (k=1) and run the checkpoint's workflow and each baseline on every problem; each scored
-    sample goes to ``on_sample(method, sample)`` as it arrives. Stages overlap, bounded per actor.
-    Returns the items re-sent per stage because their actor died."""
-    import ray
+    """Generate (k=1) and run the checkpoint's workflow and each baseline on every problem, on the
+    streaming engine that training uses; each scored sample goes to ``on_sample(method, sample)``
+    as it arrives. Items are (method, payload). Returns the items re-sent per stage because their
+    actor died."""
     from tqdm import tqdm
+
+    from actors.streaming import Stream, after_dry_run, round_stages
 
     adapter = (checkpoint.name, checkpoint.path)  # with every request: a restarted replica has lost it
     by_id = {p.problem_id: p for p in problems}
     repeats = config.evaluator.repeats
-    slots = {"generate": _Slots(actors.generators, config.generator.max_inflight_problems),
-             "dry_run": _Slots(actors.executors, max(1, config.sandbox.sandboxes_per_executor // repeats)),
-             "evaluate": _Slots(actors.evaluators, max(config.evaluator.sandboxes_per_evaluator, 4))}
-    slots["execute"] = slots["dry_run"]  # one budget per executor, as in the driver
-    me = checkpoint.name
-    queues = {"generate": deque((me, (p, 1)) for p in problems), "dry_run": deque(), "evaluate": deque(),
-              "execute": deque((b, baseline_workflow(b, p.problem_id, p.family)) for p in problems for b in baselines)}
-    pending: dict = {}  # ObjectRef -> (stage, method, actor index, item)
-    resent: Counter = Counter()  # stage -> items sent again
-    tries: Counter = Counter()  # (stage, method, problem) -> sends lost with their actor
-    bar = tqdm(total=len(problems) * (1 + len(baselines)), desc=f"evaluate {me}", unit="problem", dynamic_ncols=True)
-    while pending or any(queues.values()):
-        for stage, queue in queues.items():
-            while queue and slots[stage].free():
-                i, handle = slots[stage].take()
-                method, item = queue.popleft()
-                if stage == "generate":
-                    ref = handle.generate_for.remote(item[0], 0, [0], item[1], adapter)
-                elif stage == "dry_run":
-                    ref = handle.dry_run.remote(item, by_id[item.problem_id].family)
-                elif stage == "execute":
-                    ref = handle.execute_repeats.remote(item, by_id[item.problem_id], repeats)
-                else:
-                    ref = handle.evaluate_repeats.remote(item, by_id[item[0].workflow.problem_id])
-                pending[ref] = (stage, method, i, item)
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        stage, method, i, item = pending.pop(ref)
-        slots[stage].load[i] -= 1
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.ActorUnavailableError:  # Ray is restarting it: not a new failure
-            time.sleep(RESTART_WAIT_S)
-            queues[stage].appendleft((method, item))
-            continue
-        except ray.exceptions.RayActorError as exc:
-            key = (stage, method, _problem_id(stage, item))
-            tries[key] += 1
-            if tries[key] > MAX_ITEM_RETRIES:
-                raise FlowPOError(f"evaluation: the {stage} stage lost {key[1]} on {key[2]} {tries[key]} times "
-                                  f"({type(exc).__name__}); an actor keeps dying: check the Ray logs") from None
-            resent[stage] += 1
-            queues[stage].appendleft((method, item))
-            continue
+    stream = Stream(round_stages(
+        actors, config,
+        generate=lambda h, item: h.generate_for.remote(item[1][0], 0, [0], item[1][1], adapter),
+        dry_run=lambda h, item: h.dry_run.remote(item[1], by_id[item[1].problem_id].family),
+        execute=lambda h, item: h.execute_repeats.remote(item[1], by_id[item[1].problem_id], repeats),
+        evaluate=lambda h, item: h.evaluate_repeats.remote(item[1], by_id[item[1][0].workflow.problem_id])),
+        key=lambda stage, item: (item[0], _problem_id(stage, item[1])), barrier=config.pipeline.mode == "barrier")
+    for problem in problems:
+        stream.put("generate", (checkpoint.name, (problem, 1)))
+        for baseline in baselines:
+            stream.put("execute", (baseline, baseline_workflow(baseline, problem.problem_id, problem.family)))
+    bar = tqdm(total=len(problems) * (1 + len(baselines)), desc=f"evaluate {checkpoint.name}", unit="problem",
+               dynamic_ncols=True)
+
+    def on_result(stage: str, item, result) -> None:
+        method = item[0]
         if stage == "generate":
             (workflow,) = result
             dry = config.generator.dry_run and not workflow.invalid_reason
-            queues["dry_run" if dry else "execute"].append((method, workflow))
-        elif stage == "dry_run":  # result: "" when it ran, else why not (the driver's rule)
-            if not result:
-                queues["execute"].append((method, item))
-            elif item.attempts < config.generator.max_attempts:
-                queues["generate"].append((method, (by_id[item.problem_id], item.attempts + 1)))
-            else:
-                queues["execute"].append((method, dataclasses.replace(item, invalid_reason=result)))
+            stream.put("dry_run" if dry else "execute", (method, workflow))
+        elif stage == "dry_run":
+            after, workflow = after_dry_run(item[1], result, config.generator.max_attempts)
+            stream.put(after, (method, workflow if after == "execute" else
+                               (by_id[workflow.problem_id], workflow.attempts + 1)))
         elif stage == "execute":
-            queues["evaluate"].append((method, result))
+            stream.put("evaluate", (method, result))
         else:
             on_sample(method, result)
             bar.update(1)
+
+    stream.run(on_result)
     bar.close()
-    return resent
+    return stream.faults.by_stage
+
+
+def _problem_id(stage: str, item) -> str:
+    """Payloads: generate (problem, attempt); dry_run and execute a Workflow; evaluate its Executions."""
+    if stage == "generate":
+        return item[0].problem_id
+    return (item[0].workflow if stage == "evaluate" else item).problem_id
 
 
 @dataclass(frozen=True)
@@ -271,9 +226,9 @@ def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, spli
     import ray
 
     from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
-    from flowpo.model import check_model_dir
+    from flowpo.model import model_spec
 
-    model_path = str(check_model_dir(config.model.path))
+    model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
     checkpoint = resolve_checkpoint(checkpoint_spec, config.resolved_run_dir,
                                     max_lora_rank=config.generator.max_lora_rank)
     problems = load_eval_problems(config, split_forced)

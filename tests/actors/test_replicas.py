@@ -6,7 +6,7 @@ import ray
 from actors.generator import BASE
 from actors.launch import start_generators
 from flowpo.config import Config, TaskConfig
-from flowpo.driver import _Balancer
+from actors.streaming import Slots, Stage, Stream
 from flowpo.tasks import load_problems
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
@@ -30,22 +30,20 @@ def replicas(model_dir, vllm_available, ray_local):
         ray.util.remove_placement_group(group)
 
 
-def stream(balancer: _Balancer, problems) -> list:
-    """The driver's generation loop: least-loaded replica first, a bounded number in flight each."""
-    queue, pending, workflows = list(problems), {}, []
-    while queue or pending:
-        while queue and balancer.free():
-            slot, handle = balancer.acquire()
-            pending[handle.generate_for.remote(queue.pop(0), 1)] = slot
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        balancer.release(pending.pop(ref))
-        workflows.extend(ray.get(ref))
+def stream(slots: Slots, problems) -> list:
+    """Generation on the streaming engine: least-loaded replica first, a bounded number in flight each."""
+    engine = Stream([Stage("generate", slots, lambda handle, problem: handle.generate_for.remote(problem, 1))],
+                    key=lambda stage, problem: problem.problem_id)
+    for problem in problems:
+        engine.put("generate", problem)
+    workflows = []
+    engine.run(lambda stage, problem, result: workflows.extend(result))
     return workflows
 
 
 def test_two_replicas_share_the_load(replicas):
     before = [ray.get(h.stats.remote())["requests"] for h in replicas]
-    workflows = stream(_Balancer(replicas, limit=2), load_problems(TaskConfig(problem_ids=PROBLEM_IDS)))
+    workflows = stream(Slots(replicas, limit=2), load_problems(TaskConfig(problem_ids=PROBLEM_IDS)))
     served = [ray.get(h.stats.remote())["requests"] - b for h, b in zip(replicas, before)]
     assert sorted((w.problem_id, w.sample_index) for w in workflows) == sorted(
         (pid, j) for pid in PROBLEM_IDS for j in range(2))
