@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 
 from flowpo.records import Execution, Problem, Workflow
+from flowpo.seeds import call_seed
 from sandbox.backend import SandboxBackend
 from sandbox.broker import LLMBroker, WorkflowUsage
 from sandbox.pool import SandboxPool
@@ -13,9 +14,11 @@ from sandbox.pool import SandboxPool
 class Executor:
     """Plain class; ``actors.launch`` wraps it as an async Ray actor. ``await ready()`` first."""
 
-    def __init__(self, backend: SandboxBackend, broker: LLMBroker, *, sandboxes: int, recycle_after: int = 0):
+    def __init__(self, backend: SandboxBackend, broker: LLMBroker, *, sandboxes: int, recycle_after: int = 0,
+                 seed: int = 0):
         self.backend = backend
         self.broker = broker
+        self.seed = seed  # the run's: with the workflow's coordinates it seeds every LLM call
         self.pool = SandboxPool(backend, sandboxes, recycle_after=recycle_after)
 
     async def ready(self) -> bool:
@@ -23,14 +26,15 @@ class Executor:
         await self.pool.start()
         return True
 
-    async def execute(self, workflow: Workflow, problem: Problem) -> Execution:
+    async def execute(self, workflow: Workflow, problem: Problem, repeat: int | str = 0) -> Execution:
         if workflow.invalid_reason:  # rejected statically: no sandbox needed
             return Execution(workflow=workflow, answer="", failure="invalid_workflow", error=workflow.invalid_reason,
                              llm_calls=0, prompt_tokens=0, completion_tokens=0, execute_s=0.0)
         usage = WorkflowUsage()
 
-        async def ask_llm(messages: list) -> dict:
-            return await self.broker.complete(messages, usage)
+        async def ask_llm(messages: list, call: int) -> dict:
+            seed = call_seed(self.seed, workflow.problem_id, workflow.round, workflow.sample_index, repeat, call)
+            return await self.broker.complete(messages, usage, seed=seed)
 
         start = {"code": workflow.code, "problem": problem.prompt, "entry_point": problem.entry_point}
         outcome = await self.pool.run_workflow(start, ask_llm)
@@ -44,7 +48,7 @@ class Executor:
         Operators sample, so one run is a noisy measure: ScoreFlow averages 3 (Evaluator.evaluate_repeats)."""
         if repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {repeats}")
-        return list(await asyncio.gather(*(self.execute(workflow, problem) for _ in range(repeats))))
+        return list(await asyncio.gather(*(self.execute(workflow, problem, i) for i in range(repeats))))
 
     async def dry_run(self, workflow: Workflow, family: str) -> str:
         """Run ``workflow`` on its family's probe problem; "" when it runs, else why not.
@@ -53,7 +57,7 @@ class Executor:
         problem is regenerated instead of executed."""
         from flowpo.prompts import probe_problem
 
-        outcome = await self.execute(workflow, probe_problem(family))
+        outcome = await self.execute(workflow, probe_problem(family), "dry_run")
         if outcome.failure in ("", "llm_error", "sandbox_error"):  # infrastructure says nothing of the workflow
             return ""
         return f"dry_run: {outcome.failure}: {outcome.error[:300]}"

@@ -7,9 +7,7 @@ be loaded while requests are in flight — each request keeps the version it sta
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
-import json
 import logging
 import os
 import time
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 
 from flowpo.prompts import extract_workflow, workflow_messages
 from flowpo.records import Problem, Workflow
+from flowpo.seeds import sample_seed
 from flowpo.validate import validate_workflow
 
 BASE = "base"
@@ -32,7 +31,7 @@ class SamplingSettings:
     response_prefix: str
     max_attempts: int = 1  # generations per sample slot while the workflow stays invalid
     return_logprobs: bool = False  # per-token log-probs of each sampled workflow
-    seed: int = 0  # with the problem, round and attempt, it fixes every request's samples
+    seed: int = 0  # with the problem, round, sample index and attempt, it fixes each sample (flowpo.seeds)
 
 
 @dataclass(frozen=True)
@@ -63,15 +62,6 @@ def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int,
     return kwargs
 
 
-def request_seed(seed: int, problem_id: str, round_index: int, attempt: int, slots: list[int]) -> int:
-    """A per-request sampling seed. An engine-wide seed is not enough: its random stream is shared
-    by whatever requests happen to run together, and they land on different replicas from run to
-    run; a request's own seed does not depend on its neighbours (only floating-point batch effects
-    can still flip a rare token)."""
-    key = json.dumps([seed, problem_id, round_index, attempt, slots]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
-
-
 class Generator:
     """Plain class; ``actors.launch`` wraps it as an async Ray actor (one vLLM replica)."""
 
@@ -79,6 +69,10 @@ class Generator:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from flowpo.model import resolve_model
+
+        # model.path as written (a directory or a hub id), resolved on this replica's node
+        llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"]))}
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
         self.tokenizer = self.engine.get_tokenizer()
         self.sampling = sampling
@@ -132,20 +126,27 @@ class Generator:
             os._exit(1)
         return final
 
-    async def _sample(self, prompt_ids: list[int], n: int, version: str, seed: int) -> list[Sample]:
-        """``n`` completions of one prompt: one request with n = k (one shared prompt prefix)."""
+    async def _sample(self, prompt_ids: list[int], seeds: list[int], version: str) -> list[Sample]:
+        """One completion per seed, all in the engine at once. One request per sample, each with its
+        own seed, so that a sample depends on its own coordinates only (a resumed run regenerating
+        two slots gets what an uninterrupted one got); prefix caching still computes the shared
+        prompt once."""
+        return list(await asyncio.gather(*(self._sample_one(prompt_ids, seed, version) for seed in seeds)))
+
+    async def _sample_one(self, prompt_ids: list[int], seed: int, version: str) -> Sample:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         s = self.sampling
-        params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+        params = SamplingParams(n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                                 stop=list(s.stop), logprobs=0 if s.return_logprobs else None, seed=seed,
                                 output_kind=RequestOutputKind.FINAL_ONLY)
-        output = await self._run(prompt_ids, params, version)
+        (completion,) = (await self._run(prompt_ids, params, version)).outputs
         self.served["requests"] += 1
-        self.served["samples"] += n
-        return [Sample(c.text, tuple(step[token].logprob for step, token in zip(c.logprobs, c.token_ids))
-                       if s.return_logprobs and c.logprobs else ()) for c in output.outputs]
+        self.served["samples"] += 1
+        logprobs = tuple(step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids)) \
+            if s.return_logprobs and completion.logprobs else ()
+        return Sample(completion.text, logprobs)
 
     async def generate_for(self, problem: Problem, round_index: int, slots: list[int] | None = None,
                            first_attempt: int = 1, adapter: tuple[str, str] | None = None) -> list[Workflow]:
@@ -167,8 +168,8 @@ class Generator:
             if not open_slots:
                 break
             began = time.monotonic()
-            seed = request_seed(s.seed, problem.problem_id, round_index, attempt, open_slots)
-            samples = await self._sample(prompt_ids, len(open_slots), version, seed)
+            seeds = [sample_seed(s.seed, problem.problem_id, round_index, slot, attempt) for slot in open_slots]
+            samples = await self._sample(prompt_ids, seeds, version)
             per_sample_s = (time.monotonic() - began) / len(open_slots)
             for slot, sample in zip(open_slots, samples):
                 # The learner trains on exactly what was sampled: prompt (with the response prefix) → text.

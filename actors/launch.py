@@ -179,7 +179,7 @@ def start_executors(config: Config, base_url: str, api_key: str) -> list:
     executor_cls = ray.remote(**executor_options(config))(Executor)
     return [executor_cls.options(name=actor_name(config, "executor", i)).remote(
                 build_backend(config), build_broker(config, base_url, api_key),
-                sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after)
+                sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after, seed=config.seed)
             for i in range(sb.num_executors)]
 
 

@@ -30,7 +30,8 @@ def option(default: Any, doc: str) -> Any:
 
 @dataclass
 class ModelConfig:
-    path: str = option(DEFAULT_MODEL_DIR, "Hugging Face model directory of the base model (generator and executor LLM)")
+    path: str = option(DEFAULT_MODEL_DIR, "base model (generator and executor LLM): a local directory, or a Hugging "
+                                          "Face hub id (ORG/NAME[@REVISION]) that each node resolves through its HF cache")
     served_name: str = option("flowpo-executor", "model name the executor LLM server answers to")
 
 
@@ -202,7 +203,7 @@ class Config:
     name: str = option("flowpo", "run name")
     run_dir: str = option("", "run directory; empty: runs/<name>")
     rounds: int = option(2, "generate → execute → score → train rounds")
-    seed: int = option(0, "global seed")
+    seed: int = option(0, "run seed: with each item's coordinates it seeds every executor-LLM call (flowpo.seeds)")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "base model"})
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"doc": "problems"})
     generator: GeneratorConfig = field(default_factory=GeneratorConfig, metadata={"doc": "workflow generator"})

@@ -261,13 +261,14 @@ class LLMBroker:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
         return self._client
 
-    async def complete(self, messages: list, usage: WorkflowUsage | None = None) -> dict:
+    async def complete(self, messages: list, usage: WorkflowUsage | None = None, *, seed: int | None = None) -> dict:
         """One chat completion for one workflow:
         ``{"content": str, "usage": {"prompt_tokens", "completion_tokens"}, "cached": bool}``.
 
         ``usage`` is the workflow's meter; a cache hit reports zero tokens. Raises BudgetExceeded
         when the workflow's budget is spent, RequestRejected for a request refused for its content
-        and LLMCallError when the LLM fails for good.
+        and LLMCallError when the LLM fails for good. ``seed`` goes with the request (sampled calls
+        repeat where the server honours it); a temperature-0 call is cached whatever its seed.
         """
         usage = usage if usage is not None else WorkflowUsage()
         check_messages(messages)
@@ -277,7 +278,7 @@ class LLMBroker:
         if self.temperature == 0 and self.cache_size > 0:
             reply, cached = await self._shared_call(messages, usage)
         else:
-            reply, cached = await self._call(messages, usage), False
+            reply, cached = await self._call(messages, usage, seed), False
         if cached:
             usage.cache_hits += 1
             self._stats.cache_hits += 1
@@ -327,12 +328,12 @@ class LLMBroker:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    async def _call(self, messages: list, usage: WorkflowUsage) -> Reply:
+    async def _call(self, messages: list, usage: WorkflowUsage, seed: int | None = None) -> Reply:
         """One answer, retried on transient failures; the wait between attempts holds no concurrency slot."""
         attempts = 0
         while True:
             try:
-                return await self._request(messages)
+                return await self._request(messages, seed)
             except (openai.APIError, MalformedResponse) as exc:
                 attempts += 1
                 if is_rejection(exc):
@@ -346,10 +347,12 @@ class LLMBroker:
                 self._stats.retries += 1
                 await asyncio.sleep(retry_delay_s(exc, attempts - 1, self.retry_base_s, self.retry_cap_s))
 
-    async def _request(self, messages: list) -> Reply:
+    async def _request(self, messages: list, seed: int | None = None) -> Reply:
         client = self._ensure_client()
         async with self._semaphore:
             self._stats.http_requests += 1
+            extra = {} if seed is None else {"seed": seed}
             raw = await client.chat.completions.with_raw_response.create(
-                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
+                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens,
+                **extra)
         return parse_completion(raw.text)

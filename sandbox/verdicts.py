@@ -12,8 +12,10 @@ from typing import Awaitable, Callable
 
 from sandbox.broker import BudgetExceeded, RequestRejected
 
-# messages -> {"content": str, ...}; raising BudgetExceeded stops the workflow as budget_exceeded.
-AskLLM = Callable[[list], Awaitable[dict]]
+# (messages, call number) -> {"content": str, ...}; raising BudgetExceeded stops the workflow as
+# budget_exceeded. The call number is the runtime's request id: the order in which the workflow
+# made its calls, which seeds them (flowpo.seeds.call_seed).
+AskLLM = Callable[[list, int], Awaitable[dict]]
 
 # What a job's end may say; the host maps anything else to crash, and decides llm_error and
 # budget_exceeded from its own records (LLMCalls.judge), never from the sandbox's word.
@@ -44,7 +46,7 @@ class LLMCalls:
         try:
             if self.ask_llm is None:
                 raise RequestRejected("this job has no LLM")
-            reply.update(type="llm_response", **await self.ask_llm(message.get("messages")))
+            reply.update(type="llm_response", **await self.ask_llm(message.get("messages"), message.get("id")))
         except BudgetExceeded as exc:
             self.budget_kill = True
             return {"type": "kill", "status": "budget_exceeded", "error": str(exc)}

@@ -119,3 +119,13 @@ def test_a_fixed_seed_reproduces_the_same_workflows(model_dir, vllm_available, l
         assert completions(fresh, 7, [2, 0, 1]) == seven
     finally:
         fresh.shutdown()
+
+
+def test_a_resumed_slot_gets_the_workflow_an_uninterrupted_run_wrote(generator, loop):
+    """Each sample's seed is (run seed, problem, round, sample index, attempt): generating slots 2
+    and 0 alone, as a resumed run does, writes what generating all k wrote for them."""
+    (problem,) = problems("HumanEval/35")
+    full = loop.call(generator.generate_for(problem, 4))
+    part = loop.call(generator.generate_for(problem, 4, [2, 0]))
+    assert [w.sample_index for w in part] == [0, 2]
+    assert [(w.completion, w.attempts) for w in part] == [(full[i].completion, full[i].attempts) for i in (0, 2)]

@@ -25,7 +25,7 @@ def body(statements: str) -> str:
             f"    async def __call__(self, problem, entry_point):\n{lines}\n")
 
 
-async def no_llm(messages):
+async def no_llm(messages, call=0):
     raise AssertionError("this workflow must not call the LLM")
 
 

@@ -120,7 +120,7 @@ return json.dumps({"pids": pids, "me": os.getpid(), "scratch": scratch, "cwd": o
 """).replace("import os, builtins", "import os, builtins, json")
 
 
-async def echo_llm(messages):
+async def echo_llm(messages, call=0):
     return {"content": "echo: " + messages[-1]["content"][-40:], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
 
 

@@ -442,3 +442,10 @@ def test_broker_works_again_after_close(server):
 
 def test_usage_is_optional(server):
     assert run(broker_for(server).complete(ask("q")))["content"] == "echo: q"
+
+
+def test_a_seed_goes_with_the_request_and_only_when_given(server):
+    broker = broker_for(server)
+    run(broker.complete(ask("seeded"), seed=1234))
+    run(broker.complete(ask("unseeded")))
+    assert server.requests[0]["body"]["seed"] == 1234 and "seed" not in server.requests[1]["body"]

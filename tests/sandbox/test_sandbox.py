@@ -96,7 +96,7 @@ def test_concurrent_llm_calls_are_multiplexed_by_id(pool):
                   "return ','.join(r.response for r in replies)")
     order = []
 
-    async def slow_echo(messages):
+    async def slow_echo(messages, call=0):
         text = messages[-1]["content"].strip()
         order.append(text)
         await asyncio.sleep(0.05 * (8 - int(text)))  # answers arrive in reverse order
@@ -111,7 +111,7 @@ def test_concurrent_llm_calls_are_multiplexed_by_id(pool):
 def test_llm_failure_is_infrastructure_even_when_the_workflow_swallows_it(pool):
     swallow = body("try:\n    await Custom(self.llm)(input='x')\nexcept Exception:\n    pass\nreturn 'fine'")
 
-    async def failing(messages):
+    async def failing(messages, call=0):
         raise LLMCallError("executor LLM failed after 4 attempts: 500 Internal Server Error")
 
     outcome = pool.workflow(swallow, failing)
@@ -205,7 +205,7 @@ return program.output + '|' + str(checked.result)""")
     replies = iter(["```python\ndef solve():\n    return 1 / 0\n```",
                     "```python\ndef solve():\n    return 6 * 7\n```"])
 
-    async def scripted(messages):
+    async def scripted(messages, call=0):
         return {"content": next(replies)}
 
     problem = 'def f(x):\n    """Add one.\n    >>> f(1)\n    2\n    """\n'
