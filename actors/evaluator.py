@@ -15,8 +15,8 @@ from flowpo.scorers import parse_verdict, score_text
 from flowpo.tasks import hidden_test
 from sandbox.backend import SandboxBackend
 from sandbox.broker import BudgetExceeded, LLMBroker, LLMCallError, RequestRejected, WorkflowUsage
-from sandbox.hidden_tests import run_hidden_test
-from sandbox.pool import INFRA_FAILURES, SandboxPool
+from sandbox.hidden_tests import HiddenTests
+from sandbox.pool import INFRA_FAILURES
 
 
 class Evaluator:
@@ -28,7 +28,8 @@ class Evaluator:
     def __init__(self, backend: SandboxBackend | None, *, sandboxes: int, broker: LLMBroker | None = None,
                  math_timeout_s: float = 5.0):
         self.backend = backend
-        self.pool = SandboxPool(backend, sandboxes) if sandboxes else None
+        # Half the sandboxes run candidates, half run tests: a sandbox never changes role.
+        self.pool = HiddenTests(backend, max(1, sandboxes // 2)) if sandboxes else None
         self.broker = broker
         self.math_timeout_s = math_timeout_s
         self.judge_counts: Counter = Counter()
@@ -85,7 +86,7 @@ class Evaluator:
         sandbox broke (infrastructure)."""
         if self.pool is None:
             raise ValueError(f"{problem.problem_id}: code problems need an evaluator with sandboxes > 0")
-        verdict = await run_hidden_test(self.pool, answer, hidden_test(problem))
+        verdict = await self.pool.run(answer, hidden_test(problem))
         if verdict.failure == "sandbox_error":
             return None, {"unscored": "sandbox_error", "error": verdict.reason[-500:]}
         details = {"test": "passed" if verdict.passed else verdict.failure or "failed",
@@ -115,7 +116,7 @@ class Evaluator:
         return details
 
     def stats(self) -> dict:
-        stats = {"pool": dataclasses.asdict(self.pool.stats) if self.pool else {}}
+        stats = {"pool": self.pool.stats() if self.pool else {}}
         if self.broker is not None:
             stats["judge"] = {**dict(self.judge_counts), "broker": self.broker.stats()}
         return stats

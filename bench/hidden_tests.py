@@ -7,8 +7,8 @@ against the single-program path it replaced, side by side in one run, on both ba
   paired   (FlowPO now) the solution in one sandbox, the test in another, the host relaying calls
            and plain-data replies; the harness decides.
 
-Both use the same pool (2 × --tests sandboxes, so both get the same number of sandboxes) and the
-same limits. Prints tests/s per mode and the ratio paired/single.
+Both get 2 × --tests sandboxes (paired: --tests candidates and --tests harnesses, roles fixed)
+and the same limits. Prints tests/s per mode and the ratio paired/single.
 
     .venv/bin/python bench/hidden_tests.py [--tests 4] [--backends process,docker] [--repeat 2]
 """
@@ -27,7 +27,7 @@ from flowpo.config import TaskConfig  # noqa: E402
 from flowpo.tasks import hidden_test, load_problems  # noqa: E402
 from sandbox.backend import SandboxLimits  # noqa: E402
 from sandbox.docker_backend import DockerBackend  # noqa: E402
-from sandbox.hidden_tests import run_hidden_test  # noqa: E402
+from sandbox.hidden_tests import HiddenTests  # noqa: E402
 from sandbox.pool import SandboxPool  # noqa: E402
 from sandbox.process_backend import ProcessBackend  # noqa: E402
 
@@ -44,13 +44,13 @@ async def run_single(pool: SandboxPool, problem, semaphore) -> bool:
         return outcome.failure == "" and marker in outcome.output
 
 
-async def run_paired(pool: SandboxPool, problem, semaphore) -> bool:
+async def run_paired(pool: HiddenTests, problem, semaphore) -> bool:
     async with semaphore:
-        return (await run_hidden_test(pool, problem.answers[0], hidden_test(problem))).passed
+        return (await pool.run(problem.answers[0], hidden_test(problem))).passed
 
 
 async def measure(backend, problems, tests: int, mode) -> tuple[float, int]:
-    pool = SandboxPool(backend, 2 * tests)
+    pool = HiddenTests(backend, tests) if mode is run_paired else SandboxPool(backend, 2 * tests)
     await pool.start()
     semaphore = asyncio.Semaphore(tests if mode is run_paired else 2 * tests)
     try:

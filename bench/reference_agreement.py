@@ -26,8 +26,7 @@ from flowpo.config import TaskConfig  # noqa: E402
 from flowpo.tasks import hidden_test, load_problems  # noqa: E402
 from sandbox.backend import SandboxLimits  # noqa: E402
 from sandbox.docker_backend import DockerBackend  # noqa: E402
-from sandbox.hidden_tests import run_hidden_test  # noqa: E402
-from sandbox.pool import SandboxPool  # noqa: E402
+from sandbox.hidden_tests import HiddenTests  # noqa: E402
 from sandbox.process_backend import ProcessBackend  # noqa: E402
 
 
@@ -48,13 +47,13 @@ def reference_passes(problem, timeout_s: float) -> bool:
 
 
 async def flowpo_verdicts(problems, backend, tests_at_once: int):
-    pool = SandboxPool(backend, 2 * tests_at_once)
+    pool = HiddenTests(backend, tests_at_once)
     await pool.start()
     semaphore = asyncio.Semaphore(tests_at_once)
 
     async def one(problem):
         async with semaphore:
-            return await run_hidden_test(pool, problem.answers[0], hidden_test(problem))
+            return await pool.run(problem.answers[0], hidden_test(problem))
 
     try:
         return await asyncio.gather(*(one(p) for p in problems))

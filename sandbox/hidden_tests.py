@@ -10,6 +10,7 @@ side (the candidate's failure: a test must finish within the limits). See
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from sandbox.pool import LIMIT_FAILURES, RunOutcome, Sandbox, SandboxPool
 from sandbox.verdicts import host_status
 
 REPLY_FIELDS = {"value": str, "raised": str, "error": str, "exit": bool, "not_plain": str}
+CANDIDATE_GRACE_S = 5.0
 MAX_FUNCTION_NAME = 200
 
 
@@ -48,12 +50,17 @@ class CandidateLink:
         self.forged = 0  # replies for calls the host never made, or of the wrong shape
 
     async def receive(self, message: dict) -> None:
-        """A message from the candidate's job (only replies get through its supervisor)."""
+        """A message from the candidate's job (only replies get through its supervisor). A reply to
+        a call never made is counted; a malformed reply to a real call answers it as not plain data,
+        so the call never hangs."""
         future = self.pending.pop(message.get("id"), None) if isinstance(message.get("id"), int) else None
-        reply = {k: v for k, v in message.items() if k in REPLY_FIELDS and isinstance(v, REPLY_FIELDS[k])}
-        if future is None or future.done() or len(reply) != len(message) - 3:  # type, job, id
+        if future is None or future.done():
             self.forged += 1
             return
+        reply = {k: v for k, v in message.items() if k in REPLY_FIELDS and isinstance(v, REPLY_FIELDS[k])}
+        if len(reply) != len(message) - 3:  # type, job, id: anything else is extra or mistyped
+            self.forged += 1
+            reply = {"not_plain": "a malformed reply (extra or mistyped fields)"}
         future.set_result(reply)
 
     async def call(self, message: dict) -> dict:
@@ -81,38 +88,62 @@ class CandidateLink:
         self.pending.clear()
 
 
-async def run_hidden_test(pool: SandboxPool, solution: str, harness: dict) -> TestVerdict:
-    """Run ``harness`` (prelude, test, entry point, check) against ``solution``; a broken sandbox
-    is retried once on fresh ones, like every other job."""
-    for attempt in range(2):
-        verdict = await _run_once(pool, solution, harness)
-        if verdict.failure != "sandbox_error" or attempt == 1:
-            break
-        pool.stats.infra_retries += 1
-    pool.count(RunOutcome(verdict.failure, "", verdict.reason, "", verdict.seconds))
-    return verdict
+class HiddenTests:
+    """Two warm pools with fixed roles, ``tests_at_once`` sandboxes each: one for candidates, one
+    for test harnesses. A sandbox never changes role: every job is a fork of its warm supervisor,
+    whose freed memory still holds the lines of earlier jobs, so a sandbox that ever ran a test (its
+    expected values) must never run a candidate. Create, ``await start()``, then ``run``."""
 
+    def __init__(self, backend, tests_at_once: int, *, recycle_after: int = 0):
+        self.candidates = SandboxPool(backend, tests_at_once, recycle_after=recycle_after)
+        self.harnesses = SandboxPool(backend, tests_at_once, recycle_after=recycle_after)
 
-async def _run_once(pool: SandboxPool, solution: str, harness: dict) -> TestVerdict:
-    began = time.monotonic()
-    pair = await pool.take_pair()
-    if isinstance(pair, RunOutcome):
-        return TestVerdict(False, pair.error, failure="sandbox_error")
-    candidate_box, harness_box = pair
-    link = CandidateLink(candidate_box)
-    candidate = asyncio.ensure_future(_candidate(pool, candidate_box, solution, link))
-    await asyncio.sleep(0)  # the candidate's job is sent first, so its id is known to the relay
-    harness_end = await pool.converse(harness_box, {"type": "job", "kind": "harness", "start": harness},
-                                      link.call)
-    if link.job_id is not None and not link.ended:
-        candidate_box.send_to_job(link.job_id, {"type": "kill", "status": "ok", "error": "the test ended"})
-    candidate_end = await candidate
-    return judge(harness_end, candidate_end, link, time.monotonic() - began)
+    async def start(self) -> None:
+        await asyncio.gather(self.candidates.start(), self.harnesses.start())
+
+    async def close(self) -> None:
+        await asyncio.gather(self.candidates.close(), self.harnesses.close(), return_exceptions=True)
+
+    def stats(self) -> dict:
+        return {"candidates": dataclasses.asdict(self.candidates.stats),
+                "harnesses": dataclasses.asdict(self.harnesses.stats)}
+
+    async def run(self, solution: str, harness: dict) -> TestVerdict:
+        """Run ``harness`` (prelude, test, entry point, check) against ``solution``; a broken
+        sandbox is retried once on fresh ones, like every other job."""
+        for attempt in range(2):
+            verdict = await self._run_once(solution, harness)
+            if verdict.failure != "sandbox_error" or attempt == 1:
+                break
+            self.harnesses.stats.infra_retries += 1
+        self.harnesses.count(RunOutcome(verdict.failure, "", verdict.reason, "", verdict.seconds))
+        return verdict
+
+    async def _run_once(self, solution: str, harness: dict) -> TestVerdict:
+        began = time.monotonic()
+        candidate_box = await self.candidates.take()  # always candidate first: no two tests deadlock
+        if isinstance(candidate_box, RunOutcome):
+            return TestVerdict(False, candidate_box.error, failure="sandbox_error")
+        harness_box = await self.harnesses.take()
+        if isinstance(harness_box, RunOutcome):
+            self.candidates.put_back(candidate_box)
+            return TestVerdict(False, harness_box.error, failure="sandbox_error")
+        link = CandidateLink(candidate_box)
+        candidate = asyncio.ensure_future(_candidate(self.candidates, candidate_box, solution, link))
+        await asyncio.sleep(0)  # the candidate's job is sent first, so its id is known to the relay
+        harness_end = await self.harnesses.converse(
+            harness_box, {"type": "job", "kind": "harness", "start": harness}, link.call)
+        if link.job_id is not None and not link.ended:
+            candidate_box.send_to_job(link.job_id, {"type": "kill", "status": "ok", "error": "the test ended"})
+        candidate_end = await candidate
+        return judge(harness_end, candidate_end, link, time.monotonic() - began)
 
 
 async def _candidate(pool: SandboxPool, sandbox: Sandbox, solution: str, link: CandidateLink):
     job = {"type": "job", "kind": "candidate", "start": {"source": solution}}
-    task = asyncio.ensure_future(pool.converse(sandbox, job, link.receive))
+    # The harness's clock bounds the test; the candidate's runs longer, so that a candidate
+    # waiting for a harness slow to start on a loaded machine is not timed out for it.
+    task = asyncio.ensure_future(pool.converse(sandbox, job, link.receive, extra_s=CANDIDATE_GRACE_S))
     while sandbox.current_job is None and not task.done():
         await asyncio.sleep(0)
     link.job_id = sandbox.current_job
@@ -147,7 +178,7 @@ def judge(harness_end, candidate_end, link: CandidateLink, seconds: float) -> Te
                                           int(found["calls"]))
     except (ValueError, KeyError, TypeError):
         return TestVerdict(False, "the test harness gave no verdict", failure="crash", seconds=seconds)
-    if link.forged and not suspect:
+    if link.forged:  # the host's own count: replies to calls never made, or malformed ones
         suspect = "forged"
-        reason += f"; the candidate sent {link.forged} reply(s) for calls never made"
+        reason += f"; the candidate sent {link.forged} reply(s) for calls never made or malformed"
     return TestVerdict(passed and not link.forged, reason, suspect, calls=calls, seconds=seconds, output=output)

@@ -135,9 +135,10 @@ class Sandbox:
                 self.send_to_job(job_id, reply)
 
         self._send({**job, "job": job_id})
+        deadline = time.monotonic() + wait_s  # for the whole job: a flood of messages must not extend it
         try:
             while True:
-                message = await asyncio.wait_for(self._read(), wait_s)
+                message = await asyncio.wait_for(self._read(), max(0.0, deadline - time.monotonic()))
                 if message.get("job") != job_id:
                     continue
                 if message.get("type") == "end":
@@ -190,7 +191,6 @@ class SandboxPool:
         self._starting: asyncio.Future | None = None
         self._background: set[asyncio.Task] = set()
         self._all: set[Sandbox] = set()
-        self._pair_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Start the sandboxes. Optional: the first job starts them too (so an actor that Ray
@@ -266,26 +266,19 @@ class SandboxPool:
             return RunOutcome("sandbox_error", "", f"no sandbox could start: {sandbox}", "", 0.0)
         return sandbox
 
-    async def take_pair(self) -> "tuple[Sandbox, Sandbox] | RunOutcome":
-        """Two idle sandboxes. One taker at a time holds a half pair, so pairs never deadlock."""
-        if self.size < 2:
-            raise ValueError(f"a pair of sandboxes needs a pool of at least 2, this one has {self.size}")
-        async with self._pair_lock:
-            first = await self.take()
-            if isinstance(first, RunOutcome):
-                return first
-            second = await self.take()
-        if isinstance(second, RunOutcome):
-            self._idle.put_nowait(first)
-            return second
-        return first, second
+    def put_back(self, sandbox: Sandbox) -> None:
+        """A sandbox taken but not used."""
+        self._idle.put_nowait(sandbox)
 
-    async def converse(self, sandbox: Sandbox, job: dict, handle: Handler | None) -> "dict | RunOutcome":
-        """Run ``job`` in ``sandbox`` and put the sandbox back (or replace it). The job's ``end``
-        message, or the outcome the host itself saw when the sandbox broke."""
+    async def converse(self, sandbox: Sandbox, job: dict, handle: Handler | None,
+                       extra_s: float = 0.0) -> "dict | RunOutcome":
+        """Run ``job`` in ``sandbox`` (its wall-clock limit lengthened by ``extra_s``) and put the
+        sandbox back (or replace it). The job's ``end`` message, or the outcome the host itself saw
+        when the sandbox broke."""
         began = time.monotonic()
-        job = {**job, "limits": self.backend.job_limits()}
-        wait_s = self.backend.limits.timeout_s + SUPERVISOR_SLACK_S
+        limits = self.backend.job_limits()
+        job = {**job, "limits": {**limits, "timeout_s": limits["timeout_s"] + extra_s}}
+        wait_s = self.backend.limits.timeout_s + extra_s + SUPERVISOR_SLACK_S
         try:
             end = await sandbox.run(job, handle, wait_s)
         except SandboxBroken as exc:

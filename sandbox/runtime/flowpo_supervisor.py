@@ -43,7 +43,11 @@ import flowpo_tests  # noqa: E402
 from flowpo_clean import Cleaner  # noqa: E402
 
 SCRATCH_ROOT = os.environ.get("FLOWPO_SCRATCH", "/tmp")
-CHILD_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "llm_error"}
+# The result statuses each job kind may report of itself. A candidate reports only that it did not
+# load; a harness only its verdict (as its answer); limits are decided here, on this process's clock.
+CHILD_STATUSES = {"workflow": {"ok", "crash", "invalid_workflow", "timeout", "memory", "llm_error"},
+                  "candidate": {"crash"}, "harness": {"ok"}, "program": set()}
+DRAIN_CAP = 1 << 22  # bytes taken from a finished child's pipes: a flood from its leftovers must end
 # What each job kind may send up (child → host) and receive (host → child), with the fields checked.
 UP = {"workflow": {"llm_request"}, "harness": {"call"}, "candidate": {"reply"}, "program": set()}
 DOWN = {"workflow": {"llm_response", "llm_error"}, "harness": {"reply"}, "candidate": {"call"}, "program": set()}
@@ -210,7 +214,8 @@ class Job:
         """The message to forward to the host (None for the job's result); raises ValueError for
         anything this job kind may not send or any field of the wrong type."""
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "result" and isinstance(message.get("status"), str) and message["status"] in CHILD_STATUSES:
+        if kind == "result" and isinstance(message.get("status"), str) and \
+                message["status"] in CHILD_STATUSES.get(self.message["kind"], ()):
             if not all(isinstance(message.get(k, ""), str) for k in ("answer", "error")):
                 raise ValueError("result fields must be strings")
             return None
@@ -344,16 +349,20 @@ class Supervisor:
             self.job.add_protocol(chunk)
 
     def drain_child_pipes(self):
-        """Take what the child wrote just before it exited (the result line, mostly)."""
+        """Take what the child wrote just before it exited (the result line, mostly): what is
+        there now, up to DRAIN_CAP bytes a pipe; processes it left behind may still be writing,
+        and are killed next."""
         for key in list(self.selector.get_map().values()):
             if key.data in ("output", "protocol"):
-                while self.job.verdict is None or key.data == "output":
+                drained = 0
+                while (self.job.verdict is None or key.data == "output") and drained < DRAIN_CAP:
                     try:
                         chunk = os.read(key.fd, 1 << 16)
                     except BlockingIOError:
                         break
                     if not chunk:
                         break
+                    drained += len(chunk)
                     (self.job.add_output if key.data == "output" else self.job.add_protocol)(chunk)
 
     def unregister(self, fd):

@@ -20,6 +20,7 @@ rounds can count it. Standard library only.
 import builtins
 import dis
 import json
+import linecache
 import os
 import sys
 import traceback
@@ -70,6 +71,7 @@ def serve_candidate(start, protocol_fd):
     channel = private_channel(protocol_fd)
     encode, decode, send, receive = flowpo_plain.encode, flowpo_plain.decode, channel.send, channel.receive
     namespace = {"__name__": "__candidate__", "__builtins__": builtins}
+    sys.stdout.reconfigure(write_through=True)  # its prints reach the report before it is killed
     try:
         exec(compile(start["source"], "<solution>", "exec"), namespace)  # noqa: S102 - sandboxed
     except BaseException as exc:  # noqa: BLE001 - a solution that does not load is reported, not raised
@@ -93,7 +95,7 @@ def call_one(namespace, message, encode, decode):
     except EXITS as exc:
         return {"exit": True, "error": describe(exc)}
     except BaseException as exc:  # noqa: BLE001 - the candidate's exception is the test's business
-        return {"raised": type(exc).__name__, "error": describe(exc)}
+        return {"raised": type(exc).__name__, "error": str(exc)[-500:]}
 
 
 def describe(exc):
@@ -124,7 +126,7 @@ class Candidate:
         self.channel, self.entry_point = channel, entry_point
         self.calls = 0
         self.poisoned = None  # (reason, suspect) once the candidate exited, left or lied about types
-        self.raised = set()  # ids of exceptions that came from the candidate
+        self.raised = {}  # id of an exception that came from the candidate -> its type's name there
 
     def function(self, name):
         def call(*args, **kwargs):
@@ -152,7 +154,7 @@ class Candidate:
             why = str((reply or {}).get("gone", "no reply"))
             # A solution that fails to import is a plain failure; one that exits or dies is suspect.
             self.poison(f"the candidate ended before {name}() returned: {why}",
-                        "" if "the solution did not load" in why else "exited")
+                        "" if why.startswith("crash: the solution did not load:") else "exited")
         if reply.get("exit"):
             self.poison(f"the candidate exited inside {name}(): {reply.get('error', '')}", "exited")
         if "not_plain" in reply and name != self.entry_point:
@@ -177,10 +179,14 @@ class Candidate:
         """The candidate's exception as a fresh builtin one of the same name (tests may catch it);
         a name that is not a builtin Exception becomes a RuntimeError."""
         kind = getattr(builtins, str(reply["raised"]), None)
+        message = str(reply.get("error", ""))[:500]
         if not (isinstance(kind, type) and issubclass(kind, Exception)):
             kind = RuntimeError
-        exc = kind(str(reply.get("error", ""))[:500])
-        self.raised.add(id(exc))
+        try:
+            exc = kind(message)
+        except Exception:  # noqa: BLE001 - some need more arguments (UnicodeDecodeError): a plainer type
+            exc = RuntimeError(message)
+        self.raised[id(exc)] = str(reply["raised"])[:100]
         return exc
 
 
@@ -217,6 +223,7 @@ def run_test(start, candidate):
     """Run the test; return (passed, reason)."""
     namespace = {"__name__": "__harness__"}
     exec(compile(start.get("prelude", ""), "<prelude>", "exec"), namespace)  # noqa: S102 - trusted
+    linecache.cache["<test>"] = (len(start["test"]), None, start["test"].splitlines(True), "<test>")
     test_code = compile(start["test"], "<test>", "exec")
     bind_names(namespace, test_code, start["entry_point"], candidate)
     exec(test_code, namespace)  # noqa: S102 - the benchmark's own test, trusted
@@ -230,17 +237,24 @@ def verdict(start, candidate):
         passed, reason = run_test(start, candidate)
     except (CandidateExited, CandidateGone, NotPlainResult):
         passed, reason = False, ""
-    except AssertionError as exc:
-        passed, reason = False, f"a test failed: {failing_line(exc)}"
-    except UnsupportedTest as exc:
-        passed, reason = False, str(exc)
     except BaseException as exc:  # noqa: BLE001 - whatever the test raised is a failed test
-        origin = "the candidate raised" if id(exc) in candidate.raised else "the test raised"
-        passed, reason = False, f"{origin} {describe(exc)}"
+        passed, reason = False, failure_reason(exc, candidate)
     if candidate.poisoned:  # sticky: a swallowed exit or lie still fails the test
         return {"passed": False, "reason": candidate.poisoned[0], "suspect": candidate.poisoned[1],
                 "calls": candidate.calls}
     return {"passed": passed, "reason": reason, "suspect": "", "calls": candidate.calls}
+
+
+def failure_reason(exc, candidate):
+    """Who raised what: the candidate (its exception, rebuilt here), an assert of the test, the
+    test's own code, or a test that hands the candidate something that cannot cross."""
+    if id(exc) in candidate.raised:
+        return f"the candidate raised {candidate.raised[id(exc)]}: {str(exc)[:300]}"
+    if isinstance(exc, AssertionError):
+        return f"a test failed: {failing_line(exc)}"
+    if isinstance(exc, UnsupportedTest):
+        return str(exc)
+    return f"the test raised {describe(exc)}"
 
 
 def failing_line(exc):
