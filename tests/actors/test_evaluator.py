@@ -4,7 +4,7 @@ package's own ``check_correctness`` on right, wrong, crashing, hanging and early
 
 Math and QA answers are scored on the host. The LLM judge and repeated executions run against a
 real local HTTP server speaking the OpenAI chat-completions protocol (``ChatServer`` from
-tests/sandbox/test_broker.py: a stdlib server on 127.0.0.1, the real ``openai`` client over HTTP).
+tests/llm/test_broker.py: a stdlib server on 127.0.0.1, the real ``openai`` client over HTTP).
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from flowpo.config import TaskConfig
 from flowpo.prompts import MATH_EXAMPLE_WORKFLOW, MATH_SIMPLE_WORKFLOW, QA_EXAMPLE_WORKFLOW
 from flowpo.records import Execution, Problem, Workflow
 from flowpo.tasks import load_problems
-from sandbox.broker import LLMBroker
+from flowpo.llm.broker import LLMBroker
 from tests.flowpo.test_task_loaders import MBPP_FULL_ROW, load
 from tests.sandbox.conftest import leftovers, make_backend
-from tests.sandbox.test_broker import ChatServer, Scripted, completion, error
+from tests.llm.test_broker import ChatServer, Scripted, completion, error
 
 HUMANEVAL = load_problems(TaskConfig())
 GSM8K = Problem(problem_id="GSM8K/0", prompt="Natalia sold 48 clips in April and half as many in May. How many?",
@@ -378,3 +378,17 @@ def test_the_templates_example_workflows_run_and_score(server, need, problem, co
     done, sample = run(scenario())
     assert done.failure == "" and done.llm_calls == len(replies), done.error
     assert sample.score == 1.0, (done.answer, sample.details)
+
+
+def test_doctest_examples_are_judged_on_the_trusted_side(process_evaluator):
+    """The form the code operators' Test step runs (>>> examples), through the two-sandbox harness:
+    the right function passes, a wrong one and a lying one fail."""
+    examples = ">>> add(2, 3)\n5\n>>> add('a', 'b')\n'ab'\n>>> x = add(1, 1)\n>>> x * 10\n20\n"
+    spec = {"prelude": "", "test": "", "entry_point": "add", "check": "", "examples": examples}
+    right, wrong, liar = (process_evaluator.call(process_evaluator.evaluator.pool.run(code, spec)) for code in (
+        "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b if a != 'a' else a + b\n",
+        "class Eq(int):\n    def __eq__(self, o):\n        return True\n    def __repr__(self):\n        return '5'\n"
+        "def add(a, b):\n    return Eq(0)\n"))
+    assert right.passed, right.reason
+    assert not wrong.passed and "add(2, 3) gave -1, expected 5" in wrong.reason
+    assert not liar.passed and liar.suspect == "not_plain"

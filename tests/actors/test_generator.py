@@ -129,3 +129,21 @@ def test_a_resumed_slot_gets_the_workflow_an_uninterrupted_run_wrote(generator, 
     part = loop.call(generator.generate_for(problem, 4, [2, 0]))
     assert [w.sample_index for w in part] == [0, 2]
     assert [(w.completion, w.attempts) for w in part] == [(full[i].completion, full[i].attempts) for i in (0, 2)]
+
+
+def test_a_packed_adapter_is_served_from_this_nodes_own_copy(generator, loop, random_adapter, tmp_path):
+    """As on a cluster without shared storage: the adapter arrives packed (through Ray's object
+    store), its source directory already gone, and the replica writes and serves its own copy."""
+    import shutil
+
+    from trainer.checkpoint import pack
+
+    source = tmp_path / "learner-work-dir"
+    shutil.copytree(random_adapter, source)
+    packed = pack(source)
+    shutil.rmtree(source)  # the learner removed its working directory as soon as it shipped the adapter
+    prompt, completion = generator.prompt_for(problems("HumanEval/23")[0]), "    def __init__(self, llm):\n"
+    base = loop.call(generator.sequence_logprob(prompt, completion, BASE))
+    assert generator.load_adapter("shipped", packed) == "shipped"
+    served = loop.call(generator.sequence_logprob(prompt, completion, "shipped"))
+    assert served != pytest.approx(base, abs=1e-3)  # the log-prob probe changes: the adapter is served

@@ -81,3 +81,27 @@ def test_every_field_has_a_doc():
                 walk(f.type, prefix + f.name + ".")
 
     walk(Config)
+
+
+def test_an_iogrpo_config_that_can_never_form_a_group_fails_at_load_naming_the_fields():
+    from pathlib import Path
+
+    local = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"
+    with pytest.raises(ConfigError, match=r"local.yaml: train.group_n=14 exceeds min\(generator.k=8, "
+                                          r"train.group_m=16\) = 8: ioGRPO could never form a group"):
+        load_config(local, ["train.algorithm=iogrpo", "train.group_m=16", "train.group_n=14", "train.group_t=4"])
+    with pytest.raises(ConfigError, match=r"train.group_t=3 with train.group_n=6"):
+        load_config(local, ["train.algorithm=iogrpo", "train.group_m=8", "train.group_n=6", "train.group_t=3"])
+    with pytest.raises(ConfigError, match=r"train.group_t=1 with train.group_n=2"):
+        load_config(local, ["train.algorithm=iogrpo", "generator.k=4"])  # too few workflows to sharpen
+
+
+def test_iogrpo_group_sizes_follow_k_in_spogws_proportions_unless_set():
+    from pathlib import Path
+
+    from flowpo.config import group_sizes
+
+    local = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"
+    assert group_sizes(load_config(local, ["train.algorithm=iogrpo", "generator.k=16"])) == (16, 14, 4)  # SPOGW
+    assert group_sizes(load_config(local, ["train.algorithm=iogrpo"])) == (8, 6, 2)  # the local run, k = 8
+    assert group_sizes(load_config(local, ["train.algorithm=iogrpo", "train.group_n=5"])) == (8, 5, 1)

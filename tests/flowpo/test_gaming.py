@@ -1,6 +1,6 @@
 """Suspected reward gaming is counted from what the evaluator and the pool recorded."""
 from flowpo.gaming import suspected_gaming
-from flowpo.report import gaming_section
+from flowpo.orchestration.report import gaming_section
 
 
 def record(problem_id, index, details=None, failure="", error=""):

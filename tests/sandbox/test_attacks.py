@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sandbox.runtime import flowpo_operators
+from flowpo import operators as flowpo_operators
 from tests.sandbox.conftest import SECRET, body
 
 pytestmark = pytest.mark.docker
@@ -149,13 +149,23 @@ def test_attack_is_contained_and_classified(attack_pool, attack: Attack):
     assert seen["custom"] == "echo: probe", "the operator library stayed patched"
 
 
-WRITE_EVERYWHERE = body("""
-import os, ctypes
+# Every writable place lies on a read-write mount: walk those (not crossing into other mounts), so
+# that the walk stays fast (read-only /usr is skipped) and misses nothing.
+WALK_RW_MOUNTS = """
+def rw_dirs():
+    for line in open('/proc/self/mounts'):
+        point, options = line.split()[1], line.split()[3].split(',')
+        if 'rw' not in options or point.startswith(('/proc', '/sys')) or not os.path.isdir(point):
+            continue
+        device = os.stat(point).st_dev
+        for root, dirs, files in os.walk(point):
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
+            yield root, dirs, files
+"""
+
+WRITE_EVERYWHERE = body(WALK_RW_MOUNTS + """
 wrote = []
-for root, dirs, files in os.walk('/'):
-    if root.startswith(('/proc', '/sys')):
-        dirs[:] = []
-        continue
+for root, dirs, files in rw_dirs():
     if os.access(root, os.W_OK):
         try:
             open(os.path.join(root, 'flowpo-leak-marker'), 'w').write('x')
@@ -167,21 +177,17 @@ libc = ctypes.CDLL(None)
 shm = libc.shmget(0x464c4f57, 4096, 0o1600)  # IPC_CREAT | 0600
 sem = libc.semget(0x464c4f58, 1, 0o1600)
 msg = libc.msgget(0x464c4f59, 0o1600)
-return json.dumps({"wrote": wrote, "sysv": [shm, sem, msg]})
-""").replace("import os, ctypes", "import os, ctypes, json")
+return json.dumps({"wrote": sorted(set(wrote)), "sysv": [shm, sem, msg]})
+""").replace("class Workflow:", "import os, ctypes, json\n\nclass Workflow:")
 
-FIND_LEFTOVERS = body("""
-import os
+FIND_LEFTOVERS = body(WALK_RW_MOUNTS + """
 found = []
-for root, dirs, files in os.walk('/'):
-    if root.startswith(('/proc', '/sys')):
-        dirs[:] = []
-        continue
+for root, dirs, files in rw_dirs():
     found += [os.path.join(root, n) for n in files + dirs if n.startswith('flowpo-leak')]
 sysv = {kind: open('/proc/sysvipc/' + kind).read().splitlines()[1:] for kind in ('shm', 'sem', 'msg')
         if os.path.exists('/proc/sysvipc/' + kind)}
 return json.dumps({"found": found, "sysv": sysv})
-""").replace("import os\n", "import os, json\n")
+""").replace("class Workflow:", "import os, json\n\nclass Workflow:")
 
 
 def test_every_writable_place_is_empty_at_the_next_job(attack_pool):

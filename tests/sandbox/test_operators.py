@@ -11,7 +11,7 @@ import time
 import pytest
 
 # The module, not its names: pytest would try to collect the classes Test and TestResult.
-import sandbox.runtime.flowpo_operators as ops
+import flowpo.operators as ops
 from flowpo.prompts import OPERATOR_REFERENCE, SIMPLE_WORKFLOW
 from flowpo.validate import reason_kind, validate_workflow
 

@@ -12,7 +12,8 @@ from actors.executor import Executor
 from flowpo.config import TaskConfig
 from flowpo.records import Execution, Workflow
 from flowpo.tasks import load_problems
-from sandbox.broker import Budget, LLMBroker, LLMCallError
+from flowpo.errors import LLMCallError
+from flowpo.llm.broker import Budget, LLMBroker
 from sandbox.pool import SandboxPool
 from tests.sandbox.conftest import PoolRunner, body, leftovers, make_backend
 

@@ -1,5 +1,6 @@
 """The learner through Ray Train's TorchTrainer (gloo on CPU) on a tiny random-weight model."""
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,12 @@ def test_training_saves_a_checkpoint_whose_adapter_prefers_the_winner(tiny_model
     pair = PreferencePair("p", "Write a workflow:", " return solution.code", " return max(solution)", 1.0, 0.0)
     s = settings(tiny_model_dir, tmp_path / "adapter", epochs=3, learning_rate=5e-3, grad_accum_steps=2,
                  max_seq_len=256, lora_r=8, lora_alpha=16, bf16=True, round_index=1)
+    work_dirs = set(Path(tempfile.gettempdir()).glob("flowpo-learner-*"))
     metrics = train_adapter([pair] * 4, s, num_workers=1, cpus_per_worker=1, storage_dir=tmp_path / "ray", name="t")
+    # The worker saved in its node's own temporary space, shipped the checkpoint back through Ray's
+    # object store and removed its copy: the caller's out_dir is the only one left.
+    assert set(Path(tempfile.gettempdir()).glob("flowpo-learner-*")) == work_dirs
+    assert not any(p.name.startswith("checkpoint") for p in (tmp_path / "ray").rglob("*"))  # none reported
     assert metrics["step"] == 6 and metrics["items"] == 4
     assert metrics["first_loss"] == pytest.approx(0.6931, abs=1e-3)  # zero-init LoRA: Δ = 0 → log 2
     assert metrics["loss"] < metrics["first_loss"]

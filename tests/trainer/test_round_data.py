@@ -6,9 +6,9 @@ import json
 import pytest
 
 from flowpo.config import Config, TrainConfig
-from flowpo.driver import learner_items, learner_settings, train_round
+from flowpo.orchestration.train import learner_items, learner_settings, train_round
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.runlog import RunLog
+from flowpo.orchestration.runlog import RunLog
 from trainer.groups import PromptGroup, sample_groups
 from trainer.pairs import Candidate, PreferencePair
 
@@ -54,9 +54,9 @@ def test_reference_auto_follows_each_paper():
 
 def test_iogrpo_round_without_groups_is_skipped(tmp_path, capsys):
     log = RunLog(tmp_path)
-    samples = [sample("x", i, s) for i, s in enumerate([0.0, 1.0, 1.0])]  # 3 scored < n = 14 (the default)
+    samples = [sample("x", i, s) for i, s in enumerate([0.0, 1.0, 1.0])]  # 3 scored < n = 6 (derived from k = 8)
     assert train_round(1, samples, config(algorithm="iogrpo"), log, "unused-model", "") == (0, None, "")
-    assert "no problem has 14 scored workflows" in capsys.readouterr().out
+    assert "no problem has 6 scored workflows" in capsys.readouterr().out
     event = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert event["event"] == "train_skipped" and "ioGRPO" in event["reason"]
 

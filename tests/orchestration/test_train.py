@@ -2,9 +2,9 @@
 import json
 
 from flowpo.config import Config
-from flowpo.driver import add_counts, candidates_of, summarize, train_round
+from flowpo.orchestration.train import add_counts, candidates_of, summarize, train_round
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.runlog import RunLog
+from flowpo.orchestration.runlog import RunLog
 
 
 def sample(index, score, failure=""):
@@ -50,3 +50,14 @@ def test_stats_of_several_actors_add_up_per_key():
     add_counts(total, {"jobs": 3, "failures": {"ok": 2, "timeout": 1}})
     add_counts(total, {"jobs": 4, "failures": {"ok": 4}, "cost_usd": 0.5})
     assert total == {"jobs": 7, "failures": {"ok": 6, "timeout": 1}, "cost_usd": 0.5}
+
+
+def test_the_round_line_speaks_of_groups_for_iogrpo():
+    from flowpo.orchestration.train import RoundSummary
+
+    grpo = RoundSummary(round=1, adapter="base", workflows=8, valid=8, scored=8, mean_score=0.5, pairs=3, loss=0.7,
+                        unit="groups")
+    assert "3 groups, loss 0.7000" in grpo.line()
+    skipped = RoundSummary(round=1, adapter="base", workflows=8, valid=8, scored=8, mean_score=0.0, pairs=0, loss=None,
+                           unit="groups")
+    assert "skipped (no groups)" in skipped.line() and "pairs" not in skipped.line()

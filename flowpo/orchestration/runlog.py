@@ -1,6 +1,6 @@
 """The run directory contract: config.yaml, samples.jsonl, metrics.jsonl, adapters/round-<k>/, and
 the views made from them: tensorboard/ (every event's numbers as scalars, optionally W&B too) and
-reports/ (flowpo.report). metrics.jsonl stays the source of truth; the sinks only mirror it."""
+reports/ (flowpo.orchestration.report). metrics.jsonl stays the source of truth; the sinks only mirror it."""
 from __future__ import annotations
 
 import dataclasses

@@ -8,7 +8,7 @@ import pytest
 def flowpo(*args, env=None):
     import os
 
-    return subprocess.run([sys.executable, "-m", "flowpo.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "flowpo.orchestration.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
 
 

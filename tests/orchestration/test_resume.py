@@ -6,7 +6,7 @@ import pytest
 
 from flowpo.errors import FlowPOError
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.resume import read_jsonl_tolerant, read_run_state
+from flowpo.orchestration.resume import read_jsonl_tolerant, read_run_state
 
 
 def sample(round_index=1, problem="HumanEval/23", index=0, score=1.0) -> ScoredSample:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from flowpo.gaming import suspected_gaming
-from flowpo.runlog import global_train_steps, read_jsonl, read_train_metrics
+from flowpo.orchestration.runlog import global_train_steps, read_jsonl, read_train_metrics
 
 INFRASTRUCTURE = "unscored"  # failure class of a sample with score None and no failure recorded
 

@@ -10,7 +10,7 @@ import pytest
 
 from flowpo.config import Config, LoggingConfig
 from flowpo.errors import FlowPOError
-from flowpo.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, read_jsonl,
+from flowpo.orchestration.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, read_jsonl,
                            read_train_metrics)
 
 

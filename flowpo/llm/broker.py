@@ -18,20 +18,7 @@ from functools import partial
 
 import openai
 
-
-class LLMCallError(Exception):
-    """The executor LLM failed: a non-retryable error, or every retry failed."""
-
-
-class RequestRejected(Exception):
-    """The API refused the request for its own content (400, 413, 422: invalid messages, context
-    length exceeded), or the messages were malformed before any call: the workflow's failure, never
-    infrastructure. 401, 403 and 404 say nothing about the content (key, permission, model name)
-    and stay LLMCallError."""
-
-
-class BudgetExceeded(Exception):
-    """A workflow used up its LLM calls or tokens."""
+from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 
 
 class MalformedResponse(Exception):

@@ -9,14 +9,29 @@ from flowpo.config import DEFAULT_MODEL_DIR, load_config
 from flowpo.errors import FlowPOError
 
 
+def refuse_relative_run_dir_in_job(run_dir) -> None:
+    """A Ray job's entrypoint runs in Ray's temporary copy of `--working-dir` on the head: a relative
+    run directory would land there, out of the other nodes' reach and gone with the session."""
+    import os
+    from pathlib import Path
+
+    from actors.launch import JOB_CONFIG_ENV
+
+    if os.environ.get(JOB_CONFIG_ENV) and not Path(run_dir).is_absolute():
+        raise FlowPOError(f"run_dir {run_dir} is relative, and this is a Ray job: it would be written in Ray's "
+                          "temporary copy of the working directory on the head. Set an absolute path on storage "
+                          "every node shares, e.g. run_dir=/mnt/flowpo/runs/NAME (--resume /mnt/flowpo/runs/NAME).")
+
+
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from flowpo.driver import train
+    from flowpo.orchestration.train import train
 
     if args.resume:
         # The run's own config, so the resumed rounds are the same rounds; overrides still apply.
         run_dir = Path(args.resume)
+        refuse_relative_run_dir_in_job(run_dir)
         overrides = ([args.config] if args.config else []) + list(args.overrides)
         if not (run_dir / "config.yaml").is_file():
             raise FlowPOError(f"--resume {run_dir}: no config.yaml there; is it a FlowPO run directory?")
@@ -25,6 +40,7 @@ def cmd_train(args) -> int:
         raise FlowPOError("flowpo train needs a CONFIG file, or --resume RUN_DIR")
     else:
         config = load_config(args.config, args.overrides)
+        refuse_relative_run_dir_in_job(config.resolved_run_dir)
     began = time.monotonic()
     summaries = train(config, resume=bool(args.resume))
     print(f"done in {time.monotonic() - began:.0f} s; run directory: {config.resolved_run_dir}")
@@ -57,7 +73,7 @@ def cmd_check(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from flowpo.baselines import parse_baselines
-    from flowpo.evaluate import evaluate, evaluation_config, split_note
+    from flowpo.orchestration.evaluate import evaluate, evaluation_config, split_note
 
     baselines = parse_baselines(args.baselines)
     config, forced = evaluation_config(load_config(args.config, args.overrides), args.overrides)

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sandbox.broker import (Budget, BudgetExceeded, LLMBroker, LLMCallError, Pricing, RequestRejected,
-                            WorkflowUsage)
+from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
+from flowpo.llm.broker import Budget, LLMBroker, Pricing, WorkflowUsage
 
 API_KEY = "sk-test-4f9c2e-secret"
 

@@ -8,9 +8,11 @@ small generator often forgets ``.code``) stands for its ``as_answer`` text.
 
 The generator's prompt is built from the operators' docstrings and annotated ``__call__``
 signatures (``flowpo.prompts.operator_reference``): keep each operator's docstring one short
-sentence and its annotations accurate. It is one long file because it is imported two ways, as
-``sandbox.runtime.flowpo_operators`` on the host and as a top-level module in the sandbox, which a
-split into sibling modules would have to paper over with path tricks.
+sentence and its annotations accurate. It belongs to the core (what a workflow may call is part of
+the task) and is imported two ways: as ``flowpo.operators`` on the host (prompts, static
+validation) and as the top-level module ``flowpo_operators`` in the sandbox, where the backends
+stage it beside the runtime (``sandbox.backend.runtime_stage``). One long file, because a split
+into sibling modules would have to paper over that with path tricks.
 """
 import ast
 import asyncio

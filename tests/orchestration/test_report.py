@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from flowpo.report import (dedupe_samples, extremes, failure_counts, fenced, loss_points, round_rows, scores,
+from flowpo.orchestration.report import (dedupe_samples, extremes, failure_counts, fenced, loss_points, round_rows, scores,
                            write_round_report)
 
 

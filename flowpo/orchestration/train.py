@@ -17,16 +17,16 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from flowpo.config import Config
+from flowpo.config import Config, group_sizes
 from flowpo.errors import FlowPOError
 from flowpo.gaming import suspected_gaming
 from flowpo.records import Problem, ScoredSample
-from flowpo.resume import RunState, read_run_state
-from flowpo.runlog import RunLog
+from flowpo.orchestration.resume import RunState, read_run_state
+from flowpo.orchestration.runlog import RunLog
 from flowpo.validate import reason_kind
 from actors.streaming import Faults, StageClock, Stream, after_dry_run, round_stages
 from trainer.groups import sample_groups
-from trainer.checkpoint import is_checkpoint
+from trainer.checkpoint import is_checkpoint, pack
 from trainer.learner import LearnerSettings, train_adapter  # its heavy imports wait until training
 from trainer.pairs import Candidate, sample_score_dpo_pairs
 
@@ -40,13 +40,14 @@ class RoundSummary:
     valid: int
     scored: int
     mean_score: float
-    pairs: int
+    pairs: int  # the learner's items: pairs, or groups for ioGRPO (``unit``)
     loss: float | None
+    unit: str = "pairs"
 
     def line(self) -> str:
-        loss = "skipped (no pairs)" if self.loss is None else f"{self.loss:.4f}"
+        loss = f"skipped (no {self.unit})" if self.loss is None else f"{self.loss:.4f}"
         return (f"round {self.round} [{self.adapter}]: {self.valid}/{self.workflows} valid workflows, "
-                f"mean score {self.mean_score:.3f} over {self.scored} scored, {self.pairs} pairs, loss {loss}")
+                f"mean score {self.mean_score:.3f} over {self.scored} scored, {self.pairs} {self.unit}, loss {loss}")
 
 
 def add_counts(total: dict, part: dict) -> dict:
@@ -137,9 +138,10 @@ def learner_items(round_index: int, samples: list[ScoredSample], config: Config)
     t = config.train
     candidates = candidates_of(samples)
     if t.algorithm == "iogrpo":
-        groups = sample_groups(candidates, m=t.group_m, n=t.group_n, t=t.group_t, top_n=t.num_groups,
+        m, n, sharpen = group_sizes(config)
+        groups = sample_groups(candidates, m=m, n=n, t=sharpen, top_n=t.num_groups,
                                max_combinations=t.max_combinations, seed=t.seed + round_index)
-        return groups, f"no problem has {t.group_n} scored workflows with different scores (ioGRPO groups)"
+        return groups, f"no problem has {n} scored workflows with different scores (ioGRPO groups)"
     pairs = sample_score_dpo_pairs(candidates, num_pairs=t.num_pairs, alpha=t.alpha, seed=t.seed + round_index)
     return pairs, "no pair of workflows with different scores"
 
@@ -187,12 +189,18 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
 
 
 def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs: int,
-              loss: float | None) -> RoundSummary:
+              loss: float | None, unit: str = "pairs") -> RoundSummary:
     scored = [s.score for s in samples if s.score is not None]
     valid = sum(1 for s in samples if s.execution.failure != "invalid_workflow")
     return RoundSummary(round=round_index, adapter=adapter, workflows=len(samples), valid=valid,
                         scored=len(scored), mean_score=sum(scored) / len(scored) if scored else 0.0,
-                        pairs=pairs, loss=loss)
+                        pairs=pairs, loss=loss, unit=unit)
+
+
+def shipped(version: str, path: str) -> tuple[str, object]:
+    """(version, adapter) as generators on any node receive it: the run directory's checkpoint,
+    packed into Ray's object store (no node reads a path of the driver's), or "" for the base model."""
+    return version, (ray.put(pack(path)) if path else "")
 
 
 def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
@@ -221,7 +229,7 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
         log.event("round_start", round=round_index, adapter=version, problems=len(problems),
                   resumed_samples=len(done))
         faults, clock = Faults(), StageClock()
-        samples = done + stream_round(round_index, todo, actors, config, log, (version, path), faults, clock)
+        samples = done + stream_round(round_index, todo, actors, config, log, shipped(version, path), faults, clock)
         failures = Counter(s.execution.failure or "ok" for s in samples)
         invalid_reasons = Counter(reason_kind(s.execution.workflow.invalid_reason) for s in samples
                                   if s.execution.workflow.invalid_reason)
@@ -233,7 +241,8 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
             pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path)
         if new_adapter:
             state.adapters[round_index] = new_adapter
-        summary = summarize(round_index, version, samples, pairs, loss)
+        summary = summarize(round_index, version, samples, pairs, loss,
+                            "groups" if config.train.algorithm == "iogrpo" else "pairs")
         gaming = suspected_gaming(s.to_log() for s in samples)
         log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
                   suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
@@ -249,7 +258,7 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
             report(log.run_dir, round_index)
         if new_adapter:
             new_version = f"round-{round_index}"
-            ray.get([g.load_adapter.remote(new_version, new_adapter) for g in actors.generators])
+            ray.get([g.load_adapter.remote(*shipped(new_version, new_adapter)) for g in actors.generators])
             log.event("adapter_loaded", round=round_index, adapter=new_version, path=new_adapter,
                       **adapter_probe(actors.generators[0], samples[0], new_version))
     return summaries
@@ -257,7 +266,7 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
 
 def report(run_dir: Path, round_index: int) -> None:
     """The round's markdown report; a plotting failure is a warning, never the run's end."""
-    from flowpo.report import write_round_report
+    from flowpo.orchestration.report import write_round_report
 
     try:
         print(f"round {round_index} report: {write_round_report(run_dir, round_index)}")

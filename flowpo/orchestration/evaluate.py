@@ -162,8 +162,10 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
     from tqdm import tqdm
 
     from actors.streaming import Stream, after_dry_run, round_stages
+    from flowpo.orchestration.train import shipped
 
-    adapter = (checkpoint.name, checkpoint.path)  # with every request: a restarted replica has lost it
+    # With every request (a restarted replica has lost it), packed: a generator may be on another node.
+    adapter = shipped(checkpoint.name, checkpoint.path)
     by_id = {p.problem_id: p for p in problems}
     repeats = config.evaluator.repeats
     stream = Stream(round_stages(

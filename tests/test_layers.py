@@ -1,0 +1,81 @@
+"""The layers of the house, one way down, checked on every import (at module level or inside a
+function) of every module, so that they hold without anyone remembering them:
+
+  orchestration  flowpo/orchestration: train, evaluate, CLI, run directory, reports    (top: anything)
+  actors         actors/: generator, executor, evaluator, launch, the streaming engine  (infrastructure, core)
+  infrastructure sandbox/, trainer/, flowpo/llm (the broker)                           (the core, and itself)
+  core           flowpo/*.py: config, records, errors, tasks, scorers, prompts, ...    (the core only)
+  runtime        sandbox/runtime: runs inside the sandbox, standard library only      (nothing of ours)
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("flowpo", "actors", "trainer", "sandbox")
+ALLOWED = {
+    "orchestration": {"orchestration", "actors", "infrastructure", "core"},
+    "actors": {"actors", "infrastructure", "core"},
+    "core": {"core"},
+    "runtime": set(),
+}
+
+
+def layer(module: str) -> str:
+    if module.startswith("flowpo.orchestration"):
+        return "orchestration"
+    if module.startswith("flowpo.llm"):
+        return "infrastructure:flowpo.llm"
+    if module.startswith("sandbox.runtime"):
+        return "runtime"
+    if module.startswith(("sandbox", "trainer")):
+        return "infrastructure:" + module.split(".")[0]
+    return module.split(".")[0] if module.startswith("actors") else "core"
+
+
+def allowed(importer: str, imported: str) -> bool:
+    if importer.startswith("infrastructure:"):  # the core, and its own package: never a sibling
+        return imported == "core" or imported == importer
+    kinds = ALLOWED[importer]
+    return imported.split(":")[0] in kinds
+
+
+def project_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of one of our packages in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            names = names[:1] if node.module != "flowpo" else names[1:]  # `from flowpo import operators`
+        else:
+            continue
+        found += [(node.lineno, name) for name in names if name.split(".")[0] in PACKAGES]
+    return found
+
+
+def modules() -> list[tuple[str, Path]]:
+    return [(".".join(path.relative_to(ROOT).with_suffix("").parts), path)
+            for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def test_every_import_goes_down_the_layers():
+    broken = []
+    for name, path in modules():
+        for line, imported in project_imports(path):
+            if not allowed(layer(name), layer(imported)):
+                broken.append(f"{path.relative_to(ROOT)}:{line}: {layer(name)} imports {imported} ({layer(imported)})")
+    assert broken == [], "\n".join(broken)
+
+
+def test_the_rules_catch_a_wrong_import():
+    assert not allowed(layer("flowpo.tasks"), layer("sandbox.pool"))  # core → infrastructure
+    assert not allowed(layer("sandbox.pool"), layer("flowpo.llm.broker"))  # infrastructure → a sibling
+    assert not allowed(layer("actors.executor"), layer("flowpo.orchestration.train"))  # up
+    assert not allowed(layer("sandbox.runtime.flowpo_tests"), layer("flowpo.errors"))  # runtime → anything
+    assert allowed(layer("trainer.learner"), layer("flowpo.model")) and allowed(layer("sandbox.pool"),
+                                                                                 layer("sandbox.verdicts"))
+    assert project_imports(ROOT / "tests" / "test_layers.py") == []  # this file imports none of ours
+    assert "flowpo.operators" in {m for _, m in project_imports(ROOT / "sandbox" / "backend.py")}  # the scanner sees
