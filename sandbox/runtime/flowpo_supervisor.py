@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import selectors
-import shutil
 import signal
 import sys
 import time
@@ -40,7 +39,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
 import flowpo_runtime  # noqa: E402  (imported once here, so every forked job starts warm)
 import flowpo_tests  # noqa: E402
-from flowpo_clean import Cleaner  # noqa: E402
+from flowpo_clean import Cleaner, remove  # noqa: E402
 
 SCRATCH_ROOT = os.environ.get("FLOWPO_SCRATCH", "/tmp")
 # The result statuses each job kind may report of itself. A candidate reports only that it did not
@@ -460,22 +459,10 @@ def other_processes(exclude):
 
 def wipe(root):
     """Empty ``root``, even of directories a workflow made unreadable; True when it is empty."""
-    def allow_and_retry(func, path, _):
-        os.chmod(os.path.dirname(path), 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, onerror=allow_and_retry)
-        else:
-            os.unlink(path)
-
     for entry in os.listdir(root):
         path = os.path.join(root, entry)
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-                shutil.rmtree(path, onerror=allow_and_retry)
-            else:
-                os.unlink(path)
+            remove(path)
         except OSError as exc:
             print(f"supervisor: cannot remove {path}: {exc}", file=sys.stderr)
     return not os.listdir(root)
