@@ -61,7 +61,12 @@ def test_cluster_yaml_is_a_valid_ray_cluster_launcher_file():
     finally:
         os.chdir(cwd)
     for local in config["file_mounts"].values():
+        if local.startswith("~/.ray/"):  # the user's own Ray token, made with `ray get-auth-token --generate`
+            continue
         assert (ROOT / local).exists(), local
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"  # token auth on every node
+    assert all("RAY_AUTH_MODE=token" in " ".join(config[key])
+               for key in ("head_start_ray_commands", "worker_start_ray_commands"))
 
 
 def test_cluster_node_types():

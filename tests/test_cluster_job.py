@@ -1,0 +1,400 @@
+"""`ray job submit`, end to end: a real two-node Ray cluster started with `ray start` the way a user
+starts one (token authentication on, the job API on 127.0.0.1), FlowPO submitted with the README's
+own command line, stopped with `ray job stop` in the middle of round 1, resumed by a second
+submission of `flowpo train --resume RUN_DIR`, and nothing left behind.
+
+Both nodes run on this machine, each with its own ports. Every process of the cluster carries the
+test's temporary directory in its environment (the token path, TMPDIR): that is how the test finds
+its own processes and sandboxes, and tears the cluster down without `ray stop`, which would stop
+every Ray process on the machine (another test's, a user's)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.ray, pytest.mark.docker, pytest.mark.vllm]
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtualenv's: `ray` and `flowpo` come from there
+PROBLEMS = ["HumanEval/23", "HumanEval/53"]  # strlen and add: the embedded model passes some, fails some
+K = 4
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+KEY = "sk-flowpo-cluster-test-" + secrets.token_hex(8)
+# Ray's own detached service, created by Ray Train for the cluster and kept for the next job.
+RAY_SERVICES = {("AutoscalingCoordinator", "_AutoscalingCoordinatorActor")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_ports() -> list[str]:
+    """A raylet's own ports: two nodes on one machine must not share one."""
+    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+    return [arg for flag in flags for arg in (flag, str(free_port()))]
+
+
+@dataclass
+class Cluster:
+    root: Path
+    env: dict
+    gcs: str = ""
+    dashboard: str = ""
+    executor_node: str = ""
+    containers: set = field(default_factory=set)  # every sandbox container of this cluster seen so far
+    passed: bool = False  # set by the test at its end: a failed run keeps the cluster's logs
+
+    @property
+    def marker(self) -> bytes:
+        return f"{self.root}/".encode()
+
+    def ray(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+        proc = subprocess.run([str(BIN / "ray"), *args], env=self.env, cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode:
+            raise AssertionError(f"ray {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout
+
+    def job_status(self, job_id: str) -> str:
+        """`ray job status` as it prints it: a sentence for an ended job, the status name otherwise."""
+        out = self.ray("job", "status", job_id)
+        for ending, status in (("succeeded", "SUCCEEDED"), ("was stopped", "STOPPED"), ("failed", "FAILED")):
+            if f"Job '{job_id}' {ending}" in out:
+                return status
+        found = re.search(rf"Status for job '{job_id}': (\w+)", out)
+        assert found, out
+        return found.group(1)
+
+    def actors(self) -> list[dict]:
+        return json.loads(self.ray("list", "actors", "--detail", "--format", "json", "--limit", "10000"))
+
+    def processes(self) -> list:
+        """This cluster's processes: everything started from `ray start` inherits the marker."""
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and self.marker in Path(f"/proc/{proc.pid}/environ").read_bytes():
+                    found.append(proc)
+            except OSError:
+                continue
+        return found
+
+    def scan_environments(self, seen: dict) -> None:
+        """Record, for each of this cluster's processes, whether its environment holds the executor
+        LLM's key (ray job submit's env_vars), with its ancestors: pid -> (holds, ancestors, cmdline)."""
+        import psutil
+
+        for proc in self.processes():
+            try:
+                environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+                seen[proc.pid] = (f"OPENAI_API_KEY={KEY}".encode() in environ, {p.pid for p in proc.parents()},
+                                  " ".join(proc.cmdline())[:120])
+            except (OSError, psutil.Error):
+                continue
+
+    def sandbox_containers(self) -> set[str]:
+        """Running sandbox containers of this cluster: their runtime mount lies under its TMPDIR."""
+        ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", "label=flowpo.sandbox=1"],
+                             capture_output=True, text=True, timeout=60).stdout.split()
+        if not ids:
+            return set()
+        inspected = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, timeout=60)
+        ours = {c["Id"] for c in json.loads(inspected.stdout or "[]")
+                if any(m.get("Source", "").startswith(str(self.root)) for m in c.get("Mounts", []))}
+        self.containers |= ours
+        return ours
+
+    def supervisors(self) -> list[int]:
+        """Sandbox supervisor processes of this cluster: in one of its containers, or started by it."""
+        import psutil
+
+        pids = []
+        for proc in psutil.process_iter(["cmdline"]):
+            if "flowpo_supervisor" not in " ".join(proc.info["cmdline"] or []):
+                continue
+            try:
+                cgroup = Path(f"/proc/{proc.pid}/cgroup").read_text()
+                environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if self.marker in environ or any(cid in cgroup for cid in self.containers):
+                pids.append(proc.pid)
+        return pids
+
+    def teardown(self) -> None:
+        """What `ray stop` does (SIGTERM, a grace period, SIGKILL), to this cluster's processes only;
+        the grace is shorter than `ray stop`'s 16 s: nothing of this cluster is kept."""
+        import psutil
+
+        for _ in range(2):  # a second pass for what a dying process started meanwhile
+            procs = self.processes()
+            for proc in procs:
+                try:
+                    proc.terminate()
+                except psutil.Error:
+                    pass
+            _, alive = psutil.wait_procs(procs, timeout=5)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
+        left = self.sandbox_containers()
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def cluster(model_dir, docker_backend, vllm_available):
+    # A short root: Ray's unix sockets live under --temp-dir (at most 107 bytes a path).
+    root = Path(tempfile.mkdtemp(prefix="fpc-", dir="/tmp"))
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    (root / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(
+        # Token authentication, as on a user's cluster. Every node and every client needs both: the
+        # mode (a node joining with --address does not infer it) and the token (a file here, so the
+        # test neither reads nor writes ~/.ray/auth_token).
+        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # as cluster.yaml: the virtualenv's bin first
+        TMPDIR=str(root / "tmp"),  # the actors' sandbox runtime stages: the test recognizes its containers
+        # Ray's memory monitor kills workers when the whole machine runs short, and here the machine
+        # also holds the test session's other processes: it would kill this run for their memory.
+        RAY_memory_monitor_refresh_ms="0",
+    )
+    env.pop("OPENAI_API_KEY", None)  # the nodes never have it: it comes with the job (see Submission)
+    c = Cluster(root, env)
+    began = time.monotonic()
+    gcs_port, dashboard_port = free_port(), free_port()
+    c.gcs, c.dashboard = f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}"
+    try:
+        c.ray("start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
+              "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
+              "--temp-dir", str(root / "ray"), "--ray-client-server-port", str(free_port()), *node_ports(),
+              timeout=180)
+        c.ray("start", "--address", c.gcs, "--num-cpus", "2", "--resources", json.dumps({"executor": 4}),
+              "--disable-usage-stats", "--temp-dir", str(root / "ray"), *node_ports(), timeout=180)
+        c.env["RAY_ADDRESS"] = c.dashboard  # `ray list`, `ray job ...`: the job API, with the token
+        deadline = time.monotonic() + 60
+        while True:
+            status = c.ray("status", "--address", c.gcs)
+            if len(re.findall(r"^\s*1 node_", status.split("Pending:")[0], re.M)) == 2:
+                break
+            assert time.monotonic() < deadline, f"the executor node did not join:\n{status}"
+            time.sleep(2)
+        nodes = json.loads(c.ray("list", "nodes", "--detail", "--format", "json"))
+        c.executor_node, = [n["node_id"] for n in nodes if "executor" in n.get("resources_total", {})]
+        print(f"cluster up in {time.monotonic() - began:.0f} s")
+        yield c
+    finally:
+        began = time.monotonic()
+        c.teardown()
+        print(f"cluster down in {time.monotonic() - began:.0f} s")
+        if c.passed:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"cluster logs kept in {root / 'ray'}")
+
+
+def readme_commands() -> tuple[str, str]:
+    """(RAY_ADDRESS, `ray job submit` command line) from the README's cluster section, as written."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Running on a GPU cluster", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        lines = [line.split(" # ")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+        submit = [line for line in lines if line.startswith("ray job submit ")]
+        address = [m.group(1) for line in lines if (m := re.match(r"export RAY_ADDRESS=(\S+)$", line))]
+        if submit and address:
+            return address[0], submit[0]
+    raise AssertionError("README.md, Running on a GPU cluster: no bash block with `export RAY_ADDRESS=` "
+                         "and `ray job submit`")
+
+
+class Submission:
+    """The README's `ray job submit` (it follows the job's logs until the job ends), in the background."""
+
+    def __init__(self, cluster: Cluster, command: str):
+        self.output: list[str] = []
+        # The README's command hands the submitting shell's key to the job; the driver gives it to the
+        # executor LLM brokers (the test's vLLM server takes any key).
+        env = {**cluster.env, "OPENAI_API_KEY": KEY}
+        self.proc = subprocess.Popen(["bash", "-c", command], cwd=REPO, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.reader = threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + 180
+        while not (found := re.search(r"Job '(raysubmit_\w+)' submitted successfully", self.text)):
+            assert self.proc.poll() is None and time.monotonic() < deadline, f"submission failed:\n{self.text}"
+            time.sleep(0.5)
+        self.job_id = found.group(1)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def finish(self, timeout: float = 120) -> None:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.reader.join(10)
+
+
+def sample_lines(run_dir: Path) -> int:
+    path = run_dir / "samples.jsonl"
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+def wait_for_job(cluster: Cluster, job_id: str, run_dir: Path, timeout: float, environments: dict) -> str:
+    """Poll `ray job status` until the job ends: often once the run has logged run_end, otherwise
+    every 15 s (each `ray` command costs seconds of CPU on a 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    asked = 0.0
+    while True:
+        ended = b'"event": "run_end"' in ((run_dir / "metrics.jsonl").read_bytes().splitlines() or [b""])[-1]
+        if ended or time.monotonic() - asked > 15:
+            asked = time.monotonic()
+            if (status := cluster.job_status(job_id)) in TERMINAL:
+                return status
+            assert asked < deadline, f"job {job_id} still {status} after {timeout:.0f} s"
+        cluster.sandbox_containers()  # remembered for the supervisor check at the end
+        cluster.scan_environments(environments)
+        time.sleep(1 if ended else 2)
+
+
+def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url):
+    run_dir = cluster.root / "run"
+    config = yaml.safe_load((REPO / "examples" / "local.yaml").read_text())
+    config.update(name="cluster-job", run_dir=str(run_dir), rounds=1)
+    config["task"]["problem_ids"] = PROBLEMS
+    config["generator"].update(k=K, max_tokens=96)
+    # The executor LLM as on a cluster: an OpenAI-compatible endpoint (the test session's vLLM server
+    # with the embedded model) and the key from `ray job submit`; no engine to start in each job.
+    config["executor_llm"].update(backend="openai", base_url=executor_llm_url, model="flowpo-executor")
+    # One executor with one sandbox: round 1's samples arrive one after the other, so the job can be
+    # stopped between the first and the last. Executors and evaluators go to the executor node.
+    config["sandbox"].update(executor_resources={"executor": 1}, num_executors=1, sandboxes_per_executor=1)
+    config["train"].update(num_pairs=1, grad_accum_steps=1)
+    config_path = cluster.root / "cluster-job.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    total = K * len(PROBLEMS)
+
+    address, submit = readme_commands()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", address), address
+    cluster.env["RAY_ADDRESS"] = re.sub(r":\d+$", ":" + cluster.dashboard.rsplit(":", 1)[1], address)
+    entry = re.search(r" -- flowpo train (\S+\.yaml)$", submit)
+    assert entry, f"the README's `ray job submit` does not end in `-- flowpo train CONFIG.yaml`: {submit}"
+    first_command = submit[:entry.start(1)] + str(config_path)
+    resume_command = submit[:entry.start(1)] + f"--resume {run_dir}"
+    began = time.monotonic()
+
+    # 1. Submit, and stop the job once round 1 has written some but not all of its samples. Beside
+    # it, a job whose run directory is relative fails at once: it would land in Ray's working copy.
+    first = Submission(cluster, first_command)
+    relative = Submission(cluster, f"{first_command} run_dir=runs/cluster-job")
+    deadline, looked = time.monotonic() + 420, 0.0
+    while sample_lines(run_dir) < 1:
+        assert first.proc.poll() is None, f"the job ended before its first sample:\n{first.text}"
+        assert time.monotonic() < deadline, f"no sample after 420 s:\n{first.text}"
+        if time.monotonic() - looked > 2:
+            cluster.sandbox_containers()
+            looked = time.monotonic()
+        time.sleep(0.2)
+    cluster.ray("job", "stop", first.job_id)
+    stopped_at = sample_lines(run_dir)
+    first.finish()
+    assert cluster.job_status(first.job_id) == "STOPPED", first.text
+    assert 1 <= stopped_at < total, f"stopped after {stopped_at} of {total} samples: not in the middle of round 1"
+    print(f"job 1 stopped after {stopped_at}/{total} samples, {time.monotonic() - began:.0f} s")
+    relative.finish()
+    assert cluster.job_status(relative.job_id) == "FAILED", relative.text
+    assert "run_dir runs/cluster-job is relative, and this is a Ray job" in relative.text, relative.text
+
+    # 2. A second submission resumes the run and completes it.
+    second = Submission(cluster, resume_command)
+    environments: dict = {}
+    status = wait_for_job(cluster, second.job_id, run_dir, timeout=600, environments=environments)
+    logs = cluster.ray("job", "logs", second.job_id)
+    second.finish()
+    assert status == "SUCCEEDED", f"resumed job {status}:\n{logs}"
+    print(f"job 2 succeeded, {time.monotonic() - began:.0f} s")
+
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    keys = [(s["round"], s["problem_id"], s["sample_index"]) for s in samples]
+    assert len(keys) == len(set(keys)), "a sample was recorded twice"
+    assert sorted(keys) == sorted((1, p, j) for p in PROBLEMS for j in range(K))
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert [e["resumed"] for e in events if e["event"] == "run_start"] == [False, True]
+    resumed_start = next(e for e in events if e["event"] == "round_start" and e["resumed_samples"])
+    assert resumed_start["resumed_samples"] >= stopped_at - 1  # at most one torn line is redone
+    assert "round_end" in names and names[-1] == "run_end"
+    if "train" in names:
+        assert (run_dir / "adapters" / "round-1" / "adapter_model.safetensors").is_file()
+    else:
+        assert "train_skipped" in names
+    assert (run_dir / "reports" / "round-1.md").is_file()
+    assert re.search(r"^round 1 \[base\]: \d+/\d+ valid workflows", logs, re.M), logs
+    assert f"round 1 report: {run_dir / 'reports' / 'round-1.md'}" in logs, logs
+
+    # Executors and evaluators (both jobs') ran on the executor node, and every actor has ended.
+    deadline = time.monotonic() + 60
+    while alive := [a for a in cluster.actors() if a["state"] == "ALIVE"
+                    and (a.get("name"), a.get("class_name")) not in RAY_SERVICES]:
+        assert time.monotonic() < deadline, f"actors still alive: {[(a['name'], a['class_name']) for a in alive]}"
+        time.sleep(2)
+    actors = cluster.actors()
+    sandboxed = [a for a in actors if re.search(r"-(executor|evaluator)-\d+$", a.get("name") or "")]
+    assert len(sandboxed) >= 4, [a.get("name") for a in actors]  # an executor and an evaluator per job
+    assert {a["node_id"] for a in sandboxed} == {cluster.executor_node}
+
+    # The key came with the job (`env_vars`): the driver holds it (so does Ray's job supervisor, its
+    # parent), but no actor of the run and no process they started (vLLM, learner, docker) does.
+    workers = {a["pid"]: a["class_name"] for a in actors if a.get("pid") and a["class_name"] != "JobSupervisor"}
+    assert any(holds and "flowpo train" in cmd for holds, _, cmd in environments.values()), "the driver had no key"
+    assert {"Generator", "Executor"} <= {workers[pid] for pid in environments if pid in workers}, "blind check"
+    leaks = [f"{pid} {cmd}" for pid, (holds, ancestors, cmd) in environments.items()
+             if holds and ({pid, *ancestors} & workers.keys())]
+    assert not leaks, f"the executor LLM's key reached the run's workers: {leaks}"
+
+    # Nothing is left: no running job, no sandbox container, no supervisor.
+    jobs = json.loads(cluster.ray("list", "jobs", "--format", "json"))
+    assert [j["status"] for j in jobs if j["status"] not in TERMINAL] == []
+    assert cluster.containers, "no sandbox container of this cluster was ever seen: the check below is blind"
+    assert cluster.sandbox_containers() == set()
+    assert cluster.supervisors() == []
+    leftovers = []  # what the run's actors started (vLLM engines, docker clients), the stopped job's too
+    for proc in cluster.processes():
+        try:
+            if re.search(r"VLLM::|EngineCore|docker run|flowpo train|flowpo_supervisor",
+                         " ".join([proc.name(), *proc.cmdline()])):
+                leftovers.append(f"{proc.pid}: {' '.join(proc.cmdline())[:120]}")
+        except Exception:  # noqa: BLE001 - a process that ended meanwhile
+            continue
+    assert leftovers == [], leftovers
+    print(f"test body took {time.monotonic() - began:.0f} s; round 1 {'trained' if 'train' in names else 'had no pair'}")
+    cluster.passed = True
