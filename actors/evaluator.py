@@ -11,8 +11,8 @@ from collections import Counter
 
 from flowpo.prompts import judge_messages
 from flowpo.records import Execution, Problem, ScoredSample
-from flowpo.scorers import parse_verdict, score_text
-from flowpo.tasks import hidden_test
+from flowpo.benchmarks import hidden_test, score_text
+from flowpo.scorers import parse_verdict
 from sandbox.backend import SandboxBackend
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 from flowpo.llm.broker import LLMBroker, WorkflowUsage

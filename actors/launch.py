@@ -16,7 +16,7 @@ from actors.generator import Generator, SamplingSettings, engine_kwargs
 from actors.llm_server import LLMServer
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
-from flowpo.tasks import TASKS
+from flowpo.benchmarks import benchmark
 from flowpo.llm.broker import Budget, LLMBroker, Pricing
 from sandbox.backend import SandboxBackend, SandboxLimits
 from sandbox.docker_backend import DockerBackend
@@ -167,7 +167,7 @@ def executor_options(config: Config) -> dict:
 def evaluator_sandboxes(config: Config) -> int:
     """Hidden tests need sandboxes only for code tasks (two each: the candidate's and the test's);
     math and QA answers are scored on the host."""
-    if TASKS[config.task.name].family != "code":
+    if benchmark(config.task.name).family != "code":
         return 0
     if config.evaluator.sandboxes_per_evaluator < 2:
         raise FlowPOError(f"evaluator.sandboxes_per_evaluator: a hidden test of {config.task.name} takes two "

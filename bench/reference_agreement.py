@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flowpo.config import TaskConfig  # noqa: E402
-from flowpo.tasks import hidden_test, load_problems  # noqa: E402
+from flowpo.benchmarks import hidden_test  # noqa: E402
+from flowpo.tasks import load_problems  # noqa: E402
 from sandbox.backend import SandboxLimits  # noqa: E402
 from sandbox.docker_backend import DockerBackend  # noqa: E402
 from sandbox.hidden_tests import HiddenTests  # noqa: E402

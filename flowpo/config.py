@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from flowpo.benchmarks import BENCHMARKS
 from flowpo.errors import ConfigError
 
 DEFAULT_MODEL_DIR = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
@@ -35,7 +36,7 @@ class ModelConfig:
     served_name: str = option("flowpo-executor", "model name the executor LLM server answers to")
 
 
-TaskName = Literal["humaneval", "mbpp", "gsm8k", "math", "drop", "hotpotqa"]
+TaskName = Literal[tuple(BENCHMARKS)]  # type: ignore[valid-type] - the registry is the one list
 
 
 @dataclass
@@ -188,6 +189,9 @@ class PipelineConfig:
     mode: Literal["streaming", "barrier"] = option(
         "streaming", "streaming: items move on as soon as their stage finishes; barrier: one stage at a time")
     max_restarts: int = option(3, "times Ray restarts a generator, executor or evaluator actor that died")
+    actor_timeout_s: float = option(
+        600.0, "an actor silent this long is given up (its node is gone, or no room to restart it); its items "
+        "go to the others, and a stage with none left stops the run (resume it with --resume)")
 
 
 @dataclass

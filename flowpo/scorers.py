@@ -31,7 +31,7 @@ DROP (allenai drop_eval.py get_metrics' F1, max over the gold answers):
   D1. A token's surrounding punctuation goes before the number test: "2.5." ending a sentence,
       "$2.5" and "2.5%" are the number 2.5; officially they lose every punctuation mark and become
       25, a different number. Thousands separators in a decimal go too: "1,234.5" = 1234.5.
-  D2. Golds arrive as one string per alternative (flowpo.tasks joins the spans of a multi-span
+  D2. Golds arrive as one string per alternative (flowpo.dataset_rows joins the spans of a multi-span
       answer with spaces), so each is one bag; officially each span is a bag, matched one to one.
       drop_f1 does that when given a tuple of spans; score_text gets strings.
   D3. The span alignment tries every matching up to 8! of them (always, for one predicted string),
@@ -54,20 +54,22 @@ from fractions import Fraction
 NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
-def score_text(task: str, answer: str, golds: tuple[str, ...], *, math_timeout_s: float = 5.0) -> tuple[float, dict]:
-    """Score of a math or QA answer against the gold answers, and what the scorer read."""
-    if task == "gsm8k":
-        predicted = last_number(answer)
-        return gsm8k_score(answer, golds[0]), {"scorer": "gsm8k", "extracted": predicted}
-    if task == "math":
-        predicted = math_prediction(answer)
-        ok = predicted is not None and math_equal(predicted, golds[0], timeout_s=math_timeout_s)
-        return float(ok), {"scorer": "math", "extracted": predicted}
-    if task == "drop":
-        return drop_f1(answer, golds), {"scorer": "drop_f1"}
-    if task == "hotpotqa":
-        return f1_score(answer, list(golds)), {"scorer": "f1"}
-    raise ValueError(f"no rule-based scorer for task {task!r} (code tasks run their hidden tests)")
+def score_gsm8k(answer: str, golds: tuple[str, ...], timeout_s: float) -> tuple[float, dict]:
+    return gsm8k_score(answer, golds[0]), {"scorer": "gsm8k", "extracted": last_number(answer)}
+
+
+def score_math(answer: str, golds: tuple[str, ...], timeout_s: float) -> tuple[float, dict]:
+    predicted = math_prediction(answer)
+    ok = predicted is not None and math_equal(predicted, golds[0], timeout_s=timeout_s)
+    return float(ok), {"scorer": "math", "extracted": predicted}
+
+
+def score_drop(answer: str, golds: tuple[str, ...], timeout_s: float) -> tuple[float, dict]:
+    return drop_f1(answer, golds), {"scorer": "drop_f1"}
+
+
+def score_hotpotqa(answer: str, golds: tuple[str, ...], timeout_s: float) -> tuple[float, dict]:
+    return f1_score(answer, list(golds)), {"scorer": "f1"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -174,7 +174,8 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
         dry_run=lambda h, item: h.dry_run.remote(item[1], by_id[item[1].problem_id].family),
         execute=lambda h, item: h.execute_repeats.remote(item[1], by_id[item[1].problem_id], repeats),
         evaluate=lambda h, item: h.evaluate_repeats.remote(item[1], by_id[item[1][0].workflow.problem_id])),
-        key=lambda stage, item: (item[0], _problem_id(stage, item[1])), barrier=config.pipeline.mode == "barrier")
+        key=lambda stage, item: (item[0], _problem_id(stage, item[1])), barrier=config.pipeline.mode == "barrier",
+        actor_timeout_s=config.pipeline.actor_timeout_s)
     for problem in problems:
         stream.put("generate", (checkpoint.name, (problem, 1)))
         for baseline in baselines:

@@ -87,6 +87,7 @@ def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]],
         execute=lambda h, wf: h.execute_repeats.remote(wf, by_id[wf.problem_id], repeats),
         evaluate=lambda h, runs: h.evaluate_repeats.remote(runs, by_id[runs[0].workflow.problem_id])),
         key=item_key, barrier=config.pipeline.mode == "barrier", faults=faults, clock=clock,
+        actor_timeout_s=config.pipeline.actor_timeout_s,
         advice=", then resume with `flowpo train --resume RUN_DIR`")
     for problem, slots in todo:
         stream.put("generate", (problem, slots, 1))

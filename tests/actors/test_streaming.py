@@ -22,7 +22,9 @@ class Worker:
     """Adds one, after ``delay_s``; records how many calls it held at once; dies (the whole
     process) the first ``deaths`` times it is given a value in ``fatal``."""
 
-    def __init__(self, delay_s: float = 0.05, fatal=(), deaths_file: str = ""):
+    def __init__(self, delay_s: float = 0.05, fatal=(), deaths_file: str = "", node_gone: str = ""):
+        if node_gone and os.path.exists(node_gone):  # a restart that never completes, as on a lost node
+            time.sleep(3600)
         self.delay_s, self.fatal, self.deaths_file = delay_s, set(fatal), deaths_file
         self.active = self.peak = 0
 
@@ -140,7 +142,8 @@ def unavailable_once(value: int, marker: str) -> int:
 def test_an_item_meeting_a_restarting_actor_waits_without_stalling_the_rest(ray_local, tmp_path):
     marker = str(tmp_path / "once")
     fast = started(0.01)
-    stages = [Stage("flaky", Slots(["x"], 1), lambda h, v: unavailable_once.remote(v, marker)),
+    stand_in = started(0.01)  # the "restarting" actor's handle: probes find it up again
+    stages = [Stage("flaky", Slots([stand_in], 1), lambda h, v: unavailable_once.remote(v, marker)),
               Stage("fast", Slots([fast], 2), lambda h, v: h.add_one.remote(v))]
     stream = Stream(stages, key=lambda stage, v: v)
     stream.put("flaky", 100)
@@ -152,6 +155,39 @@ def test_an_item_meeting_a_restarting_actor_waits_without_stalling_the_rest(ray_
     assert stream.faults.restart_waits["flaky"] == 1 and ("flaky" in dict(finished))
     fast_done = max(t for stage, t in finished if stage == "fast")
     assert fast_done < dict(finished)["flaky"]  # the fast stage did not wait for the restart
+
+
+def lost_node_worker(tmp_path):
+    """A Worker whose node is then lost: killed, and its restart never completes."""
+    gone = tmp_path / "node-gone"
+    worker = started(0.01, node_gone=str(gone))
+    gone.touch()
+    ray.kill(worker, no_restart=False)
+    return worker
+
+
+def test_items_of_an_actor_that_stops_answering_go_to_the_others(ray_local, tmp_path):
+    lost, alive = lost_node_worker(tmp_path), started(0.01)
+    stages = [Stage("only", Slots([lost, alive], 2, ["lost-0", "alive-1"]), lambda h, v: h.add_one.remote(v))]
+    stream = Stream(stages, key=lambda stage, v: v, actor_timeout_s=3)
+    for value in range(8):
+        stream.put("only", value)
+    done = []
+    stream.run(lambda stage, item, result: done.append(result))
+    assert sorted(done) == [v + 1 for v in range(8)]  # every item, once
+    assert stages[0].slots.down == {0}
+
+
+def test_a_stage_left_without_actors_stops_the_run_with_a_clear_message(ray_local, tmp_path):
+    stages = [Stage("execute", Slots([lost_node_worker(tmp_path)], 2, ["run-executor-0"]),
+                    lambda h, v: h.add_one.remote(v))]
+    stream = Stream(stages, key=lambda stage, v: v, actor_timeout_s=3, advice=", then resume")
+    stream.put("execute", 1)
+    began = time.monotonic()
+    with pytest.raises(FlowPOError, match=r"the execute stage has no actor left: run-executor-0 did not answer "
+                                          r"for 3 s\. Their node is gone.*Every finished item is kept, then resume"):
+        stream.run(lambda stage, item, result: None)
+    assert time.monotonic() - began < 30
 
 
 def test_the_stage_clock_accounts_busy_time_and_spans(ray_local):

@@ -7,7 +7,8 @@ import pytest
 
 from flowpo.scorers import (drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score, last_boxed,
                             latex_to_sympy_text, math_equal, math_prediction, math_score, normalize_answer,
-                            parse_verdict, score_text, strip_math_delimiters, symbolic_equal, token_f1)
+                            parse_verdict, strip_math_delimiters, symbolic_equal, token_f1)
+from flowpo.benchmarks import score_text
 
 
 @pytest.mark.parametrize("answer, gold, score", [

@@ -4,7 +4,8 @@ what the official script returns on the same input (run against grade-school-mat
 hendrycks/math math_equivalence.py, allenai drop_eval.py and hotpot_evaluate_v1.py)."""
 import pytest
 
-from flowpo.scorers import drop_f1, gsm8k_score, math_equal, math_prediction, score_text, token_f1
+from flowpo.benchmarks import score_text
+from flowpo.scorers import drop_f1, gsm8k_score, math_equal, math_prediction, token_f1
 
 # ---------------------------------------------------------------------------------------------
 # GSM8K (official: the number after the first "#### ", compared as a string)
@@ -90,7 +91,7 @@ def test_d1_punctuation_around_a_number(predicted, gold, flowpo, official):
 
 
 def test_d2_a_gold_string_is_one_bag():
-    # flowpo.tasks joins the spans of a multi-span answer: one bag {smith, jones} vs the prediction
+    # flowpo.dataset_rows joins the spans of a multi-span answer: one bag {smith, jones} vs the prediction
     # {smith, and, jones}: P = 2/3, R = 1 → 0.8
     assert score_text("drop", "Smith and Jones", ("Smith Jones",))[0] == 0.8
     # as spans, as drop_eval.py gets them: 0.25 (see test_drop_f1_aligns_spans_one_to_one)

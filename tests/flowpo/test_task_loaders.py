@@ -9,7 +9,9 @@ import pytest
 
 from flowpo.config import Config, TaskConfig, from_dict
 from flowpo.errors import ConfigError, FlowPOError
-from flowpo.tasks import hidden_test, load_problems, mbpp_entry_point, split_problems
+from flowpo.benchmarks import hidden_test
+from flowpo.dataset_rows import mbpp_entry_point
+from flowpo.tasks import load_problems, split_problems
 
 GSM8K_ROW = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
                          "to her friends in May. How many clips did Natalia sell altogether in April and May?",
@@ -272,7 +274,7 @@ def test_an_unknown_task_name_lists_the_known_ones():
     known = "humaneval, mbpp, gsm8k, math, drop, hotpotqa"
     with pytest.raises(ConfigError, match=rf"task.name: must be one of {known}, got 'mmlu'"):
         from_dict(Config, {"task": {"name": "mmlu"}})
-    with pytest.raises(FlowPOError, match=rf"unknown task 'mmlu' \(known tasks: {known}\)"):
+    with pytest.raises(FlowPOError, match=rf"task.name: unknown benchmark 'mmlu' \(known: {known}\)"):
         load_problems(TaskConfig(name="mmlu"))
     with pytest.raises(ConfigError, match="task.split: must be one of validation, test, all"):
         from_dict(Config, {"task": {"split": "train"}})
@@ -281,3 +283,17 @@ def test_an_unknown_task_name_lists_the_known_ones():
 def test_selecting_nothing_is_an_error(tmp_path):
     with pytest.raises(FlowPOError, match="no math problems selected"):
         load(tmp_path, "math", [math_row("Level 1", "Prealgebra")])
+
+
+def test_each_benchmark_is_defined_once_and_completely():
+    """The registry is the one list: the config's choices are its names, and every benchmark has
+    what its family needs to be scored (a hidden-test program for code, a rule scorer otherwise)."""
+    from typing import get_args
+
+    from flowpo.benchmarks import BENCHMARKS
+    from flowpo.config import TaskName
+
+    assert get_args(TaskName) == tuple(BENCHMARKS)
+    for name, spec in BENCHMARKS.items():
+        assert (spec.harness is not None) == (spec.family == "code"), name
+        assert (spec.score is not None) == (spec.family != "code"), name
