@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from flowpo.records import Problem
-from flowpo.scorers import gsm8k_gold, last_boxed, last_number
+from flowpo.math_scorer import last_boxed
+from flowpo.scorers import gsm8k_gold, last_number
 
 
 class RowError(ValueError):

@@ -5,10 +5,11 @@ import time
 
 import pytest
 
-from flowpo.scorers import (drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score, last_boxed,
-                            latex_to_sympy_text, math_equal, math_prediction, math_score, normalize_answer,
-                            parse_verdict, strip_math_delimiters, symbolic_equal, token_f1)
 from flowpo.benchmarks import score_text
+from flowpo.math_scorer import (last_boxed, latex_to_sympy_text, math_equal, math_prediction, math_score,
+                                strip_math_delimiters, symbolic_equal)
+from flowpo.scorers import (drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score, normalize_answer,
+                            parse_verdict, token_f1)
 
 
 @pytest.mark.parametrize("answer, gold, score", [

@@ -1,11 +1,12 @@
 """One test per listed difference between FlowPO's scorers and the official evaluation scripts
-(flowpo/scorers.py's module docstring, G1…D3). Each asserts FlowPO's behaviour; the comment gives
+(the module docstrings of flowpo/scorers.py, G1…D3, and flowpo/math_scorer.py, M1…M8). Each asserts FlowPO's behaviour; the comment gives
 what the official script returns on the same input (run against grade-school-math dataset.py,
 hendrycks/math math_equivalence.py, allenai drop_eval.py and hotpot_evaluate_v1.py)."""
 import pytest
 
 from flowpo.benchmarks import score_text
-from flowpo.scorers import drop_f1, gsm8k_score, math_equal, math_prediction, token_f1
+from flowpo.math_scorer import math_equal, math_prediction
+from flowpo.scorers import drop_f1, gsm8k_score, token_f1
 
 # ---------------------------------------------------------------------------------------------
 # GSM8K (official: the number after the first "#### ", compared as a string)
