@@ -1,7 +1,8 @@
 """`ray job submit`, end to end: a real two-node Ray cluster started with `ray start` the way a user
 starts one (token authentication on, the job API on 127.0.0.1), FlowPO submitted with the README's
 own command line, stopped with `ray job stop` in the middle of round 1, resumed by a second
-submission of `flowpo train --resume RUN_DIR`, and nothing left behind.
+submission of `flowpo train --resume RUN_DIR` that loses its executor node mid-round (the job fails
+with a message that says so), resumed again once the node is back, and nothing left behind.
 
 Both nodes run on this machine, each with its own ports. Every process of the cluster carries the
 test's temporary directory in its environment (the token path, TMPDIR): that is how the test finds
@@ -58,6 +59,7 @@ class Cluster:
     gcs: str = ""
     dashboard: str = ""
     executor_node: str = ""
+    executor_nodes: set = field(default_factory=set)  # every node the executor node ever was (it is restarted)
     containers: set = field(default_factory=set)  # every sandbox container of this cluster seen so far
     passed: bool = False  # set by the test at its end: a failed run keeps the cluster's logs
 
@@ -140,6 +142,39 @@ class Cluster:
                 pids.append(proc.pid)
         return pids
 
+    def start_executor_node(self) -> None:
+        """`ray start --address` of the node with the `executor` resource; waits until it has joined."""
+        self.ray("start", "--address", self.gcs, "--num-cpus", "2", "--resources", json.dumps({"executor": 4}),
+                 "--disable-usage-stats", "--temp-dir", str(self.root / "ray"), *node_ports(), timeout=180)
+        deadline = time.monotonic() + 60
+        while True:
+            nodes = json.loads(self.ray("list", "nodes", "--detail", "--format", "json", "--filter", "state=ALIVE"))
+            found = [n["node_id"] for n in nodes if "executor" in n.get("resources_total", {})]
+            if found:
+                self.executor_node, = found
+                self.executor_nodes.add(self.executor_node)
+                return
+            assert time.monotonic() < deadline, f"the executor node did not join: {nodes}"
+            time.sleep(2)
+
+    def lose_executor_node(self) -> None:
+        """The executor node disappears, as a machine does: its raylet and everything under it are
+        killed at once (no clean-up runs), and its sandbox containers go with it."""
+        import psutil
+
+        raylets = [p for p in self.processes() if p.name() == "raylet" and "executor" in " ".join(p.cmdline())]
+        assert len(raylets) == 1, [" ".join(p.cmdline())[:200] for p in raylets]
+        doomed = [raylets[0], *raylets[0].children(recursive=True)]
+        for proc in doomed:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(doomed, timeout=10)
+        left = self.sandbox_containers()
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, timeout=120)
+
     def teardown(self) -> None:
         """What `ray stop` does (SIGTERM, a grace period, SIGKILL), to this cluster's processes only;
         the grace is shorter than `ray stop`'s 16 s: nothing of this cluster is kept."""
@@ -194,18 +229,8 @@ def cluster(model_dir, docker_backend, vllm_available):
               "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
               "--temp-dir", str(root / "ray"), "--ray-client-server-port", str(free_port()), *node_ports(),
               timeout=180)
-        c.ray("start", "--address", c.gcs, "--num-cpus", "2", "--resources", json.dumps({"executor": 4}),
-              "--disable-usage-stats", "--temp-dir", str(root / "ray"), *node_ports(), timeout=180)
         c.env["RAY_ADDRESS"] = c.dashboard  # `ray list`, `ray job ...`: the job API, with the token
-        deadline = time.monotonic() + 60
-        while True:
-            status = c.ray("status", "--address", c.gcs)
-            if len(re.findall(r"^\s*1 node_", status.split("Pending:")[0], re.M)) == 2:
-                break
-            assert time.monotonic() < deadline, f"the executor node did not join:\n{status}"
-            time.sleep(2)
-        nodes = json.loads(c.ray("list", "nodes", "--detail", "--format", "json"))
-        c.executor_node, = [n["node_id"] for n in nodes if "executor" in n.get("resources_total", {})]
+        c.start_executor_node()
         print(f"cluster up in {time.monotonic() - began:.0f} s")
         yield c
     finally:
@@ -299,6 +324,8 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     # stopped between the first and the last. Executors and evaluators go to the executor node.
     config["sandbox"].update(executor_resources={"executor": 1}, num_executors=1, sandboxes_per_executor=1)
     config["train"].update(num_pairs=1, grad_accum_steps=1)
+    # A lost node's actors are given up after 20 s (default 600 s: a restart may take minutes).
+    config["pipeline"] = {**config.get("pipeline", {}), "actor_timeout_s": 20}
     config_path = cluster.root / "cluster-job.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     total = K * len(PROBLEMS)
@@ -334,14 +361,35 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     assert cluster.job_status(relative.job_id) == "FAILED", relative.text
     assert "run_dir runs/cluster-job is relative, and this is a Ray job" in relative.text, relative.text
 
-    # 2. A second submission resumes the run and completes it.
+    # 2. A second submission resumes the run; its executor node disappears mid-round. The job ends
+    # with a message that says what happened and how to go on; nothing finished is lost.
     second = Submission(cluster, resume_command)
-    environments: dict = {}
-    status = wait_for_job(cluster, second.job_id, run_dir, timeout=600, environments=environments)
+    deadline = time.monotonic() + 420
+    while sample_lines(run_dir) <= stopped_at:
+        assert second.proc.poll() is None, f"the resumed job ended before its first sample:\n{second.text}"
+        assert time.monotonic() < deadline, f"no new sample after 420 s:\n{second.text}"
+        cluster.sandbox_containers()
+        time.sleep(0.2)
+    cluster.lose_executor_node()
+    lost_at = sample_lines(run_dir)
+    assert lost_at < total, f"the node was lost after {lost_at} of {total} samples: not in the middle of round 1"
+    second.finish(timeout=300)
     logs = cluster.ray("job", "logs", second.job_id)
-    second.finish()
+    assert cluster.job_status(second.job_id) == "FAILED", logs
+    assert re.search(r"flowpo: error: the (execute|evaluate|dry_run) stage has no actor left: \S+-(executor|evaluator)"
+                     r"-0 did not answer for 20 s\. Their node is gone", logs), logs
+    assert "then resume with `flowpo train --resume RUN_DIR`" in logs, logs
+    print(f"job 2 lost its executor node after {lost_at}/{total} samples, {time.monotonic() - began:.0f} s")
+
+    # 3. The node comes back; a third submission resumes the run and completes it.
+    cluster.start_executor_node()
+    third = Submission(cluster, resume_command)
+    environments: dict = {}
+    status = wait_for_job(cluster, third.job_id, run_dir, timeout=600, environments=environments)
+    logs = cluster.ray("job", "logs", third.job_id)
+    third.finish()
     assert status == "SUCCEEDED", f"resumed job {status}:\n{logs}"
-    print(f"job 2 succeeded, {time.monotonic() - began:.0f} s")
+    print(f"job 3 succeeded, {time.monotonic() - began:.0f} s")
 
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     keys = [(s["round"], s["problem_id"], s["sample_index"]) for s in samples]
@@ -349,7 +397,7 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     assert sorted(keys) == sorted((1, p, j) for p in PROBLEMS for j in range(K))
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     names = [e["event"] for e in events]
-    assert [e["resumed"] for e in events if e["event"] == "run_start"] == [False, True]
+    assert [e["resumed"] for e in events if e["event"] == "run_start"] == [False, True, True]
     resumed_start = next(e for e in events if e["event"] == "round_start" and e["resumed_samples"])
     assert resumed_start["resumed_samples"] >= stopped_at - 1  # at most one torn line is redone
     assert "round_end" in names and names[-1] == "run_end"
@@ -369,8 +417,8 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
         time.sleep(2)
     actors = cluster.actors()
     sandboxed = [a for a in actors if re.search(r"-(executor|evaluator)-\d+$", a.get("name") or "")]
-    assert len(sandboxed) >= 4, [a.get("name") for a in actors]  # an executor and an evaluator per job
-    assert {a["node_id"] for a in sandboxed} == {cluster.executor_node}
+    assert len(sandboxed) >= 6, [a.get("name") for a in actors]  # an executor and an evaluator per job
+    assert {a["node_id"] for a in sandboxed} <= cluster.executor_nodes
 
     # The key came with the job (`env_vars`): the driver holds it (so does Ray's job supervisor, its
     # parent), but no actor of the run and no process they started (vLLM, learner, docker) does.
