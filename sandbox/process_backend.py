@@ -71,6 +71,14 @@ def readable_bwrap(bwrap: str) -> str:
     return bwrap
 
 
+def drop_to_nobody() -> None:
+    """In the child, before exec: no supplementary groups, then nobody's gid and uid (in that order:
+    a process that is no longer root cannot change its groups)."""
+    os.setgroups([])
+    os.setgid(NOBODY_UID)
+    os.setuid(NOBODY_UID)
+
+
 class ProcessBackend:
     def __init__(self, limits: SandboxLimits, *, python: str = "", runtime_dir: Path = RUNTIME_DIR,
                  namespaces: bool = True):
@@ -123,8 +131,9 @@ class ProcessBackend:
 
     def _user_kwargs(self) -> dict:
         # Root would map the sandbox's uid to host root (no RLIMIT_NPROC, readable /root): drop first.
+        # A preexec_fn, not user=/group=: Ray's async actors run on uvloop, which refuses those.
         if os.geteuid() == 0:
-            return {"user": NOBODY_UID, "group": NOBODY_UID, "extra_groups": []}
+            return {"preexec_fn": drop_to_nobody}
         return {}
 
     def spawn_kwargs(self, name: str) -> dict:

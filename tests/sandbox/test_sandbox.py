@@ -4,6 +4,7 @@ failures, hidden tests, replacement and recycling, and no sandboxes left behind.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -238,3 +239,30 @@ def test_process_backend_falls_back_to_rlimits_with_a_warning(monkeypatch, caplo
     ok, spin, bomb = run_async(scenario())
     assert (ok.failure, ok.answer) == ("", "plain")
     assert spin.failure == "timeout" and bomb.failure == "memory"
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["bubblewrap", "rlimits"])
+def test_process_sandboxes_start_under_uvloop_as_ray_actors_run_them(namespaces):
+    """Ray's async actors run on uvloop, which refuses create_subprocess_exec's user=/group=: the
+    process backend drops to nobody in a preexec_fn instead, and the workflow runs as nobody."""
+    import uvloop
+
+    from sandbox.backend import NOBODY_UID, SandboxLimits
+    from sandbox.process_backend import ProcessBackend
+
+    backend = ProcessBackend(SandboxLimits(timeout_s=10), namespaces=namespaces)
+    backend.check()
+
+    async def scenario():
+        pool = SandboxPool(backend, 1)
+        await pool.start()
+        try:
+            return await pool.run_workflow({"code": body("import os\nreturn f'{os.getuid()},{os.getgid()}'"),
+                                            "problem": "p", "entry_point": "f"}, None)
+        finally:
+            await pool.close()
+
+    outcome = uvloop.run(scenario())
+    assert outcome.failure == "", (outcome.error, outcome.output[-500:])
+    if os.geteuid() == 0 and not backend.namespaces:  # bubblewrap maps its own uid: the host's is what counts
+        assert outcome.answer == f"{NOBODY_UID},{NOBODY_UID}"
