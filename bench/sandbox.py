@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flowpo.prompts import EXAMPLE_WORKFLOW  # noqa: E402
 from sandbox.backend import SandboxLimits  # noqa: E402
 from sandbox.docker_backend import DockerBackend  # noqa: E402
-from sandbox.pool import Sandbox, SandboxPool  # noqa: E402
+from sandbox.pool import SandboxPool  # noqa: E402
+from sandbox.supervised import Sandbox  # noqa: E402
 from sandbox.process_backend import ProcessBackend  # noqa: E402
 
 TRIVIAL = "class Workflow:\n    def __init__(self, llm):\n        pass\n\n    async def __call__(self, problem, entry_point):\n        return 'ok'\n"

@@ -15,7 +15,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from sandbox.pool import LIMIT_FAILURES, RunOutcome, Sandbox, SandboxPool
+from sandbox.pool import LIMIT_FAILURES, RunOutcome, SandboxPool
+from sandbox.supervised import Sandbox
 from sandbox.verdicts import host_status
 
 REPLY_FIELDS = {"value": str, "raised": str, "error": str, "exit": bool, "not_plain": str}
