@@ -14,10 +14,12 @@ from actors.evaluator import Evaluator
 from actors.executor import Executor
 from actors.generator import Generator, SamplingSettings, engine_kwargs
 from actors.llm_server import LLMServer
+from actors.rate_limiter import RemoteLimiter
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
 from flowpo.benchmarks import benchmark
 from flowpo.llm.broker import Budget, LLMBroker, Pricing
+from flowpo.llm.limiter import RateLimits, SharedRateLimiter
 from sandbox.backend import SandboxBackend, SandboxLimits
 from sandbox.docker_backend import DockerBackend
 from sandbox.process_backend import ProcessBackend
@@ -30,6 +32,7 @@ class Actors:
     evaluators: list
     llm_server: object | None
     placement_groups: list = field(default_factory=list)
+    limiter: object | None = None  # the run's executor-LLM rate limiter (start_limiter), or None
 
     def shutdown(self, timeout_s: float = 60) -> None:
         """Ask every actor to stop its own processes, all at once, then kill the actors: the pools
@@ -43,7 +46,7 @@ class Actors:
         settle(closing, "sandbox pools did not close cleanly", deadline)
         settle(stopping, "generator engines did not stop cleanly", deadline)
         settle(serving, "executor LLM server did not stop cleanly", deadline)
-        for handle in [*self.generators, *self.executors, *self.evaluators, self.llm_server]:
+        for handle in [*self.generators, *self.executors, *self.evaluators, self.llm_server, self.limiter]:
             if handle is not None:
                 ray.kill(handle)
         for group in self.placement_groups:
@@ -145,7 +148,34 @@ def start_generators(config: Config, model_path: str) -> tuple[list, list]:
     return handles, groups
 
 
-def build_broker(config: Config, base_url: str, api_key: str, *, temperature: float | None = None) -> LLMBroker:
+def rate_limits(config: Config) -> RateLimits:
+    """The run-wide executor-LLM limits; none (inactive) unless executor_llm.shared_limits applies them."""
+    llm = config.executor_llm
+    if llm.shared_limits == "never" or (llm.shared_limits == "auto" and llm.backend != "openai"):
+        return RateLimits()
+    # a grant outlives its request only when its broker died: free it a minute after the call's timeout
+    return RateLimits(rpm=llm.rpm, tpm=llm.tpm, max_concurrent=llm.max_concurrent_requests,
+                      window_s=llm.rate_window_s, default_backoff_s=llm.retry_base_s,
+                      grant_timeout_s=llm.request_timeout_s + 60)
+
+
+# Every waiting acquire holds one of the actor's concurrency slots: far more slots than calls can
+# wait at once, so that a release (which wakes them) never queues behind them.
+LIMITER_MAX_CONCURRENCY = 100_000
+
+
+def start_limiter(config: Config):
+    """One async actor holding the run's limit for every broker, or None when no limit applies."""
+    limits = rate_limits(config)
+    if not limits.active:
+        return None
+    remote = ray.remote(num_cpus=0, max_concurrency=LIMITER_MAX_CONCURRENCY, max_restarts=-1)(SharedRateLimiter)
+    return remote.options(name=actor_name(config, "llm-rate-limiter", 0)).remote(limits)
+
+
+def build_broker(config: Config, base_url: str, api_key: str, *, temperature: float | None = None,
+                 limiter=None) -> LLMBroker:
+    """``limiter``: the handle start_limiter returned, or None (each broker limited alone)."""
     llm = config.executor_llm
     return LLMBroker(base_url, api_key, llm.model or config.model.served_name,
                      temperature=llm.temperature if temperature is None else temperature,
@@ -153,7 +183,8 @@ def build_broker(config: Config, base_url: str, api_key: str, *, temperature: fl
                      max_retries=llm.max_retries, retry_base_s=llm.retry_base_s, retry_cap_s=llm.retry_cap_s,
                      cache_size=llm.cache_size,
                      budget=Budget(llm.max_calls_per_workflow, llm.max_tokens_per_workflow),
-                     pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok))
+                     pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok),
+                     limiter=RemoteLimiter(limiter) if limiter is not None else None)
 
 
 def executor_options(config: Config) -> dict:
@@ -185,22 +216,23 @@ def evaluator_options(config: Config) -> dict:
                 max_concurrency=max(sandboxes, 4) + 4, max_restarts=config.pipeline.max_restarts)
 
 
-def start_executors(config: Config, base_url: str, api_key: str) -> list:
+def start_executors(config: Config, base_url: str, api_key: str, limiter=None) -> list:
     """The key reaches an executor only as its broker's constructor argument (see withhold_from_workers)."""
     sb = config.sandbox
     executor_cls = ray.remote(**executor_options(config))(Executor)
     return [executor_cls.options(name=actor_name(config, "executor", i)).remote(
-                build_backend(config), build_broker(config, base_url, api_key),
+                build_backend(config), build_broker(config, base_url, api_key, limiter=limiter),
                 sandboxes=sb.sandboxes_per_executor, recycle_after=sb.recycle_after, seed=config.seed)
             for i in range(sb.num_executors)]
 
 
-def start_evaluators(config: Config, base_url: str, api_key: str) -> list:
+def start_evaluators(config: Config, base_url: str, api_key: str, limiter=None) -> list:
     ev, sandboxes = config.evaluator, evaluator_sandboxes(config)
     evaluator_cls = ray.remote(**evaluator_options(config))(Evaluator)
     return [evaluator_cls.options(name=actor_name(config, "evaluator", i)).remote(
         build_backend(config, ev.timeout_s) if sandboxes else None, sandboxes=sandboxes,
-        broker=build_broker(config, base_url, api_key, temperature=ev.judge_temperature) if ev.judge else None,
+        broker=build_broker(config, base_url, api_key, temperature=ev.judge_temperature, limiter=limiter)
+        if ev.judge else None,
         math_timeout_s=ev.math_timeout_s)
         for i in range(ev.num_evaluators)]
 
@@ -241,15 +273,18 @@ def withhold_from_workers(names: Iterable[str]) -> list[str]:
     return dropped
 
 
-def start_actors(config: Config, model_path: str, run_dir: Path) -> Actors:
-    """Start every stage and wait until all are ready; on any failure, stop what was started."""
+def start_actors(config: Config, model_path: str, run_dir: Path, *, generators: bool = True) -> Actors:
+    """Start every stage and wait until all are ready; on any failure, stop what was started.
+    ``generators=False`` (a replay of recorded workflows) starts no generator replica."""
     actors = Actors([], [], [], None)
     try:
         # Actor creation returns at once: the generator engines start while we wait for the server.
-        actors.generators, actors.placement_groups = start_generators(config, model_path)
+        if generators:
+            actors.generators, actors.placement_groups = start_generators(config, model_path)
         actors.llm_server, base_url, api_key = start_llm_server(config, model_path, run_dir)
-        actors.executors = start_executors(config, base_url, api_key)
-        actors.evaluators = start_evaluators(config, base_url, api_key)
+        actors.limiter = start_limiter(config)
+        actors.executors = start_executors(config, base_url, api_key, actors.limiter)
+        actors.evaluators = start_evaluators(config, base_url, api_key, actors.limiter)
         ray.get([h.ready.remote() for h in [*actors.generators, *actors.executors, *actors.evaluators]])
     except BaseException as exc:
         actors.shutdown()

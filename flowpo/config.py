@@ -105,6 +105,26 @@ class ExecutorLLMConfig:
     max_tokens_per_workflow: int = option(200_000, "prompt+completion tokens one workflow run may use; 0 = unlimited")
     prompt_usd_per_mtok: float = option(0.0, "price of a million prompt tokens, for the cost metric")
     completion_usd_per_mtok: float = option(0.0, "price of a million completion tokens, for the cost metric")
+    # The run-wide limits below are shared by every broker of the run (flowpo/llm/limiter.py); the
+    # defaults are OpenAI's tier-1 limits for gpt-4o-mini (500 RPM, 200,000 TPM), the lowest paid tier.
+    rpm: int = option(500, "requests per minute to the executor LLM, for the whole run; 0 = unlimited "
+                           "(default: OpenAI tier 1, gpt-4o-mini)")
+    tpm: int = option(200_000, "prompt+completion tokens per minute, for the whole run; a request counts "
+                               "max_tokens until it ends; 0 = unlimited (default: OpenAI tier 1, gpt-4o-mini)")
+    max_concurrent_requests: int = option(0, "executor-LLM requests in flight for the whole run; 0 = unlimited "
+                                             "(max_concurrency still caps each actor)")
+    shared_limits: Literal["auto", "always", "never"] = option(
+        "auto", "enforce rpm/tpm/max_concurrent_requests: auto = for backend=openai only (the hosted vLLM server "
+        "has no rate limit, a cap would only slow it), always = for both backends, never")
+    rate_window_s: float = option(60.0, "window of rpm and tpm in seconds (60: per minute, as the APIs count; "
+                                        "tests and benches against flowpo/llm/local_api.py shorten it)")
+
+    def __post_init__(self):
+        for name in ("rpm", "tpm", "max_concurrent_requests"):
+            if getattr(self, name) < 0:
+                raise _error(f"executor_llm.{name}", f"must be >= 0 (0 = unlimited), got {getattr(self, name)}")
+        if self.rate_window_s <= 0:
+            raise _error("executor_llm.rate_window_s", f"must be > 0 seconds, got {self.rate_window_s}")
 
 
 @dataclass

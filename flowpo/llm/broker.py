@@ -3,6 +3,8 @@
 Sandboxed operators send chat messages; the broker makes the call with ``openai.AsyncOpenAI`` over
 HTTP and owns everything around it: retries with backoff (done here, not by the client, so they are
 counted), a response cache for deterministic calls, per-workflow budgets, token cost and stats.
+With a shared ``limiter`` (flowpo/llm/limiter.py) every HTTP request, retries included, takes a
+run-wide slot first and reports its tokens and any 429 after, so all brokers back off together.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from functools import partial
 import openai
 
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
+from flowpo.llm.limiter import Limiter, estimate_tokens
 
 
 class MalformedResponse(Exception):
@@ -193,7 +196,7 @@ class LLMBroker:
     def __init__(self, base_url: str, api_key: str, model: str, *, temperature: float, max_tokens: int,
                  max_concurrency: int, timeout_s: float, max_retries: int, retry_base_s: float = 0.5,
                  retry_cap_s: float = 20.0, cache_size: int = 1024, budget: Budget = Budget(),
-                 pricing: Pricing = Pricing()):
+                 pricing: Pricing = Pricing(), limiter: Limiter | None = None):
         self.base_url = base_url
         self._api_key = api_key
         self.model = model
@@ -207,6 +210,7 @@ class LLMBroker:
         self.cache_size = cache_size
         self.budget = budget
         self.pricing = pricing
+        self.limiter = limiter
         self._stats = BrokerStats()
         self._cache: OrderedDict[str, Reply] = OrderedDict()
         self._reset_loop_state()
@@ -226,7 +230,8 @@ class LLMBroker:
 
     def __repr__(self) -> str:  # the API key stays out of logs and tracebacks
         return (f"LLMBroker(base_url={self.base_url!r}, model={self.model!r}, temperature={self.temperature}, "
-                f"max_concurrency={self.max_concurrency}, cache_size={self.cache_size}, budget={self.budget})")
+                f"max_concurrency={self.max_concurrency}, cache_size={self.cache_size}, budget={self.budget}, "
+                f"limiter={self.limiter!r})")
 
     def stats(self) -> dict:
         return asdict(self._stats)
@@ -338,8 +343,31 @@ class LLMBroker:
         client = self._ensure_client()
         async with self._semaphore:
             self._stats.http_requests += 1
-            extra = {} if seed is None else {"seed": seed}
-            raw = await client.chat.completions.with_raw_response.create(
-                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens,
-                **extra)
-        return parse_completion(raw.text)
+            if self.limiter is not None:
+                return await self._limited(client, messages, seed)
+            text = await self._post(client, messages, seed)
+        return parse_completion(text)
+
+    async def _post(self, client: openai.AsyncOpenAI, messages: list, seed: int | None) -> str:
+        extra = {} if seed is None else {"seed": seed}
+        raw = await client.chat.completions.with_raw_response.create(
+            model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens, **extra)
+        return raw.text
+
+    async def _limited(self, client: openai.AsyncOpenAI, messages: list, seed: int | None) -> Reply:
+        """One request inside a run-wide slot; the slot is given back whatever happens, with the tokens
+        used (the estimate when unknown) and any 429 with its Retry-After, which pauses every broker."""
+        estimate = estimate_tokens(messages, self.max_tokens)
+        grant = await self.limiter.acquire(estimate)
+        used, rate_limited, asked = estimate, False, None
+        try:
+            reply = parse_completion(await self._post(client, messages, seed))
+            used = reply.prompt_tokens + reply.completion_tokens
+            return reply
+        except openai.APIStatusError as exc:
+            used, rate_limited, asked = 0, exc.status_code == 429, retry_after_s(exc.response.headers)
+            asked = min(asked, self.retry_cap_s) if asked is not None else None  # as the broker's own wait
+            raise
+        finally:
+            # shield: a caller cancelled mid-request (its sandbox timed out) still gives its slot back
+            await asyncio.shield(self.limiter.release(grant, used, rate_limited=rate_limited, retry_after_s=asked))

@@ -1,4 +1,5 @@
-"""`flowpo` command line: train a run from a YAML config, evaluate a checkpoint, prepare the embedded model."""
+"""`flowpo` command line: train a run from a YAML config, evaluate a checkpoint, replay recorded workflows,
+prepare the embedded model."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +86,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_execute(args) -> int:
+    from flowpo.orchestration.execute import Selection, replay, resolve_source
+
+    source = resolve_source(args.recorded, args.with_config)
+    config = load_config(source.config, args.overrides)
+    selection = Selection(rounds=frozenset(args.round or ()), problems=frozenset(args.problem or ()),
+                          min_score=args.min_score, max_score=args.max_score, only_valid=args.only_valid)
+    print(f"replaying {source.samples} ({selection.describe()}) with {source.config}; "
+          f"{config.evaluator.repeats} run(s) per workflow")
+    report = replay(config, source, selection, out=args.out, skip_missing=args.skip_missing)
+    print(report.markdown)
+    print(f"results: {report.out_dir / 'samples.jsonl'}, {report.out_dir / 'results.md'}, "
+          f"{report.out_dir / 'results.json'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="flowpo", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -104,6 +121,21 @@ def parser() -> argparse.ArgumentParser:
                    help="a round of the run directory (adapters/round-ROUND), a peft adapter directory, or base")
     p.add_argument("--baselines", default="io,cot,cot_sc", help="io,cot,cot_sc (default), a subset, or none")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("execute", help="run recorded workflows again (another executor LLM, repeats or split) "
+                                       "and compare their scores with the recorded ones")
+    p.add_argument("recorded", metavar="RUN_DIR_OR_SAMPLES", help="a run directory, or a samples.jsonl file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. executor_llm.model=gpt-4o-mini")
+    p.add_argument("--with", dest="with_config", metavar="CONFIG",
+                   help="config of the replay (default: the config.yaml beside the samples)")
+    p.add_argument("--round", type=int, action="append", metavar="K", help="only round K (repeatable)")
+    p.add_argument("--problem", action="append", metavar="ID", help="only problem ID (repeatable)")
+    p.add_argument("--min-score", type=float, help="only workflows whose recorded score is at least this")
+    p.add_argument("--max-score", type=float, help="only workflows whose recorded score is at most this")
+    p.add_argument("--only-valid", action="store_true", help="leave out workflows recorded as invalid_workflow")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out workflows whose problem is not in the config's task split (else an error)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: RUN_DIR/replays/<timestamp>)")
+    p.set_defaults(func=cmd_execute)
     p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct once")
     p.add_argument("--dest", default=DEFAULT_MODEL_DIR)
     p.set_defaults(func=cmd_prepare_model)
@@ -113,8 +145,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     root = parser()
     args, extra = root.parse_known_args(argv)
-    if extra and args.command == "evaluate" and not any(e.startswith("-") for e in extra):
-        args.overrides += extra  # argparse leaves overrides that follow --checkpoint unparsed
+    if extra and args.command in ("evaluate", "execute") and not any(e.startswith("-") for e in extra):
+        args.overrides += extra  # argparse leaves overrides that follow an option unparsed
     elif extra:
         root.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -64,8 +64,10 @@ def stage_stats(actors) -> dict:
         add_counts(executors, stats)
     for stats in ray.get([e.stats.remote() for e in actors.evaluators]):
         add_counts(evaluators, stats)
+    limiter = getattr(actors, "limiter", None)  # the run-wide rate limit's counters, when one is on
     return {"executor_sandboxes": executors.get("pool", {}), "executor_llm": executors.get("broker", {}),
-            "evaluator_sandboxes": evaluators.get("pool", {})}
+            "evaluator_sandboxes": evaluators.get("pool", {}),
+            "executor_llm_limiter": ray.get(limiter.stats.remote()) if limiter is not None else {}}
 
 
 def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]], actors, config: Config,

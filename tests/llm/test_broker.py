@@ -20,6 +20,7 @@ import pytest
 
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 from flowpo.llm.broker import Budget, LLMBroker, Pricing, WorkflowUsage
+from flowpo.llm.limiter import RateLimits, SharedRateLimiter
 
 API_KEY = "sk-test-4f9c2e-secret"
 
@@ -449,3 +450,58 @@ def test_a_seed_goes_with_the_request_and_only_when_given(server):
     run(broker.complete(ask("seeded"), seed=1234))
     run(broker.complete(ask("unseeded")))
     assert server.requests[0]["body"]["seed"] == 1234 and "seed" not in server.requests[1]["body"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A shared rate limiter (flowpo/llm/limiter.py)
+
+
+def limited_pair(server: ChatServer, limits: RateLimits, **overrides) -> tuple[SharedRateLimiter, LLMBroker, LLMBroker]:
+    limiter = SharedRateLimiter(limits)
+    return limiter, broker_for(server, limiter=limiter, **overrides), broker_for(server, limiter=limiter, **overrides)
+
+
+def test_every_request_takes_a_shared_slot_and_reports_its_tokens(server):
+    server.answer(error(500), Scripted(body=completion(prompt_tokens=7, completion_tokens=3)))
+    limiter, broker, _ = limited_pair(server, RateLimits(rpm=100))
+
+    async def call():
+        await broker.complete(ask("q"))
+        return await limiter.stats()
+
+    stats = run(call())
+    assert stats["granted"] == stats["released"] == 2  # the retry took a slot of its own
+    assert stats["tokens_in_window"] == 10 and stats["in_flight"] == 0  # 0 for the 500, 7 + 3 used
+
+
+def test_a_429_met_by_one_broker_holds_back_the_others(server):
+    server.answer(error(429, **{"Retry-After": "0.5"}))
+    limiter, first, second = limited_pair(server, RateLimits(rpm=100), retry_cap_s=2.0)
+
+    async def scenario():
+        retrying = asyncio.ensure_future(first.complete(ask("a")))
+        await asyncio.sleep(0.1)  # the first broker has met its 429 (answered at once)
+        began = time.monotonic()
+        await second.complete(ask("b"))  # alone it would be answered in milliseconds
+        waited = time.monotonic() - began
+        await retrying
+        return waited, await limiter.stats()
+
+    waited, stats = run(scenario())
+    assert 0.3 <= waited < 10  # until 0.5 s after the 429
+    assert stats["rate_limited"] == 1 and stats["shared_backoffs"] == 1 and len(server.requests) == 3
+
+
+def test_a_cancelled_call_gives_its_shared_slot_back(server):
+    server.answer(Scripted(body=completion(), delay_s=1.0))
+    limiter, broker, other = limited_pair(server, RateLimits(max_concurrent=1))
+
+    async def scenario():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(broker.complete(ask("slow")), 0.2)  # its sandbox timed out
+        freed = (await limiter.stats())["in_flight"] == 0
+        await asyncio.wait_for(other.complete(ask("next")), 60)  # a slot kept would block it for 600 s
+        return freed, await limiter.stats()
+
+    freed, stats = run(scenario())
+    assert freed and stats["in_flight"] == 0 and stats["released"] == 2
