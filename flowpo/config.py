@@ -1,32 +1,25 @@
-"""Typed run configuration that mirrors the YAML file, with strict loading.
+"""Typed run configuration that mirrors the YAML file, with strict loading (flowpo.typed_config).
 
 Every field has a type, a default and a one-line doc (``metadata["doc"]``). Loading rejects an
-unknown key or a wrongly typed value with its full dotted path, and the file and line for YAML.
+unknown key or a wrongly typed value with its full dotted path, and the file and line for YAML;
+fields that are each valid but cannot work together are refused too, naming them.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import types
 import uuid
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from flowpo.benchmarks import BENCHMARKS
 from flowpo.errors import ConfigError
+from flowpo.typed_config import apply_override, field_error, from_dict, option, yaml_line
 
 DEFAULT_MODEL_DIR = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
-
-
-def option(default: Any, doc: str) -> Any:
-    """A config field: its default and the one line a user reads about it."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass
@@ -122,9 +115,9 @@ class ExecutorLLMConfig:
     def __post_init__(self):
         for name in ("rpm", "tpm", "max_concurrent_requests"):
             if getattr(self, name) < 0:
-                raise _error(f"executor_llm.{name}", f"must be >= 0 (0 = unlimited), got {getattr(self, name)}")
+                raise field_error(f"executor_llm.{name}", f"must be >= 0 (0 = unlimited), got {getattr(self, name)}")
         if self.rate_window_s <= 0:
-            raise _error("executor_llm.rate_window_s", f"must be > 0 seconds, got {self.rate_window_s}")
+            raise field_error("executor_llm.rate_window_s", f"must be > 0 seconds, got {self.rate_window_s}")
 
 
 @dataclass
@@ -271,7 +264,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         config = from_dict(Config, raw)
     except ConfigError as exc:
         dotted = getattr(exc, "dotted_path", "")
-        line = _yaml_line(text, dotted)
+        line = yaml_line(text, dotted)
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {exc}") from None
     for item in overrides:
@@ -303,106 +296,6 @@ def inconsistency(config: "Config") -> str:
             return (f"train.group_t={sharpen} with train.group_n={n}: a group is sharpened to its t lowest and t "
                     "highest scores, so 0 < 2 * group_t < group_n is needed (generator.k of 5 or more)")
     return ""
-
-
-def apply_override(config: Config, item: str) -> Config:
-    """Return a copy of ``config`` with one ``dotted.key=value`` override (value parsed as YAML)."""
-    key, sep, value_text = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {item!r}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(value_text) if value_text else ""
-    except yaml.YAMLError:
-        value = value_text
-    data = dataclasses.asdict(config)
-    node = data
-    parts = key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])}: not a config section")
-        node = child
-    node[parts[-1]] = value  # an unknown key is reported by from_dict below
-    try:
-        return from_dict(Config, data)
-    except ConfigError as exc:
-        raise ConfigError(f"override {item!r}: {exc}") from None
-
-
-def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``raw``, checking keys and types recursively."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if not isinstance(raw, dict):
-        raise _error(prefix.rstrip("."), f"expected a mapping, got {type(raw).__name__}")
-    values = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise _error(dotted, f"unknown key (known keys here: {known})")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = from_dict(hint, value if value is not None else {}, dotted + ".")
-        else:
-            values[key] = _check_value(value, hint, dotted)
-    return cls(**values)
-
-
-def _check_value(value: Any, hint: Any, dotted: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise _error(dotted, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if origin in (list, typing.List):
-        (item_type,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise _error(dotted, f"expected a list of {item_type.__name__}, got {value!r}")
-        return [_check_value(v, item_type, f"{dotted}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, typing.Dict):
-        key_type, value_type = typing.get_args(hint)
-        if not isinstance(value, dict):
-            raise _error(dotted, f"expected a mapping of {key_type.__name__} to {value_type.__name__}, got {value!r}")
-        return {_check_value(k, key_type, f"{dotted} key"): _check_value(v, value_type, f"{dotted}.{k}")
-                for k, v in value.items()}
-    if origin in (types.UnionType, typing.Union):
-        raise TypeError(f"config field {dotted}: unions are not supported")  # programming error
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        # YAML reads `problem_ids: [0]` as int; a string field accepts the number's text.
-        return str(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise _error(dotted, f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _error(dotted: str, message: str) -> ConfigError:
-    exc = ConfigError(f"{dotted}: {message}")
-    exc.dotted_path = dotted
-    return exc
-
-
-def _yaml_line(text: str, dotted: str) -> int | None:
-    """1-based line of the key at ``dotted`` in the YAML text, if it can be found."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in dotted.split("."):
-        part = part.split("[")[0]
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for key_node, value_node in node.value:
-            if key_node.value == part:
-                line, node = key_node.start_mark.line + 1, value_node
-                break
-        else:
-            break
-    return line
 
 
 def to_yaml(config: Config) -> str:

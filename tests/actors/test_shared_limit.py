@@ -14,7 +14,8 @@ import pytest
 import ray
 
 from actors.launch import Actors, build_broker, rate_limits, start_limiter
-from flowpo.config import Config, ExecutorLLMConfig, apply_override, load_config
+from flowpo.config import Config, ExecutorLLMConfig, load_config
+from flowpo.typed_config import apply_override
 from flowpo.errors import ConfigError, LLMCallError
 from flowpo.llm.local_api import LocalAPI
 from flowpo.orchestration.train import stage_stats

@@ -1,6 +1,7 @@
 import pytest
 
-from flowpo.config import Config, apply_override, load_config
+from flowpo.config import Config, load_config
+from flowpo.typed_config import apply_override
 from flowpo.errors import ConfigError
 
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from flowpo.config import Config, TaskConfig, from_dict
+from flowpo.config import Config, TaskConfig
+from flowpo.typed_config import from_dict
 from flowpo.errors import ConfigError, FlowPOError
 from flowpo.benchmarks import hidden_test
 from flowpo.dataset_rows import mbpp_entry_point
