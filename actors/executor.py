@@ -9,6 +9,7 @@ from flowpo.seeds import call_seed
 from sandbox.backend import SandboxBackend
 from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from sandbox.pool import SandboxPool
+from sandbox.verdicts import blame_queueing
 
 
 class Executor:
@@ -38,8 +39,9 @@ class Executor:
 
         start = {"code": workflow.code, "problem": problem.prompt, "entry_point": problem.entry_point}
         outcome = await self.pool.run_workflow(start, ask_llm)
-        return Execution(workflow=workflow, answer=outcome.answer, failure=outcome.failure,
-                         error=outcome.error[-2000:], execute_s=outcome.seconds, llm_calls=usage.calls,
+        failure, error = blame_queueing(outcome.failure, outcome.error, usage.queued_s, self.backend.limits.timeout_s)
+        return Execution(workflow=workflow, answer=outcome.answer, failure=failure,
+                         error=error[-2000:], execute_s=outcome.seconds, llm_calls=usage.calls,
                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                          cache_hits=usage.cache_hits, cost_usd=usage.cost_usd)
 

@@ -21,6 +21,20 @@ AskLLM = Callable[[list, int], Awaitable[dict]]
 # budget_exceeded from its own records (LLMCalls.judge), never from the sandbox's word.
 END_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "output_limit", "llm_error",
                 "budget_exceeded"}
+# A timeout is the infrastructure's when the workflow spent this share of its time limit waiting
+# for executor-LLM capacity (the shared rate limit, its actor's max_concurrency, 429 backoff).
+QUEUED_SHARE = 0.25
+
+
+def blame_queueing(failure: str, error: str, queued_s: float, timeout_s: float) -> tuple[str, str]:
+    """(failure, error) of a run, with a timeout that waiting for executor-LLM capacity caused made
+    llm_error (infrastructure: never scored as the workflow's failure). A workflow cannot make the
+    host queue its calls except by calling often, and its call budget bounds that."""
+    if failure == "timeout" and timeout_s > 0 and queued_s >= QUEUED_SHARE * timeout_s:
+        return "llm_error", (f"timed out after waiting {queued_s:.1f} s of its {timeout_s:g} s limit for executor-LLM "
+                             "capacity (the shared rate limit, the actor's concurrency or 429 backoff): not the "
+                             f"workflow's doing; {error}")[:2000]
+    return failure, error
 
 
 def host_status(end: dict) -> str:

@@ -9,6 +9,7 @@ run-wide slot first and reports its tokens and any 429 after, so all brokers bac
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -46,6 +47,7 @@ class WorkflowUsage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     retries: int = 0
+    queued_s: float = 0.0  # waiting for capacity (the actor's max_concurrency, the shared limit, retry backoff)
 
     @property
     def tokens(self) -> int:
@@ -200,7 +202,7 @@ class LLMBroker:
         attempts = 0
         while True:
             try:
-                return await self._request(messages, seed)
+                return await self._request(messages, usage, seed)
             except (openai.APIError, MalformedResponse) as exc:
                 attempts += 1
                 if is_rejection(exc):
@@ -212,14 +214,18 @@ class LLMBroker:
                                        f"{describe_error(exc)}") from exc
                 usage.retries += 1
                 self._stats.retries += 1
-                await asyncio.sleep(retry_delay_s(exc, attempts - 1, self.retry_base_s, self.retry_cap_s))
+                delay = retry_delay_s(exc, attempts - 1, self.retry_base_s, self.retry_cap_s)
+                usage.queued_s += delay
+                await asyncio.sleep(delay)
 
-    async def _request(self, messages: list, seed: int | None = None) -> Reply:
+    async def _request(self, messages: list, usage: WorkflowUsage, seed: int | None = None) -> Reply:
         client = self._ensure_client()
+        asked = time.monotonic()
         async with self._semaphore:
+            usage.queued_s += time.monotonic() - asked
             self._stats.http_requests += 1
             if self.limiter is not None:
-                return await self._limited(client, messages, seed)
+                return await self._limited(client, messages, usage, seed)
             text = await self._post(client, messages, seed)
         return parse_completion(text)
 
@@ -229,11 +235,14 @@ class LLMBroker:
             model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens, **extra)
         return raw.text
 
-    async def _limited(self, client: openai.AsyncOpenAI, messages: list, seed: int | None) -> Reply:
+    async def _limited(self, client: openai.AsyncOpenAI, messages: list, usage: WorkflowUsage,
+                       seed: int | None) -> Reply:
         """One request inside a run-wide slot; the slot is given back whatever happens, with the tokens
         used (the estimate when unknown) and any 429 with its Retry-After, which pauses every broker."""
         estimate = estimate_tokens(messages, self.max_tokens)
+        asked = time.monotonic()
         grant = await self.limiter.acquire(estimate)
+        usage.queued_s += time.monotonic() - asked
         used, rate_limited, asked = estimate, False, None
         try:
             reply = parse_completion(await self._post(client, messages, seed))

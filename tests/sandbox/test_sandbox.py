@@ -4,6 +4,7 @@ failures, hidden tests, replacement and recycling, and no sandboxes left behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 import pytest
@@ -266,3 +267,34 @@ def test_process_sandboxes_start_under_uvloop_as_ray_actors_run_them(namespaces)
     assert outcome.failure == "", (outcome.error, outcome.output[-500:])
     if os.geteuid() == 0 and not backend.namespaces:  # bubblewrap maps its own uid: the host's is what counts
         assert outcome.answer == f"{NOBODY_UID},{NOBODY_UID}"
+
+
+def test_a_timeout_spent_waiting_for_llm_capacity_is_not_the_workflows(backend_kind, need):
+    """Two workflows, one LLM call each, an API answering in 3 s and room for one call at a time:
+    the second waits 3 s for its turn, then times out at 4 s. That timeout is the infrastructure's
+    (llm_error, never scored as a bad workflow); the first, which never waited, finishes."""
+    from flowpo.llm.local_api import LocalAPI
+
+    one_call = body("reply = await Custom(self.llm)(input='hi', instruction='')\nreturn reply.response")
+    api = LocalAPI(latency_s=(3.0, 3.0)).start()
+
+    async def scenario():
+        broker = LLMBroker(api.url, "EMPTY", "m", temperature=0.8, max_tokens=8, max_concurrency=1, timeout_s=30,
+                           max_retries=0)
+        executor = Executor(make_backend(backend_kind, need, timeout_s=4), broker, sandboxes=2)
+        await executor.ready()
+        try:
+            return await asyncio.gather(*(executor.execute(dataclasses.replace(workflow(one_call), sample_index=i),
+                                                           PROBLEM) for i in range(2)))
+        finally:
+            await executor.close()
+
+    try:
+        runs = run_async(scenario())
+    finally:
+        api.stop()
+    waited = [r for r in runs if r.failure == "llm_error"]
+    assert len(waited) == 1, [(r.failure, r.error[:200]) for r in runs]
+    assert "waiting" in waited[0].error and "for executor-LLM capacity" in waited[0].error
+    (first,) = [r for r in runs if r is not waited[0]]
+    assert first.failure == "", first.error
