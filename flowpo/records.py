@@ -6,6 +6,7 @@ from typing import Literal
 
 
 Family = Literal["code", "math", "qa"]
+BASE_ADAPTER = "base"  # the adapter version that means the base model, no adapter
 
 
 @dataclass(frozen=True)

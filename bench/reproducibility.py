@@ -1,0 +1,116 @@
+"""Is a run reproducible to the sample? Round 1 of the same config three times, each as a user runs it
+(`flowpo train`, its own Ray instance):
+
+  A  uninterrupted;
+  B  uninterrupted again;
+  C  killed (SIGKILL, no clean-up) after --kill-after samples, then `flowpo train --resume`.
+
+Each run is stopped once round 1 has all its samples (training is not compared). It prints, for B
+and for C against A, how many of the round's (problem, sample index) slots wrote the same workflow,
+the same answer and the same score. Workflows are seeded by (run seed, problem, round, sample
+index, attempt) and executor-LLM calls by (…, repeat, call number), so where the backends are
+deterministic everything matches; vLLM on CPU may still flip a token with the batch's make-up.
+
+    .venv/bin/python bench/reproducibility.py [--config examples/local.yaml] [--kill-after 12]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FLOWPO = Path(sys.executable).parent / "flowpo"
+
+
+def samples(run_dir: Path) -> dict:
+    """(problem, sample index) -> the round-1 line; a torn last line is not a sample."""
+    found = {}
+    path = run_dir / "samples.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["round"] == 1:
+            found[(record["problem_id"], record["sample_index"])] = record
+    return found
+
+
+def run_until(command: list[str], run_dir: Path, count: int, *, kill: bool, timeout_s: float) -> None:
+    """Run ``command`` until round 1 holds ``count`` samples, then stop it: SIGKILL to its whole
+    process group (a crash) or SIGTERM (a user's stop)."""
+    proc = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(samples(run_dir)) < count:
+            if proc.poll() is not None:
+                raise SystemExit(f"{' '.join(command)} exited {proc.returncode} with {len(samples(run_dir))} samples")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{' '.join(command)}: {len(samples(run_dir))} of {count} samples after {timeout_s} s")
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def compare(reference: dict, other: dict) -> dict:
+    """How many slots of ``reference`` hold the same workflow, answer and score in ``other``."""
+    same = {"workflow": 0, "answer": 0, "score": 0}
+    for key, ref in reference.items():
+        mine = other.get(key)
+        if mine is None:
+            continue
+        same["workflow"] += ref["completion"] == mine["completion"]
+        same["answer"] += ref["answer"] == mine["answer"]  # the first repeat's answer
+        same["score"] += ref["score"] == mine["score"]
+    return same
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="examples/local.yaml")
+    parser.add_argument("--kill-after", type=int, default=12, help="samples run C writes before it is killed")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds each run may take")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides for all three runs")
+    args = parser.parse_args()
+    from flowpo.config import load_config
+
+    config = load_config(REPO / args.config, args.overrides)
+    total = config.generator.k * len(config.task.problem_ids or [])
+    if not total:
+        raise SystemExit(f"{args.config}: set task.problem_ids, so that the round's size is known")
+    root = Path(tempfile.mkdtemp(prefix="flowpo-repro-"))
+    runs = {}
+    for name in ("A", "B", "C"):
+        run_dir = root / name
+        command = [str(FLOWPO), "train", str(REPO / args.config), *args.overrides, f"run_dir={run_dir}", "rounds=1"]
+        began = time.monotonic()
+        if name == "C":
+            run_until(command, run_dir, args.kill_after, kill=True, timeout_s=args.timeout)
+            print(f"C killed after {len(samples(run_dir))} samples")
+            run_until([str(FLOWPO), "train", "--resume", str(run_dir)], run_dir, total, kill=False,
+                      timeout_s=args.timeout)
+        else:
+            run_until(command, run_dir, total, kill=False, timeout_s=args.timeout)
+        runs[name] = samples(run_dir)
+        print(f"run {name}: {len(runs[name])} samples in {time.monotonic() - began:.0f} s ({run_dir})")
+    for name in ("B", "C"):
+        same = compare(runs["A"], runs[name])
+        print(f"{name} vs A: same workflow {same['workflow']}/{total}, same answers {same['answer']}/{total}, "
+              f"same score {same['score']}/{total}")
+
+
+if __name__ == "__main__":
+    main()
