@@ -52,7 +52,11 @@ def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int,
     kwargs = dict(model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
                   enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
                   tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True,
-                  enforce_eager=enforce_eager)
+                  enforce_eager=enforce_eager,
+                  # A seeded request whose prefill is split over two steps rewinds its generator's
+                  # offset, which the CPU generator cannot do: the engine dies ("CPU Generator does
+                  # not use offset") once enough requests arrive in one step. Unsplit prefills.
+                  enable_chunked_prefill=False)
     if tensor_parallel_size > 1:
         # Inside a placement group vLLM defaults to its Ray executor, which wants one 1-GPU bundle
         # per rank and refuses the replica's single bundle that holds all its GPUs (actors.launch);

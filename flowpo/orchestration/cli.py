@@ -72,15 +72,41 @@ def cmd_check(args) -> int:
     return 0
 
 
+def evaluated_config(args):
+    """(config, overrides) of `flowpo evaluate`: CONFIG with --checkpoint, or with --all-checkpoints
+    RUN_DIR the run's own config.yaml (a CONFIG word there is one more override, as with --resume)."""
+    from pathlib import Path
+
+    if bool(args.checkpoint) == bool(args.all_checkpoints):
+        raise FlowPOError("flowpo evaluate needs CONFIG --checkpoint ROUND|PATH|base, or --all-checkpoints RUN_DIR "
+                          "(one of the two)")
+    if args.checkpoint:
+        if not args.config:
+            raise FlowPOError("flowpo evaluate --checkpoint needs the run's CONFIG file")
+        return load_config(args.config, args.overrides), list(args.overrides)
+    run_dir = Path(args.all_checkpoints)
+    if not (run_dir / "config.yaml").is_file():
+        raise FlowPOError(f"--all-checkpoints {run_dir}: no config.yaml there; is it a FlowPO run directory?")
+    overrides = ([args.config] if args.config else []) + list(args.overrides)
+    return load_config(run_dir / "config.yaml", overrides + [f"run_dir={run_dir}"]), overrides
+
+
 def cmd_evaluate(args) -> int:
     from flowpo.baselines import parse_baselines
+    from flowpo.orchestration.curve import evaluate_all
     from flowpo.orchestration.evaluate import evaluate, evaluation_config, split_note
 
     baselines = parse_baselines(args.baselines)
-    config, forced = evaluation_config(load_config(args.config, args.overrides), args.overrides)
-    print(f"evaluating checkpoint {args.checkpoint} on {config.task.name}, {split_note(config.task.split, forced)}; "
-          f"baselines: {', '.join(baselines) or 'none'}; {config.evaluator.repeats} run(s) per workflow")
-    report = evaluate(config, args.checkpoint, baselines, split_forced=forced)
+    loaded, overrides = evaluated_config(args)
+    config, forced = evaluation_config(loaded, overrides, args.samples)
+    what = f"checkpoint {args.checkpoint}" if args.checkpoint else f"base and every round of {args.all_checkpoints}"
+    print(f"evaluating {what} on {config.task.name}, {split_note(config.task.split, forced)}; "
+          f"baselines: {', '.join(baselines) or 'none'}; {args.samples} workflow(s) per problem, "
+          f"{config.evaluator.repeats} run(s) per workflow")
+    if args.checkpoint:
+        report = evaluate(config, args.checkpoint, baselines, split_forced=forced, samples=args.samples)
+    else:
+        report = evaluate_all(config, baselines, split_forced=forced, samples=args.samples)
     print(report.markdown)
     print(f"results: {report.out_dir / 'results.md'}, {report.out_dir / 'results.json'}")
     return 0
@@ -115,10 +141,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.2 rounds=1")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("evaluate", help="solve rate of a checkpoint and the IO/CoT/CoT-SC baselines on the test split")
-    p.add_argument("config", help="YAML config file of the run, e.g. examples/local.yaml")
+    p.add_argument("config", nargs="?", help="YAML config file of the run, e.g. examples/local.yaml "
+                                             "(not with --all-checkpoints, which reads the run's config.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. evaluator.repeats=3 task.limit=20")
-    p.add_argument("--checkpoint", required=True, metavar="ROUND|PATH|base",
+    p.add_argument("--checkpoint", metavar="ROUND|PATH|base",
                    help="a round of the run directory (adapters/round-ROUND), a peft adapter directory, or base")
+    p.add_argument("--all-checkpoints", metavar="RUN_DIR",
+                   help="base and every round of RUN_DIR on one actor start; writes the learning curve "
+                        "(table and plot) into RUN_DIR/reports/")
+    p.add_argument("--samples", type=int, default=1, metavar="N",
+                   help="workflows per problem of each checkpoint, and runs of each baseline (default 1)")
     p.add_argument("--baselines", default="io,cot,cot_sc", help="io,cot,cot_sc (default), a subset, or none")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("execute", help="run recorded workflows again (another executor LLM, repeats or split) "

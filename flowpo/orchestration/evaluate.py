@@ -1,6 +1,7 @@
-"""`flowpo evaluate`: one workflow per test problem from a checkpoint, beside the IO, CoT and CoT-SC
-baselines, all run through the same executors and evaluators as training; the solve rates as a
-markdown table and JSON under ``<run_dir>/eval/<checkpoint>/``.
+"""`flowpo evaluate`: one workflow (or ``--samples N``) per test problem from a checkpoint, beside the
+IO, CoT and CoT-SC baselines, all run through the same executors and evaluators as training; the
+solve rates as a markdown table and JSON under ``<run_dir>/eval/<checkpoint>/``. Every checkpoint
+of a run at once (``--all-checkpoints``, one actor start) is flowpo/orchestration/curve.py.
 
 The bookkeeping (checkpoint resolution, aggregation, the table) is pure and works on the lines of
 the per-method ``samples.jsonl``, so the reported numbers can always be recomputed from them.
@@ -59,12 +60,14 @@ def resolve_checkpoint(spec: str, run_dir: Path, *, max_lora_rank: int = 0) -> C
     return Checkpoint(name, str(path.resolve()))
 
 
-def evaluation_config(config: Config, overrides: list[str]) -> tuple[Config, bool]:
-    """The config evaluation runs: one workflow per problem (``generator.k=1``) and the test split
-    unless ``task.split`` was set on the command line; and whether the split was forced."""
+def evaluation_config(config: Config, overrides: list[str], samples: int = 1) -> tuple[Config, bool]:
+    """The config evaluation runs: ``samples`` workflows per problem (``generator.k``, default 1) and
+    the test split unless ``task.split`` was set on the command line; and whether the split was forced."""
+    if samples < 1:
+        raise FlowPOError(f"--samples {samples}: workflows per problem must be at least 1")
     forced = not any(item.partition("=")[0].strip() == "task.split" for item in overrides)
     task = dataclasses.replace(config.task, split="test") if forced else config.task
-    return dataclasses.replace(config, task=task, generator=dataclasses.replace(config.generator, k=1)), forced
+    return dataclasses.replace(config, task=task, generator=dataclasses.replace(config.generator, k=samples)), forced
 
 
 def split_note(split: str, forced: bool) -> str:
@@ -140,10 +143,11 @@ def render_table(results: list[MethodResult]) -> str:
 
 
 def render_report(results: list[MethodResult], *, checkpoint: Checkpoint, task: str, split: str,
-                  repeats: int) -> str:
-    problems = results[0].problems if results else 0
+                  repeats: int, samples: int = 1) -> str:
+    problems = results[0].problems // samples if results else 0
+    per = "one workflow" if samples == 1 else f"{samples} workflows (the table counts each as a problem)"
     return (f"# Evaluation of {checkpoint.name} on {task}\n\n"
-            f"{problems} problems ({split} split), one workflow per problem and method, each executed {repeats} "
+            f"{problems} problems ({split} split), {per} per problem and method, each executed {repeats} "
             f"time(s) and scored by the mean. Solve rate = solved / (problems - infra failures): a problem whose "
             f"every run failed for infrastructure reasons is not scored. Tokens and cost are the executor LLM's "
             f"for one run on one problem (mean over problems).\n\n{render_table(results)}\n")
@@ -154,11 +158,12 @@ def render_report(results: list[MethodResult], *, checkpoint: Checkpoint, task: 
 
 
 def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list[str], actors, config: Config,
-                on_sample: Callable[[str, ScoredSample], None]) -> Counter:
-    """Generate (k=1) and run the checkpoint's workflow and each baseline on every problem, on the
-    streaming engine that training uses; each scored sample goes to ``on_sample(method, sample)``
-    as it arrives. Items are (method, payload). Returns the items re-sent per stage because their
-    actor died."""
+                on_sample: Callable[[str, ScoredSample], None], *, samples: int = 1) -> Counter:
+    """Generate ``samples`` workflows per problem with the checkpoint and run them, and run each
+    baseline ``samples`` times per problem (sample indices 0.., so each run has its own executor-LLM
+    seeds, the same for every method), on the streaming engine that training uses; each scored
+    sample goes to ``on_sample(method, sample)`` as it arrives. Items are (method, payload). Returns
+    the items re-sent per stage because their actor died."""
     from tqdm import tqdm
 
     from actors.streaming import Stream, after_dry_run, round_stages
@@ -170,29 +175,32 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
     repeats = config.evaluator.repeats
     stream = Stream(round_stages(
         actors, config,
-        generate=lambda h, item: h.generate_for.remote(item[1][0], 0, [0], item[1][1], adapter),
+        generate=lambda h, item: h.generate_for.remote(item[1][0], 0, item[1][1], item[1][2], adapter),
         dry_run=lambda h, item: h.dry_run.remote(item[1], by_id[item[1].problem_id].family),
         execute=lambda h, item: h.execute_repeats.remote(item[1], by_id[item[1].problem_id], repeats),
         evaluate=lambda h, item: h.evaluate_repeats.remote(item[1], by_id[item[1][0].workflow.problem_id])),
-        key=lambda stage, item: (item[0], _problem_id(stage, item[1])), barrier=config.pipeline.mode == "barrier",
+        key=lambda stage, item: (item[0], *_slot(stage, item[1])), barrier=config.pipeline.mode == "barrier",
         actor_timeout_s=config.pipeline.actor_timeout_s)
+    slots = list(range(samples))
     for problem in problems:
-        stream.put("generate", (checkpoint.name, (problem, 1)))
+        stream.put("generate", (checkpoint.name, (problem, slots, 1)))
         for baseline in baselines:
-            stream.put("execute", (baseline, baseline_workflow(baseline, problem.problem_id, problem.family)))
-    bar = tqdm(total=len(problems) * (1 + len(baselines)), desc=f"evaluate {checkpoint.name}", unit="problem",
-               dynamic_ncols=True)
+            workflow = baseline_workflow(baseline, problem.problem_id, problem.family)
+            for j in slots:
+                stream.put("execute", (baseline, dataclasses.replace(workflow, sample_index=j)))
+    bar = tqdm(total=len(problems) * samples * (1 + len(baselines)), desc=f"evaluate {checkpoint.name}",
+               unit="workflow", dynamic_ncols=True)
 
     def on_result(stage: str, item, result) -> None:
         method = item[0]
         if stage == "generate":
-            (workflow,) = result
-            dry = config.generator.dry_run and not workflow.invalid_reason
-            stream.put("dry_run" if dry else "execute", (method, workflow))
+            for workflow in result:
+                dry = config.generator.dry_run and not workflow.invalid_reason
+                stream.put("dry_run" if dry else "execute", (method, workflow))
         elif stage == "dry_run":
             after, workflow = after_dry_run(item[1], result, config.generator.max_attempts)
             stream.put(after, (method, workflow if after == "execute" else
-                               (by_id[workflow.problem_id], workflow.attempts + 1)))
+                               (by_id[workflow.problem_id], [workflow.sample_index], workflow.attempts + 1)))
         elif stage == "execute":
             stream.put("evaluate", (method, result))
         else:
@@ -204,11 +212,54 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
     return stream.faults.by_stage
 
 
-def _problem_id(stage: str, item) -> str:
-    """Payloads: generate (problem, attempt); dry_run and execute a Workflow; evaluate its Executions."""
+def _slot(stage: str, item) -> tuple:
+    """(problem, slots) of a generate payload (problem, slots, attempt); (problem, sample index) of
+    a Workflow (dry_run, execute) or of its Executions (evaluate)."""
     if stage == "generate":
-        return item[0].problem_id
-    return (item[0].workflow if stage == "evaluate" else item).problem_id
+        return item[0].problem_id, tuple(item[1])
+    workflow = item[0].workflow if stage == "evaluate" else item
+    return workflow.problem_id, workflow.sample_index
+
+
+def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: list[str], problems: list[Problem],
+                     out_dir: Path, *, samples: int = 1) -> tuple[dict[str, list[dict]], dict]:
+    """Start the actors once and run the checkpoints one after the other (each request names its
+    adapter, which the generators load on first use; the baselines run once, beside the first);
+    each method's lines go to ``out_dir/<method>/samples.jsonl`` as they arrive (rewritten).
+    Returns the lines by method, and what the results record about the run."""
+    import ray
+
+    from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
+    from flowpo.model import model_spec
+
+    model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
+    check_local_sandbox(config)  # a cluster's executors check their own nodes
+    records: dict[str, list[dict]] = {m: [] for m in [c.name for c in checkpoints] + baselines}
+    for method in records:
+        (out_dir / method).mkdir(parents=True, exist_ok=True)
+        (out_dir / method / "samples.jsonl").write_text("")
+    (out_dir / "config.yaml").write_text(to_yaml(config))
+
+    def on_sample(method: str, sample: ScoredSample) -> None:
+        line = {"method": method, **sample.to_log()}
+        records[method].append(line)
+        with open(out_dir / method / "samples.jsonl", "a") as handle:  # flushed per line, as the run log
+            handle.write(json.dumps(line) + "\n")
+
+    began, resent = time.monotonic(), Counter()
+    if not ray.is_initialized():
+        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
+        ray.init(include_dashboard=False, log_to_driver=False)
+    actors = start_actors(config, model_path, out_dir)
+    try:
+        for i, checkpoint in enumerate(checkpoints):
+            resent += run_methods(problems, checkpoint, baselines if i == 0 else [], actors, config, on_sample,
+                                  samples=samples)
+    finally:
+        actors.shutdown()
+    return records, {"task": config.task.name, "split": config.task.split, "repeats": config.evaluator.repeats,
+                     "samples": samples, "seed": config.seed, "wall_s": round(time.monotonic() - began, 1),
+                     "resent_after_actor_death": dict(resent), "problem_ids": [p.problem_id for p in problems]}
 
 
 @dataclass(frozen=True)
@@ -224,47 +275,17 @@ def write_results(out_dir: Path, results: list[MethodResult], markdown: str, met
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, split_forced: bool = True) -> EvalReport:
-    """Everything ``flowpo evaluate`` does after building its config (see ``evaluation_config``)."""
-    import ray
-
-    from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
-    from flowpo.model import model_spec
-
-    model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
+def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, split_forced: bool = True,
+             samples: int = 1) -> EvalReport:
+    """Everything ``flowpo evaluate --checkpoint`` does after building its config (see ``evaluation_config``)."""
     checkpoint = resolve_checkpoint(checkpoint_spec, config.resolved_run_dir,
                                     max_lora_rank=config.generator.max_lora_rank)
     problems = load_eval_problems(config, split_forced)
-    check_local_sandbox(config)  # a cluster's executors check their own nodes
     out_dir = config.resolved_run_dir / "eval" / checkpoint.name
-    methods = [checkpoint.name, *baselines]
-    records: dict[str, list[dict]] = {m: [] for m in methods}
-    for method in methods:  # each evaluation rewrites its directory's sample logs
-        (out_dir / method).mkdir(parents=True, exist_ok=True)
-        (out_dir / method / "samples.jsonl").write_text("")
-    (out_dir / "config.yaml").write_text(to_yaml(config))
-
-    def on_sample(method: str, sample: ScoredSample) -> None:
-        line = {"method": method, **sample.to_log()}
-        records[method].append(line)
-        with open(out_dir / method / "samples.jsonl", "a") as handle:  # flushed per line, as the run log
-            handle.write(json.dumps(line) + "\n")
-
-    began = time.monotonic()
-    if not ray.is_initialized():
-        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
-        ray.init(include_dashboard=False, log_to_driver=False)
-    actors = start_actors(config, model_path, out_dir)
-    try:
-        resent = run_methods(problems, checkpoint, baselines, actors, config, on_sample)
-    finally:
-        actors.shutdown()
+    records, meta = evaluate_methods(config, [checkpoint], baselines, problems, out_dir, samples=samples)
     labels = {checkpoint.name: f"{checkpoint.name} (generated)", **LABELS}
-    results = [summarize_method(m, labels[m], records[m]) for m in methods]
+    results = [summarize_method(m, labels[m], lines) for m, lines in records.items()]
     markdown = render_report(results, checkpoint=checkpoint, task=config.task.name, split=config.task.split,
-                             repeats=config.evaluator.repeats)
-    write_results(out_dir, results, markdown, {
-        "checkpoint": checkpoint.name, "adapter_path": checkpoint.path, "task": config.task.name,
-        "split": config.task.split, "repeats": config.evaluator.repeats, "wall_s": round(time.monotonic() - began, 1),
-        "resent_after_actor_death": dict(resent), "problem_ids": [p.problem_id for p in problems]})
+                             repeats=config.evaluator.repeats, samples=samples)
+    write_results(out_dir, results, markdown, {"checkpoint": checkpoint.name, "adapter_path": checkpoint.path, **meta})
     return EvalReport(out_dir, results, markdown)

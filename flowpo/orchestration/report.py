@@ -304,6 +304,19 @@ def gaming_section(gaming: dict[str, list[str]]) -> list[str]:
     return lines + [""]
 
 
+LEARNING_CURVE = "learning-curve"  # reports/learning-curve.md and .png, by flowpo evaluate --all-checkpoints
+
+
+def learning_curve_section(reports: Path) -> list[str]:
+    """A link to the run's learning curve on held-out problems, once `flowpo evaluate --all-checkpoints`
+    wrote it (flowpo/orchestration/curve.py); nothing before that."""
+    if not (reports / f"{LEARNING_CURVE}.md").is_file():
+        return []
+    return ["## Learning curve (held-out problems)", "",
+            f"Base model and every round's checkpoint on held-out problems, with 95% intervals: "
+            f"[{LEARNING_CURVE}.md]({LEARNING_CURVE}.md)", "", f"![Learning curve]({LEARNING_CURVE}.png)", ""]
+
+
 def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) -> Path:
     """Write ``<run_dir>/reports/round-<k>.md`` and its PNGs; return the markdown file's path."""
     run_dir = Path(run_dir)
@@ -362,6 +375,7 @@ def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) ->
     if counts:
         lines += ["| outcome | workflows |", "| --- | ---: |"] + [f"| {k} | {v} |" for k, v in counts.items()] + [""]
     lines += gaming_section(suspected_gaming(this))
+    lines += learning_curve_section(out)
     best, worst = extremes(this, examples)
     lines += _sample_section("Best workflows", best, "No scored workflows in this round.")
     lines += _sample_section("Worst workflows", worst, "No other scored workflows in this round." if best

@@ -1,0 +1,159 @@
+"""The learning curve without actors: rows, table, JSON and plot from fixed evaluation records, the
+checkpoints of a run directory, the round report's link, `flowpo evaluate`'s argument rules, and
+bench/learning.py's aggregation (--report-only) on the same records, every number by hand."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowpo.errors import FlowPOError
+from flowpo.orchestration.cli import main
+from flowpo.orchestration.curve import (ALL, CURVE, curve_json, curve_rows, plot_curves, render_curve_table,
+                                        run_checkpoints, write_curve)
+from flowpo.orchestration.evaluate import Checkpoint
+from flowpo.orchestration.report import write_round_report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def line(method, problem, sample, score, failure=""):
+    return {"method": method, "problem_id": problem, "sample_index": sample, "round": 0, "score": score,
+            "failure": failure}
+
+
+def lines(method, per_problem):
+    return [line(method, p, j, s, f) for p, runs in per_problem.items() for j, (s, f) in enumerate(runs)]
+
+
+# Two seeds, problems A, B, C; two workflows per cell for the checkpoints, one run for IO.
+OK, CRASH, INVALID, INFRA = "", "crash", "invalid_workflow", "llm_error"
+RUNS = {
+    0: {"base": lines("base", {"A": [(0.0, CRASH), (0.0, INVALID)], "B": [(1.0, OK), (0.0, OK)],
+                               "C": [(0.0, OK), (None, INFRA)]}),
+        "round-1": lines("round-1", {"A": [(1.0, OK), (1.0, OK)], "B": [(1.0, OK), (0.0, OK)],
+                                     "C": [(1.0, OK), (0.0, OK)]}),
+        "io": lines("io", {"A": [(1.0, OK)], "B": [(0.0, OK)], "C": [(None, INFRA)]})},
+    1: {"base": lines("base", {"A": [(0.0, OK), (1.0, OK)], "B": [(0.0, OK), (0.0, OK)], "C": [(0.0, OK), (0.0, OK)]}),
+        "round-1": lines("round-1", {"A": [(1.0, OK), (0.0, OK)], "B": [(1.0, OK), (1.0, OK)],
+                                     "C": [(0.0, OK), (0.0, OK)]}),
+        "io": lines("io", {"A": [(0.0, OK)], "B": [(1.0, OK)], "C": [(0.0, OK)]})},
+}
+LABELS = {"base": "base", "round-1": "round-1", "io": "IO"}
+# Cells (seed, problem), means over workflows: base 0: A 0, B .5, C 0 (the unscored run left out);
+# 1: A .5, B 0, C 0. round-1 0: A 1, B .5, C .5; 1: A .5, B 1, C 0. io 0: A 1, B 0 (C unscored); 1: A 0, B 1, C 0.
+# base per problem A .25, B .25, C 0: mean 1/6, s/√3 = 1/12, t_{.975,2} = 4.302653 → [-.191888, .525221], clip 0.
+# round-1 per problem A .75, B .75, C .25: mean 7/12, s/√3 = 1/6 → [-.133776, 1.300442], clipped to [0, 1].
+# round-1 - base per cell: 0: A 1, B 0, C .5; 1: A 0, B 1, C 0 → per problem .5, .5, .25: mean 5/12,
+# s/√3 = 1/12 → [.058113, .775221]; per seed .5 and 1/3: s/√2 = 1/12, t_{.975,1} = 12.706205 → [-.642184, 1].
+# io - base on the 5 shared cells: 0: A 1, B -.5; 1: A -.5, B 1, C 0 → per problem .25, .25, 0: [-.191888, .525221].
+
+
+def test_rows_by_hand():
+    base, round1, io = curve_rows(RUNS, ["base", "round-1", "io"], LABELS, {"io"})
+    assert base.vs_base is None and not base.baseline and io.baseline
+    assert (base.rate.mean, base.rate.low, base.rate.high) == (pytest.approx(1 / 6), 0.0, pytest.approx(0.525221, abs=1e-6))
+    assert (base.workflows, base.unscored, base.crashes, base.invalid) == (12, 1, 1, 1)
+    assert base.per_seed == {0: pytest.approx(1 / 6), 1: pytest.approx(1 / 6)}
+    assert (round1.rate.mean, round1.rate.low, round1.rate.high) == (pytest.approx(7 / 12), 0.0, 1.0)
+    d = round1.vs_base
+    assert (d.over_problems.mean, d.over_problems.low, d.over_problems.high) == (
+        pytest.approx(5 / 12), pytest.approx(0.058113, abs=1e-6), pytest.approx(0.775221, abs=1e-6))
+    assert (d.over_seeds.low, d.over_seeds.high) == (pytest.approx(-0.642184, abs=1e-6), 1.0)
+    assert (io.vs_base.cells, io.vs_base.unpaired) == (5, 1)
+    assert io.vs_base.over_problems.mean == pytest.approx(1 / 6)
+    assert (io.workflows, io.unscored) == (6, 1)
+
+
+def test_table_and_json():
+    rows = curve_rows(RUNS, ["base", "round-1", "io"], LABELS, {"io"})
+    table = render_curve_table(rows).splitlines()
+    assert table[2] == "| base | 16.7 [0.0, 52.5] | – | – | – | 12 | 1 | 8.3 | 8.3 |"
+    assert table[3] == "| round-1 | 58.3 [0.0, 100.0] | +41.7 [5.8, 77.5] | +50.0, +33.3 | +41.7 [-64.2, 100.0] | 12 | 0 | 0.0 | 0.0 |"
+    # io per seed: 0: (1 - .5)/2 = .25, 1: (-.5 + 1 + 0)/3 = 1/6; mean 5/24, s/√2 = 1/24 → ± 12.706205/24 = .529425
+    assert table[4] == "| IO | 33.3 [0.0, 100.0] | +16.7 [-19.2, 52.5] | +25.0, +16.7 | +20.8 [-32.1, 73.8] | 6 | 1 | 0.0 | 0.0 |"
+    data = json.loads(json.dumps(curve_json(rows)))  # plain JSON: no nan, string keys
+    assert data[1]["vs_base"]["per_seed"] == {"0": pytest.approx(0.5), "1": pytest.approx(1 / 3)}
+    assert data[0]["vs_base"] is None and data[1]["rate"]["n"] == 3
+
+
+def test_curve_files_and_the_round_report_link(tmp_path):
+    rows = curve_rows(RUNS, ["base", "round-1", "io"], LABELS, {"io"})
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"round": 1, "problem_id": "A", "sample_index": 0,
+                                                        "score": 1.0}) + "\n")
+    before = write_round_report(tmp_path, 1).read_text()
+    assert "Learning curve" not in before  # nothing to link before an evaluation wrote it
+    path = write_curve(tmp_path / "reports", rows, title="Learning curve of t", setting="two seeds")
+    assert path == tmp_path / "reports" / f"{CURVE}.md" and (tmp_path / "reports" / f"{CURVE}.png").stat().st_size > 0
+    assert "| round-1 | 58.3 [0.0, 100.0] |" in path.read_text() and f"![Learning curve of t]({CURVE}.png)" in path.read_text()
+    after = write_round_report(tmp_path, 1).read_text()
+    assert f"[{CURVE}.md]({CURVE}.md)" in after and f"![Learning curve]({CURVE}.png)" in after
+    two = plot_curves(tmp_path / "two.png", {"score_dpo": rows, "iogrpo": rows[:1]}, "both")
+    assert two.stat().st_size > 0
+
+
+def adapter(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    return path
+
+
+def test_run_checkpoints_are_base_then_rounds_in_order(tmp_path):
+    for k in (10, 2, 1):
+        adapter(tmp_path / "adapters" / f"round-{k}")
+    (tmp_path / "adapters" / "round-3").mkdir()  # a round that did not train: no adapter
+    assert [c.name for c in run_checkpoints(tmp_path)] == ["base", "round-1", "round-2", "round-10"]
+    assert run_checkpoints(tmp_path)[0] == Checkpoint("base", "")
+    with pytest.raises(FlowPOError, match="no round has a checkpoint"):
+        run_checkpoints(tmp_path / "empty")
+
+
+def test_evaluate_takes_one_of_checkpoint_and_all_checkpoints(tmp_path, capsys):
+    assert main(["evaluate", "examples/local.yaml"]) == 2
+    assert "--checkpoint ROUND|PATH|base, or --all-checkpoints RUN_DIR" in capsys.readouterr().err
+    assert main(["evaluate", "examples/local.yaml", "--checkpoint", "1", "--all-checkpoints", str(tmp_path)]) == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--all-checkpoints", str(tmp_path / "nope")]) == 2
+    assert "no config.yaml there" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text((ROOT / "examples" / "local.yaml").read_text())
+    assert main(["evaluate", "--all-checkpoints", str(tmp_path), "task.split=all"]) == 2
+    assert "no round has a checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", "--all-checkpoints", str(tmp_path), "--samples", "0"]) == 2
+    assert "--samples 0" in capsys.readouterr().err
+
+
+def write_bench_out(out: Path, runs: dict) -> subprocess.CompletedProcess:
+    """Seed directories as bench/learning.py leaves them, then its --report-only over them."""
+    for seed, methods in runs.items():
+        eval_dir = out / "score_dpo" / f"seed-{seed}" / "eval" / ALL
+        for method, records in methods.items():
+            (eval_dir / method).mkdir(parents=True)
+            (eval_dir / method / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (eval_dir / "results.json").write_text(json.dumps({"methods": [{"method": m} for m in methods]}))
+        (eval_dir.parent.parent / "bench-times.json").write_text(json.dumps({"train_s": 10, "evaluate_s": 5}))
+    return subprocess.run([sys.executable, "bench/learning.py", "--report-only", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_bench_report_only_aggregates_fixed_records(tmp_path):
+    done = write_bench_out(tmp_path, RUNS)
+    assert done.returncode == 0, done.stderr
+    assert ("base → final: +41.7 [5.8, 77.5] points over 3 problems (6 paired cells, 0 unpaired); "
+            "per seed +50.0, +33.3; over seeds +41.7 [-64.2, 100.0]; the interval excludes zero") in done.stdout
+    result = json.loads((tmp_path / "score_dpo" / "learning.json").read_text())
+    assert result["seeds"] == [0, 1] and result["problems"] == ["A", "B", "C"]
+    assert [r["method"] for r in result["rows"]] == ["base", "round-1", "io"]
+    assert result["rows"][1]["vs_base"]["over_problems"]["low"] == pytest.approx(0.058113, abs=1e-6)
+    assert (tmp_path / "learning.png").stat().st_size > 0
+    assert "seed 0: train 10 s, evaluate 5 s" in (tmp_path / "score_dpo" / "learning.md").read_text()
+
+
+def test_a_seed_that_never_trained_counts_as_no_change(tmp_path):
+    # seed 2 has no trained round: its final is its base (differences 0). Cells: seed 0 A +1, B 0,
+    # C +.5; seed 2 all 0 → per problem .5, 0, .25: mean .25, s = .25, s/√3 = .144338, half width
+    # 4.302653 · .144338 = .621034; per seed .5 and 0: half width 12.706205 · .25, clipped to ±1.
+    done = write_bench_out(tmp_path, {0: RUNS[0], 2: {"base": RUNS[1]["base"], "io": RUNS[1]["io"]}})
+    assert done.returncode == 0, done.stderr
+    assert ("base → final: +25.0 [-37.1, 87.1] points over 3 problems (6 paired cells, 0 unpaired); per seed "
+            "+50.0, +0.0; over seeds +25.0 [-100.0, 100.0]; the interval includes zero") in done.stdout
