@@ -18,12 +18,10 @@ from pathlib import Path
 
 from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
 from flowpo.prompts import extract_workflow, workflow_messages
-from flowpo.records import Problem, Workflow
+from flowpo.records import BASE_ADAPTER, Problem, Workflow
 from flowpo.seeds import sample_seed
 from trainer.checkpoint import PackedCheckpoint, unpack
 from flowpo.validate import validate_workflow
-
-BASE = "base"
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ class Generator:
         self.tokenizer = self.engine.get_tokenizer()
         self.sampling = sampling
         self._adapters = {}  # version -> LoRARequest
-        self.version = BASE
+        self.version = BASE_ADAPTER
         self._request_ids = itertools.count()
         self._adapter_root = Path(tempfile.mkdtemp(prefix="flowpo-adapters-"))  # this node's copies
         self.served = {"requests": 0, "samples": 0}
@@ -125,7 +123,7 @@ class Generator:
         return version
 
     def _lora(self, version: str):
-        return None if version == BASE else self._adapters[version]
+        return None if version == BASE_ADAPTER else self._adapters[version]
 
     def prompt_for(self, problem: Problem) -> str:
         text = self.tokenizer.apply_chat_template(workflow_messages(problem), add_generation_prompt=True,
@@ -180,7 +178,7 @@ class Generator:
         every request, so a replica that Ray restarted (and that lost its loaded adapters) still
         serves the round's policy. Without it, the replica's current version is used."""
         s = self.sampling
-        if adapter is not None and adapter[0] != BASE and adapter[0] not in self._adapters:
+        if adapter is not None and adapter[0] != BASE_ADAPTER and adapter[0] not in self._adapters:
             source = adapter[1]
             if not isinstance(source, (str, PackedCheckpoint)):  # an ObjectRef of a packed checkpoint
                 source = await source

@@ -36,8 +36,9 @@ from flowpo.errors import FlowPOError  # noqa: E402
 from flowpo.tasks import load_problems  # noqa: E402
 from flowpo.orchestration.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
                                         plot_curves, render_curve, run_checkpoints)
-from flowpo.orchestration.evaluate import BASE, Checkpoint  # noqa: E402
-from flowpo.orchestration.runlog import read_jsonl  # noqa: E402
+from flowpo.orchestration.evaluate import Checkpoint  # noqa: E402
+from flowpo.orchestration.rundir import RunDir, read_tolerant, round_of  # noqa: E402
+from flowpo.records import BASE_ADAPTER as BASE  # noqa: E402
 
 # The 135M model's workflows pass almost nothing (measured, README): 2 of 88 base workflows and 4
 # of 88 IO runs on 22 easy problems, none on split seed 0's validation problems, so training there
@@ -130,7 +131,7 @@ def finished(run_dir: Path, config_file: Path, config: Config, done: Path) -> bo
     if config_file.read_text() != to_yaml(config):
         raise FlowPOError(f"{run_dir} holds a run with other settings ({config_file}); pass another --out or "
                           "remove it")
-    return done.is_file() and (done.suffix != ".jsonl" or any(e.get("event") == "run_end" for e in read_jsonl(done)))
+    return done.is_file() and (done.suffix != ".jsonl" or any(e.get("event") == "run_end" for e in read_tolerant(done)))
 
 
 def checkpoints_of(run_dir: Path) -> list[Checkpoint]:
@@ -152,13 +153,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     evaluated = eval_config(config, args)
     times_file = run_dir / "bench-times.json"
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
-    if not finished(run_dir, run_dir / "config.yaml", config, run_dir / "metrics.jsonl"):
+    if not finished(run_dir, RunDir(run_dir).config, config, RunDir(run_dir).metrics):
         began = time.monotonic()
-        train(config, resume=(run_dir / "config.yaml").is_file())
+        train(config, resume=RunDir(run_dir).config.is_file())
         times["train_s"] = round(time.monotonic() - began, 1)
     else:
         print(f"seed {seed}: reusing the finished training run in {run_dir}")
-    eval_dir = run_dir / "eval" / ALL
+    eval_dir = RunDir(run_dir).evaluation(ALL)
     if not finished(eval_dir, eval_dir / "config.yaml", evaluated, eval_dir / "results.json"):
         began = time.monotonic()
         evaluate_all(evaluated, parse_baselines(args.baselines), split_forced=False, samples=args.samples,
@@ -179,18 +180,18 @@ def load_runs(algo_dir: Path) -> tuple[dict, list[str], set[str], dict]:
     every evaluated seed under ``algo_dir``."""
     runs, methods, baselines, times = {}, [], set(), {}
     for seed_dir in sorted(algo_dir.glob("seed-*"), key=lambda p: int(p.name.partition("-")[2])):
-        results_file = seed_dir / "eval" / ALL / "results.json"
+        results_file = RunDir(seed_dir).evaluation(ALL) / "results.json"
         if not results_file.is_file():
             continue
         results = json.loads(results_file.read_text())
         seed = int(seed_dir.name.partition("-")[2])
         names = [m["method"] for m in results["methods"]]
-        runs[seed] = {m: read_jsonl(seed_dir / "eval" / ALL / m / "samples.jsonl") for m in names}
+        runs[seed] = {m: read_tolerant(RunDir(seed_dir).evaluation(ALL) / m / "samples.jsonl") for m in names}
         methods += [m for m in names if m not in methods]
         baselines |= {m for m in names if m in LABELS}
         times[seed] = json.loads((seed_dir / "bench-times.json").read_text()) \
             if (seed_dir / "bench-times.json").is_file() else {}
-    checkpoints = sorted((m for m in methods if m not in baselines), key=lambda m: (m != "base", len(m), m))
+    checkpoints = sorted((m for m in methods if m not in baselines), key=lambda m: (m != BASE, round_of(m) or 0, m))
     return runs, checkpoints + [m for m in LABELS if m in baselines], baselines, times
 
 
@@ -198,8 +199,8 @@ def final_row(runs: dict):
     """Each seed's last trained checkpoint against its base model, as one row (a seed whose rounds
     all skipped training counts with its base model: training changed nothing there)."""
     def last(methods: dict) -> str:
-        rounds = [m for m in methods if m.startswith("round-") and m.partition("-")[2].isdigit()]
-        return max(rounds, key=lambda m: int(m.partition("-")[2]), default=BASE)
+        rounds = [m for m in methods if round_of(m) is not None]
+        return max(rounds, key=round_of, default=BASE)
 
     finals = {seed: {BASE: m[BASE], "final": m[last(m)]} for seed, m in runs.items() if BASE in m}
     return curve_rows(finals, [BASE, "final"], {}, set())[1]

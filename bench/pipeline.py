@@ -59,10 +59,11 @@ def latency_server(latency_s: float) -> ThreadingHTTPServer:
 def run_mode(mode: str, config, problems, actors, log):
     from actors.streaming import Faults, StageClock
     from flowpo.orchestration.train import stream_round
+    from flowpo.records import BASE_ADAPTER
 
     config.pipeline.mode = mode
     clock = StageClock()
-    samples = stream_round(1, [(p, None) for p in problems], actors, config, log, ("base", ""), Faults(), clock)
+    samples = stream_round(1, [(p, None) for p in problems], actors, config, log, (BASE_ADAPTER, ""), Faults(), clock)
     return samples, clock.summary()
 
 

@@ -8,6 +8,7 @@ import time
 
 from flowpo.config import DEFAULT_MODEL_DIR, load_config
 from flowpo.errors import FlowPOError
+from flowpo.orchestration.rundir import RunDir
 
 
 def refuse_relative_run_dir_in_job(run_dir) -> None:
@@ -34,9 +35,7 @@ def cmd_train(args) -> int:
         run_dir = Path(args.resume)
         refuse_relative_run_dir_in_job(run_dir)
         overrides = ([args.config] if args.config else []) + list(args.overrides)
-        if not (run_dir / "config.yaml").is_file():
-            raise FlowPOError(f"--resume {run_dir}: no config.yaml there; is it a FlowPO run directory?")
-        config = load_config(run_dir / "config.yaml", overrides + [f"run_dir={run_dir}"])
+        config = load_config(RunDir(run_dir).require("--resume").config, overrides + [f"run_dir={run_dir}"])
     elif not args.config:
         raise FlowPOError("flowpo train needs a CONFIG file, or --resume RUN_DIR")
     else:
@@ -84,11 +83,9 @@ def evaluated_config(args):
         if not args.config:
             raise FlowPOError("flowpo evaluate --checkpoint needs the run's CONFIG file")
         return load_config(args.config, args.overrides), list(args.overrides)
-    run_dir = Path(args.all_checkpoints)
-    if not (run_dir / "config.yaml").is_file():
-        raise FlowPOError(f"--all-checkpoints {run_dir}: no config.yaml there; is it a FlowPO run directory?")
+    run_dir = RunDir(args.all_checkpoints).require("--all-checkpoints")
     overrides = ([args.config] if args.config else []) + list(args.overrides)
-    return load_config(run_dir / "config.yaml", overrides + [f"run_dir={run_dir}"]), overrides
+    return load_config(run_dir.config, overrides + [f"run_dir={run_dir.path}"]), overrides
 
 
 def cmd_evaluate(args) -> int:

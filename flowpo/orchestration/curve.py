@@ -20,9 +20,11 @@ from flowpo.baselines import LABELS
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
 from flowpo.stats import Cell, Interval, PairedDifference, cell_means, natural, paired_difference, pass_rate
-from flowpo.orchestration.evaluate import (BASE, Checkpoint, EvalReport, evaluate_methods, load_eval_problems,
+from flowpo.orchestration.evaluate import (Checkpoint, EvalReport, evaluate_methods, load_eval_problems,
                                            render_report, resolve_checkpoint, summarize_method, write_results)
 from flowpo.orchestration.report import LEARNING_CURVE, write_round_report
+from flowpo.orchestration.rundir import RunDir, round_of
+from flowpo.records import BASE_ADAPTER
 
 Runs = Mapping[Hashable, Mapping[str, list[dict]]]  # seed -> method -> evaluation sample lines
 CURVE = LEARNING_CURVE  # <run_dir>/reports/learning-curve.md and .png (the round report links them)
@@ -56,7 +58,7 @@ def _failures(runs: Runs, method: str, kind: str) -> int:
 
 
 def curve_rows(runs: Runs, methods: list[str], labels: Mapping[str, str], baselines: frozenset | set,
-               base: str = BASE) -> list[CurveRow]:
+               base: str = BASE_ADAPTER) -> list[CurveRow]:
     """One row per method, in ``methods`` order; each compared with ``base`` cell by cell."""
     base_cells = method_cells(runs, base)
     rows = []
@@ -175,12 +177,11 @@ def write_curve(out_dir: Path, rows: list[CurveRow], *, title: str, setting: str
 
 def run_checkpoints(run_dir: Path, *, max_lora_rank: int = 0) -> list[Checkpoint]:
     """base, then every round's checkpoint of ``run_dir`` (adapters/round-<k>), in round order."""
-    found = [p.parent.name.partition("-")[2] for p in (Path(run_dir) / "adapters").glob("round-*/adapter_config.json")]
-    rounds = sorted(int(k) for k in found if k.isdigit())
+    rounds = RunDir(run_dir).trained_rounds()
     if not rounds:
         raise FlowPOError(f"--all-checkpoints {run_dir}: no round has a checkpoint there "
                           "(adapters/round-<k>/adapter_config.json); train the run first, or pass its run directory")
-    return [Checkpoint(BASE, ""), *(resolve_checkpoint(str(k), run_dir, max_lora_rank=max_lora_rank) for k in rounds)]
+    return [Checkpoint(BASE_ADAPTER, ""), *(resolve_checkpoint(str(k), run_dir, max_lora_rank=max_lora_rank) for k in rounds)]
 
 
 def evaluate_all(config: Config, baselines: list[str], *, split_forced: bool = True, samples: int = 1,
@@ -192,7 +193,7 @@ def evaluate_all(config: Config, baselines: list[str], *, split_forced: bool = T
     run_dir = config.resolved_run_dir
     checkpoints = checkpoints or run_checkpoints(run_dir, max_lora_rank=config.generator.max_lora_rank)
     problems = load_eval_problems(config, split_forced)
-    out_dir = run_dir / "eval" / ALL
+    out_dir = RunDir(run_dir).evaluation(ALL)
     records, meta = evaluate_methods(config, checkpoints, baselines, problems, out_dir, samples=samples)
     labels = {**{c.name: c.name for c in checkpoints}, **LABELS}
     results = [summarize_method(m, labels[m], lines) for m, lines in records.items()]
@@ -202,7 +203,7 @@ def evaluate_all(config: Config, baselines: list[str], *, split_forced: bool = T
     setting = (f"Run `{run_dir}`: {len(problems)} {config.task.name} problems ({config.task.split} split), "
                f"{samples} workflow(s) per problem and method, each run {config.evaluator.repeats} time(s); "
                f"seed {config.seed}.")
-    curve = write_curve(run_dir / "reports", rows, title=f"Learning curve of {config.name}", setting=setting)
+    curve = write_curve(RunDir(run_dir).reports, rows, title=f"Learning curve of {config.name}", setting=setting)
     markdown += f"\n## Learning curve\n\n{render_curve_table(rows)}\n\nTable and plot: {curve}\n"
     write_results(out_dir, results, markdown, {"checkpoints": [dataclasses.asdict(c) for c in checkpoints],
                                                **meta, "curve": curve_json(rows)})
@@ -212,7 +213,6 @@ def evaluate_all(config: Config, baselines: list[str], *, split_forced: bool = T
 
 def link_curve(run_dir: Path) -> None:
     """Rewrite the latest round's report, whose learning-curve section now finds the curve."""
-    written = [p.stem.partition("-")[2] for p in (run_dir / "reports").glob("round-*.md")]
-    rounds = sorted(int(k) for k in written if k.isdigit())
+    rounds = sorted(k for p in RunDir(run_dir).reports.glob("*.md") if (k := round_of(p.stem)) is not None)
     if rounds:
         write_round_report(run_dir, rounds[-1])

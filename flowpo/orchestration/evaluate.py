@@ -19,9 +19,9 @@ from typing import Callable
 from flowpo.baselines import LABELS, baseline_workflow
 from flowpo.config import Config, to_yaml
 from flowpo.errors import FlowPOError
-from flowpo.records import Problem, ScoredSample
+from flowpo.orchestration.rundir import RunDir, adapter_name
+from flowpo.records import BASE_ADAPTER, Problem, ScoredSample
 
-BASE = "base"  # the generator's name for "no adapter"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,19 +37,18 @@ class Checkpoint:
 def resolve_checkpoint(spec: str, run_dir: Path, *, max_lora_rank: int = 0) -> Checkpoint:
     """``base``, a round number of ``run_dir`` (``adapters/round-<N>``) or a peft adapter directory."""
     spec = spec.strip()
-    if spec == BASE:
-        return Checkpoint(BASE, "")
+    if spec == BASE_ADAPTER:
+        return Checkpoint(BASE_ADAPTER, "")
     if spec.isdigit():
-        path = Path(run_dir) / "adapters" / f"round-{int(spec)}"
+        path = RunDir(run_dir).adapter(int(spec))
         name = path.name
     else:
         path = Path(spec).expanduser()
         name = path.resolve().name
-        if name in (BASE, *LABELS):  # would read as "no adapter" or as a baseline's row
+        if name in (BASE_ADAPTER, *LABELS):  # would read as "no adapter" or as a baseline's row
             name = f"adapter-{name}"
     if not (path / "adapter_config.json").is_file():
-        found = (Path(run_dir) / "adapters").glob("round-*/adapter_config.json") if spec.isdigit() else []
-        rounds = sorted((p.parent.name for p in found), key=lambda n: (len(n), n))  # round-2 before round-10
+        rounds = [adapter_name(k) for k in RunDir(run_dir).trained_rounds()] if spec.isdigit() else []
         known = f" (this run has: {', '.join(rounds)})" if rounds else ""
         raise FlowPOError(f"--checkpoint {spec}: no peft adapter at {path} (adapter_config.json is missing){known}; "
                           "pass a round of the config's run directory, an adapter directory, or base")
@@ -281,7 +280,7 @@ def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, spli
     checkpoint = resolve_checkpoint(checkpoint_spec, config.resolved_run_dir,
                                     max_lora_rank=config.generator.max_lora_rank)
     problems = load_eval_problems(config, split_forced)
-    out_dir = config.resolved_run_dir / "eval" / checkpoint.name
+    out_dir = RunDir(config.resolved_run_dir).evaluation(checkpoint.name)
     records, meta = evaluate_methods(config, [checkpoint], baselines, problems, out_dir, samples=samples)
     labels = {checkpoint.name: f"{checkpoint.name} (generated)", **LABELS}
     results = [summarize_method(m, labels[m], lines) for m, lines in records.items()]

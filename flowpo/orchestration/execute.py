@@ -29,6 +29,7 @@ from flowpo.config import Config, to_yaml
 from flowpo.errors import FlowPOError
 from flowpo.model import model_spec
 from flowpo.records import Problem, ScoredSample, Workflow
+from flowpo.orchestration.rundir import RunDir
 from flowpo.orchestration.transfer import Transfer, render_report
 from flowpo.tasks import load_problems
 
@@ -48,10 +49,10 @@ class Source:
 
 def resolve_source(recorded: str, with_config: str | None) -> Source:
     path = Path(recorded)
-    samples = path / "samples.jsonl" if path.is_dir() else path
+    samples = RunDir(path).samples if path.is_dir() else path
     if not samples.is_file():
         raise FlowPOError(f"{samples}: not found (pass a run directory or its samples.jsonl)")
-    config = Path(with_config) if with_config else samples.parent / "config.yaml"
+    config = Path(with_config) if with_config else RunDir(samples.parent).config
     if not config.is_file():
         raise FlowPOError(f"--with {config}: config file not found" if with_config else
                           f"{samples.parent}: no config.yaml beside {samples.name}; pass --with CONFIG")
@@ -209,7 +210,7 @@ def output_dir(source: Source, out: str | None) -> Path:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         names = (stamp if n == 1 else f"{stamp}-{n}" for n in itertools.count(1))
-        out_dir = next(path for path in (source.home / "replays" / name for name in names) if not path.exists())
+        out_dir = next(path for path in (RunDir(source.home).replays() / name for name in names) if not path.exists())
     if (out_dir / "samples.jsonl").exists():
         raise FlowPOError(f"--out {out_dir}: it already holds a samples.jsonl, which a replay never overwrites; "
                           "choose another directory")

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from flowpo.gaming import suspected_gaming
-from flowpo.orchestration.runlog import global_train_steps, read_jsonl, read_train_metrics
+from flowpo.orchestration.rundir import RunDir, read_tolerant, read_train_metrics
+from flowpo.orchestration.runlog import global_train_steps
 
 INFRASTRUCTURE = "unscored"  # failure class of a sample with score None and no failure recorded
 
@@ -287,7 +288,7 @@ def _sample_section(title: str, picks: list[dict], empty: str) -> list[str]:
 
 def _run_name(run_dir: Path) -> str:
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config = yaml.safe_load(RunDir(run_dir).config.read_text())
         return str(config.get("name") or run_dir.name)
     except (OSError, yaml.YAMLError, AttributeError):
         return run_dir.name
@@ -320,17 +321,18 @@ def learning_curve_section(reports: Path) -> list[str]:
 def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) -> Path:
     """Write ``<run_dir>/reports/round-<k>.md`` and its PNGs; return the markdown file's path."""
     run_dir = Path(run_dir)
-    out = run_dir / "reports"
+    layout = RunDir(run_dir)
+    out = layout.reports
     out.mkdir(parents=True, exist_ok=True)
-    samples = dedupe_samples(read_jsonl(run_dir / "samples.jsonl"))
-    events = read_jsonl(run_dir / "metrics.jsonl")
-    histories = {k: read_train_metrics(run_dir / "adapters" / f"round-{k}") for k in range(1, round_index + 1)}
+    samples = dedupe_samples(read_tolerant(layout.samples))
+    events = read_tolerant(layout.metrics)
+    histories = {k: read_train_metrics(layout.adapter(k)) for k in range(1, round_index + 1)}
     histories = {k: h for k, h in histories.items() if h}
     rows = round_rows(samples, events, histories, round_index)
     this = round_samples(samples, round_index)
     got = scores(this)
     row = next((r for r in rows if r.round == round_index), None)
-    prefix = f"round-{round_index}"
+    prefix = layout.report(round_index).stem
 
     lines = [f"# {_run_name(run_dir)}: round {round_index}", "",
              f"Run directory `{run_dir}`, written {datetime.datetime.now().isoformat(timespec='seconds')}.", "",

@@ -7,11 +7,12 @@ is redone rather than lost.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
+from flowpo.orchestration.rundir import RunDir, adapter_name, read_repairing
+from flowpo.records import BASE_ADAPTER
 
 
 @dataclass
@@ -25,49 +26,25 @@ class RunState:
         return {(r["problem_id"], r["sample_index"]) for r in self.samples.get(round_index, [])}
 
     def adapter_before(self, round_index: int) -> tuple[str, str]:
-        """(version, path) of the latest adapter trained before ``round_index``; ("base", "") if none."""
+        """(version, path) of the latest adapter trained before ``round_index``; (base, "") if none."""
         earlier = [r for r in self.adapters if r < round_index]
         if not earlier:
-            return "base", ""
+            return BASE_ADAPTER, ""
         last = max(earlier)
-        return f"round-{last}", self.adapters[last]
-
-
-def read_jsonl_tolerant(path: Path) -> list[dict]:
-    """Records of an append-only JSONL file. Every record is written with its newline in one
-    write, so a tail without a newline is a torn write: it is cut off and its record redone."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(complete)
-    records = []
-    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise FlowPOError(f"{path}:{number}: not valid JSON; the run directory is damaged and "
-                              "cannot be resumed") from None
-    return records
+        return adapter_name(last), self.adapters[last]
 
 
 def read_run_state(run_dir: Path) -> RunState:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FlowPOError(f"{run_dir} is not a FlowPO run directory (no config.yaml); nothing to resume")
+    layout = RunDir(run_dir).require("--resume")
     state = RunState()
     seen: set[tuple] = set()
-    for record in read_jsonl_tolerant(run_dir / "samples.jsonl"):
+    for record in read_repairing(layout.samples):
         key = (record["round"], record["problem_id"], record["sample_index"])
         if key in seen:
-            raise FlowPOError(f"{run_dir / 'samples.jsonl'}: sample {key} appears twice")
+            raise FlowPOError(f"{layout.samples}: sample {key} appears twice")
         seen.add(key)
         state.samples.setdefault(record["round"], []).append(record)
-    for event in read_jsonl_tolerant(run_dir / "metrics.jsonl"):
+    for event in read_repairing(layout.metrics):
         kind, round_index = event.get("event"), event.get("round")
         if kind == "round_end":
             state.ended.add(round_index)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from flowpo.errors import FlowPOError
 from flowpo.records import BASE_ADAPTER
 
 ROUND_PREFIX = "round-"
+# Written by the learner into each adapter directory (trainer.learner.METRICS_FILE): a list of
+# per-step dicts ({"step", "loss", ...}). Named here so that the driver never imports the trainer.
+TRAIN_METRICS_FILE = "train_metrics.json"
 
 
 def adapter_name(round_index: int) -> str:
@@ -155,3 +159,16 @@ def read_tolerant(path: Path) -> list[dict]:
             except FlowPOError:
                 continue  # the line a crash cut short, or one that is not ours
     return records
+
+
+def read_train_metrics(adapter_dir: Path) -> list[dict]:
+    """The learner's per-step metrics of one round; [] when the round did not train or the file is bad."""
+    path = Path(adapter_dir) / TRAIN_METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        warnings.warn(f"{path}: unreadable train metrics ({exc}); left out", stacklevel=2)
+        return []
+    return [entry for entry in history if isinstance(entry, dict)] if isinstance(history, list) else []

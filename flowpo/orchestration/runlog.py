@@ -6,16 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
 from flowpo.config import Config, LoggingConfig, to_yaml
 from flowpo.errors import FlowPOError
-
-# Written by the learner into each adapter directory (trainer.learner.METRICS_FILE): a list of
-# per-step dicts ({"step", "loss", ...}). Named here so that the driver never imports the trainer.
-TRAIN_METRICS_FILE = "train_metrics.json"
+from flowpo.orchestration.rundir import RunDir, read_train_metrics
 
 # Two x-axes: most events happen once per round; the learner's per-step metrics run on a global
 # optimizer step counted across rounds.
@@ -35,8 +31,8 @@ class RunLog:
     def __init__(self, run_dir: Path, *, sinks: Sequence[ScalarSink] = ()):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.samples_path = self.run_dir / "samples.jsonl"
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.layout = RunDir(self.run_dir)
+        self.samples_path, self.metrics_path = self.layout.samples, self.layout.metrics
         self.sinks = list(sinks)
         self._round = 0  # step of events that carry no round (run_start: 0, run_end: the last round)
 
@@ -48,10 +44,10 @@ class RunLog:
                                               config=dataclasses.asdict(config)))
 
     def write_config(self, config: Config) -> None:
-        (self.run_dir / "config.yaml").write_text(to_yaml(config))
+        self.layout.config.write_text(to_yaml(config))
 
     def adapter_dir(self, round_index: int) -> Path:
-        return self.run_dir / "adapters" / f"round-{round_index}"
+        return self.layout.adapter(round_index)
 
     def _append(self, path: Path, record: dict) -> None:
         # Append-only, one flushed line per record: a crash loses at most the line being written.
@@ -98,40 +94,7 @@ class RunLog:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the run directory (reports, sinks): tolerant of a half-written last line and missing files
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file; a missing file is empty, a torn or foreign line is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    with open(path) as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line a crash cut short
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
-def read_train_metrics(adapter_dir: Path) -> list[dict]:
-    """The learner's per-step metrics of one round; [] when the round did not train or the file is bad."""
-    path = Path(adapter_dir) / TRAIN_METRICS_FILE
-    if not path.is_file():
-        return []
-    try:
-        history = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        warnings.warn(f"{path}: unreadable train metrics ({exc}); left out", stacklevel=2)
-        return []
-    return [entry for entry in history if isinstance(entry, dict)] if isinstance(history, list) else []
+# The learner's steps across rounds
 
 
 def global_train_steps(histories: dict[int, list[dict]]) -> list[tuple[int, int, dict]]:

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from actors.generator import BASE, Generator, SamplingSettings, engine_kwargs
+from actors.generator import Generator, SamplingSettings, engine_kwargs
+from flowpo.records import BASE_ADAPTER
 from flowpo.config import TaskConfig
 from flowpo.tasks import load_problems
 from tests.conftest import BackgroundLoop
@@ -45,7 +46,7 @@ def test_k_workflows_per_problem_with_prefix_labels_and_logprobs(generator, loop
     workflows = loop.call(generator.generate(problems("HumanEval/23", "HumanEval/35"), round_index=1))
     assert [w.problem_id for w in workflows] == ["HumanEval/23"] * 3 + ["HumanEval/35"] * 3
     assert [w.sample_index for w in workflows] == [0, 1, 2, 0, 1, 2]
-    assert all(w.adapter == BASE and w.round == 1 for w in workflows)
+    assert all(w.adapter == BASE_ADAPTER and w.round == 1 for w in workflows)
     assert all(w.prompt.endswith(PREFIX) for w in workflows) and "def strlen" in workflows[0].prompt
     # extraction re-attaches the scaffold the generator continued from
     assert all(w.code.startswith("class Workflow:") for w in workflows), [w.code[:80] for w in workflows]
@@ -74,10 +75,10 @@ def test_adapter_swap_mid_stream_neither_drops_nor_mislabels(generator, loop, ra
 
     early, late = loop.call(stream())
     assert [len(ws) for ws in early + late] == [3, 3, 3, 3]
-    assert {w.adapter for ws in early for w in ws} == {BASE}
+    assert {w.adapter for ws in early for w in ws} == {BASE_ADAPTER}
     assert {w.adapter for ws in late for w in ws} == {"v1"}
     # and the adapter really is served: it changes the log-prob of a fixed text, base is unchanged
-    base = loop.call(generator.sequence_logprob(prompt, completion, BASE))
+    base = loop.call(generator.sequence_logprob(prompt, completion, BASE_ADAPTER))
     tuned = loop.call(generator.sequence_logprob(prompt, completion, "v1"))
     assert base < 0 and tuned < 0 and abs(base - tuned) > 1e-3
 
@@ -108,7 +109,7 @@ def test_a_fixed_seed_reproduces_the_same_workflows(model_dir, vllm_available, l
         return {(w.problem_id, w.sample_index): w.completion for w in workflows}
 
     original, version = generator.sampling, generator.version
-    generator.version = BASE  # an earlier test loaded an adapter; the fresh engine serves the base model
+    generator.version = BASE_ADAPTER  # an earlier test loaded an adapter; the fresh engine serves the base model
     try:
         seven = completions(generator, 7, [0, 1, 2])
         assert completions(generator, 8, [0, 1, 2]) != seven
@@ -143,7 +144,7 @@ def test_a_packed_adapter_is_served_from_this_nodes_own_copy(generator, loop, ra
     packed = pack(source)
     shutil.rmtree(source)  # the learner removed its working directory as soon as it shipped the adapter
     prompt, completion = generator.prompt_for(problems("HumanEval/23")[0]), "    def __init__(self, llm):\n"
-    base = loop.call(generator.sequence_logprob(prompt, completion, BASE))
+    base = loop.call(generator.sequence_logprob(prompt, completion, BASE_ADAPTER))
     assert generator.load_adapter("shipped", packed) == "shipped"
     served = loop.call(generator.sequence_logprob(prompt, completion, "shipped"))
     assert served != pytest.approx(base, abs=1e-3)  # the log-prob probe changes: the adapter is served

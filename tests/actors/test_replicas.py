@@ -3,7 +3,7 @@ outstanding work as the driver does it, and an adapter swap while requests are i
 import pytest
 import ray
 
-from actors.generator import BASE
+from flowpo.records import BASE_ADAPTER
 from actors.launch import start_generators
 from flowpo.config import Config, TaskConfig
 from actors.streaming import Slots, Stage, Stream
@@ -61,5 +61,5 @@ def test_adapter_swap_mid_stream_through_ray(replicas, random_adapter):
     early_workflows = [w for ref in early for w in ray.get(ref)]
     late_workflows = [w for ref in late for w in ray.get(ref)]
     assert len(early_workflows) == len(late_workflows) == 4
-    assert {w.adapter for w in early_workflows} == {BASE}
+    assert {w.adapter for w in early_workflows} == {BASE_ADAPTER}
     assert {w.adapter for w in late_workflows} == {"v1"}

@@ -6,7 +6,8 @@ import pytest
 
 from flowpo.errors import FlowPOError
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.orchestration.resume import read_jsonl_tolerant, read_run_state
+from flowpo.orchestration.resume import read_run_state
+from flowpo.orchestration.rundir import read_repairing
 
 
 def sample(round_index=1, problem="HumanEval/23", index=0, score=1.0) -> ScoredSample:
@@ -27,7 +28,7 @@ def test_a_log_line_round_trips_to_the_sample():
 def test_a_torn_last_line_is_cut_and_dropped(tmp_path):
     path = tmp_path / "samples.jsonl"
     path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
-    assert read_jsonl_tolerant(path) == [{"a": 1}, {"a": 2}]
+    assert read_repairing(path) == [{"a": 1}, {"a": 2}]
     assert path.read_text() == '{"a": 1}\n{"a": 2}\n'  # the next append starts on a clean line
 
 
@@ -35,7 +36,7 @@ def test_a_damaged_middle_line_is_an_error_naming_the_line(tmp_path):
     path = tmp_path / "samples.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"a": 3}\n')
     with pytest.raises(FlowPOError, match=r"samples.jsonl:2: not valid JSON"):
-        read_jsonl_tolerant(path)
+        read_repairing(path)
 
 
 def write_run(tmp_path, samples, events):
@@ -68,5 +69,5 @@ def test_duplicated_samples_and_foreign_directories_are_refused(tmp_path):
     write_run(tmp_path, [sample(), sample()], [])
     with pytest.raises(FlowPOError, match="appears twice"):
         read_run_state(tmp_path)
-    with pytest.raises(FlowPOError, match="not a FlowPO run directory"):
+    with pytest.raises(FlowPOError, match="--resume .*elsewhere: no config.yaml there; is it a FlowPO run directory"):
         read_run_state(tmp_path / "elsewhere")

@@ -10,7 +10,8 @@ import pytest
 
 from flowpo.config import Config, LoggingConfig
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, read_jsonl,
+from flowpo.orchestration.rundir import read_tolerant
+from flowpo.orchestration.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, 
                            read_train_metrics)
 
 
@@ -61,7 +62,7 @@ def test_events_reach_tensorboard(tmp_path):
     assert not {"round_end/ok", "round_end/round", "round_end/time", "run_start/problems",
                 "round_end/adapter", "train_step/step"} & set(got)
     # metrics.jsonl is unchanged in shape: one line per event, fields as given.
-    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    lines = read_tolerant(tmp_path / "metrics.jsonl")
     assert [e["event"] for e in lines] == ["run_start", "round_start", "train", "round_end", "round_start",
                                           "train_skipped", "round_end", "train", "run_end"]
     assert lines[3]["failures"] == {"crash": 3, "ok": 5} and lines[3]["ok"] is True
@@ -72,7 +73,7 @@ def test_plain_run_log_has_no_sinks(tmp_path):
     log.event("round_end", round=1, mean_score=1.0)
     log.close()
     assert not (tmp_path / "tensorboard").exists()
-    assert read_jsonl(tmp_path / "metrics.jsonl")[0]["mean_score"] == 1.0
+    assert read_tolerant(tmp_path / "metrics.jsonl")[0]["mean_score"] == 1.0
 
 
 def test_flatten_scalars():
@@ -92,8 +93,8 @@ def test_global_train_steps():
 def test_readers_tolerate_torn_and_bad_files(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"a": 1}\n\n[1, 2]\n{"b": 2}\n{"c": ')  # a crash cut the last line
-    assert read_jsonl(path) == [{"a": 1}, {"b": 2}]
-    assert read_jsonl(tmp_path / "missing.jsonl") == []
+    assert read_tolerant(path) == [{"a": 1}, {"b": 2}]
+    assert read_tolerant(tmp_path / "missing.jsonl") == []
     assert read_train_metrics(tmp_path / "no-such-adapter") == []
     (tmp_path / "train_metrics.json").write_text("{not json")
     with pytest.warns(UserWarning, match="unreadable train metrics"):
