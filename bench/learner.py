@@ -58,12 +58,15 @@ def workflow(tokenizer, seed: int, tokens: int) -> str:
 
 
 def settings(model: str, out_dir: str, **overrides):
+    from flowpo.config import TrainConfig
     from trainer.learner import LearnerSettings
 
-    values = dict(base_model=model, out_dir=out_dir, init_adapter="", beta=0.1, epochs=1, learning_rate=1e-4,
-                  grad_accum_steps=1, max_seq_len=4096, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-                  target_modules=("q_proj", "v_proj"), seed=0, use_gpu=False, bf16=True)
-    return LearnerSettings(**{**values, **overrides})
+    values = dict(beta=0.1, epochs=1, learning_rate=1e-4, grad_accum_steps=1, max_seq_len=4096, lora_r=8,
+                  lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], seed=0, use_gpu=False,
+                  bf16=True)
+    reference = overrides.pop("reference", "base")
+    return LearnerSettings(train=TrainConfig(**{**values, **overrides}), base_model=model, out_dir=out_dir,
+                           reference=reference)
 
 
 def now() -> tuple[float, float]:
@@ -77,41 +80,15 @@ def since(mark: tuple[float, float]) -> tuple[float, float]:
 
 
 def flowpo_steps(items: list, s) -> tuple[list[tuple[float, float]], list[int]]:
-    """(wall, CPU) seconds of each step of FlowPO's learner, its round-start pass share included, and its tokens."""
-    import torch
-    from transformers import AutoTokenizer
+    """(wall, CPU) seconds of each step of FlowPO's learner (``run_local``: one round in this process,
+    one micro-batch a step), each charged an equal share of the round-start log-prob pass, and the
+    step's tokens."""
+    from trainer.learner import run_local
 
-    from trainer.batching import CompletionScorer
-    from trainer.fit import fit, round_start_logprobs
-    from trainer.learner import autocast_for, build_policy
-    from trainer.objectives import micro_batch_loss, micro_batches
-
-    torch.manual_seed(0)
-    device = torch.device("cpu")
-    policy = build_policy(s, device)
-    autocast = autocast_for(s, device)
-    mbs = micro_batches(items, AutoTokenizer.from_pretrained(s.base_model), size=1, max_len=s.max_seq_len)
-    start_costs = []
-    for mb in mbs:  # one micro-batch at a time, to charge each step its own share
-        mark = now()
-        round_start_logprobs(policy, [mb], reference=s.reference, needs_old=s.algorithm == "iogrpo",
-                             starts_from_base=True, autocast=autocast, share_prompt=s.share_prompt)
-        start_costs.append(since(mark))
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=s.learning_rate)
-    step_costs, mark = [], [now()]
-
-    def on_step(record):
-        step_costs.append(since(mark[0]))
-        mark[0] = now()
-
-    def loss_fn(logps, mb):
-        return micro_batch_loss(logps, mb, algorithm=s.algorithm, beta=s.beta, score_exponent=1.0, epsilon=s.epsilon,
-                                masked_kl=s.masked_kl)
-
-    fit(CompletionScorer(policy, share_prompt=s.share_prompt), mbs, loss_fn, optimizer, epochs=1, grad_accum_steps=1,
-        max_grad_norm=1.0, autocast=autocast, on_step=on_step)
-    costs = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(step_costs, start_costs)]
-    return costs, [mb.batch.tokens for mb in mbs]
+    result = run_local(items, s)
+    steps, times = result.history, result.times
+    share = (times["reference_s"] / len(steps), times["reference_cpu_s"] / len(steps))
+    return [(h["seconds"] + share[0], h["cpu_s"] + share[1]) for h in steps], [h["tokens"] for h in steps]
 
 
 def trl_steps(pairs: list, model_dir: str, out_dir: str) -> list[tuple[float, float]]:

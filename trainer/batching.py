@@ -8,6 +8,7 @@ with its own copy of the prompt in the same layout, so the two differ only in th
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -80,13 +81,21 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, owner, *,
-                        share_prompt: bool = True) -> torch.Tensor:
-    """[C, Lc] log-probs of each completion token given its prompt and the completion before it (0 at padding)."""
+                        share_prompt: bool = True, prefix: tuple | None = None) -> torch.Tensor:
+    """[C, Lc] log-probs of each completion token given its prompt and the completion before it (0 at padding).
+
+    ``prefix`` (shared path): (KV cache of one sequence, its length L), a start common to every
+    prompt, which ``prompt_ids`` then continue (the cache is extended in place)."""
     lc = completion_ids.shape[1]
     full_mask = torch.cat([prompt_mask[owner], completion_mask], dim=1)
     if share_prompt:
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
-                    use_cache=True, logits_to_keep=1)
+        past, offset = prefix if prefix is not None else (None, 0)
+        if past is not None:
+            past.batch_repeat_interleave(prompt_ids.shape[0])
+            prompt_mask = torch.cat([prompt_mask.new_ones(prompt_mask.shape[0], offset), prompt_mask], dim=1)
+            full_mask = torch.cat([prompt_mask[owner], completion_mask], dim=1)
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask)[:, offset:],
+                    past_key_values=past, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         cache.batch_select_indices(owner)  # each prompt's keys/values once per completion (a differentiable gather)
         start = prompt_mask.sum(dim=1)[owner]
@@ -100,6 +109,71 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
         logits = model(input_ids=ids, attention_mask=full_mask, position_ids=_positions(full_mask),
                        logits_to_keep=lc + 1).logits[:, :-1]
     return token_logprobs(logits, completion_ids) * completion_mask
+
+
+def rows(batch: Batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(prompt, completion) token ids of each completion row, padding removed."""
+    prompts = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(batch.prompt_ids, batch.prompt_mask)]
+    return [(prompts[int(owner)], tuple(ids[mask.bool()].tolist()))
+            for ids, mask, owner in zip(batch.completion_ids, batch.completion_mask, batch.owner)]
+
+
+def distinct_logprobs(model, batches: list[Batch], *, chunk: int, min_prefix: int = 32) -> list[torch.Tensor]:
+    """``completion_logprobs`` (shared prompts) of every batch, each distinct (prompt, completion)
+    computed once, each distinct prompt once (passes of up to ``chunk`` completions), and the start
+    that all prompts share (at least ``min_prefix`` tokens: the template's instructions and examples)
+    once. A round's pairs repeat their problems' prompts (drawn with replacement, several a problem),
+    a prompt is most of a pair's tokens, and most of a prompt is the template: a round-start pass
+    over the micro-batches one by one repeats most of its work."""
+    device = batches[0].prompt_ids.device
+    by_row = [rows(b) for b in batches]
+    by_prompt: dict[tuple, dict[tuple, None]] = {}  # insertion-ordered sets
+    for prompt, completion in (row for batch_rows in by_row for row in batch_rows):
+        by_prompt.setdefault(prompt, {})[completion] = None
+    cut, prefix = shared_start(list(by_prompt)), None
+    if cut >= min_prefix:
+        prefix = model(input_ids=torch.tensor([next(iter(by_prompt))[:cut]], device=device), use_cache=True,
+                       logits_to_keep=1).past_key_values
+    else:
+        cut = 0
+    values: dict[tuple, torch.Tensor] = {}
+    for group in passes(by_prompt, chunk):
+        batch = collate([Encoded(prompt[cut:], part) for prompt, part in group], pad_id=0).to(device)  # pads are masked
+        past = (copy.deepcopy(prefix), cut) if prefix is not None else None  # each pass extends its own copy
+        logps = iter(completion_logprobs(model, *batch.tensors(), share_prompt=True, prefix=past))
+        values.update({(prompt, c): next(logps)[:len(c)] for prompt, part in group for c in part})
+    out = []
+    for batch, batch_rows in zip(batches, by_row):
+        logps = torch.zeros(batch.completion_ids.shape, dtype=torch.float32, device=device)
+        for i, row in enumerate(batch_rows):
+            logps[i, :len(row[1])] = values[row]
+        out.append(logps)
+    return out
+
+
+def shared_start(prompts: list[tuple[int, ...]]) -> int:
+    """Tokens at the start of every prompt, leaving each at least one of its own; 0 for one prompt."""
+    if len(prompts) < 2:
+        return 0
+    first, last = min(prompts), max(prompts)  # the common prefix of all is that of the extremes
+    common = next((i for i, (a, b) in enumerate(zip(first, last)) if a != b), min(len(first), len(last)))
+    return min(common, min(len(p) for p in prompts) - 1)
+
+
+def passes(by_prompt: dict[tuple, dict[tuple, None]], chunk: int):
+    """(prompt, completions) groups of at most ``chunk`` completions in all, prompts in order."""
+    group, size = [], 0
+    for prompt, completions in by_prompt.items():
+        completions = tuple(completions)
+        for first in range(0, len(completions), chunk):
+            part = completions[first:first + chunk]
+            if group and size + len(part) > chunk:
+                yield group
+                group, size = [], 0
+            group.append((prompt, part))
+            size += len(part)
+    if group:
+        yield group
 
 
 class CompletionScorer(torch.nn.Module):

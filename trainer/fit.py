@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from trainer.batching import completion_logprobs
+from trainer.batching import completion_logprobs, distinct_logprobs
 from trainer.objectives import MicroBatch
 
 
@@ -21,22 +21,34 @@ def round_start_logprobs(policy, mbs: list[MicroBatch], *, reference: str, needs
     """Fill each micro-batch's ``ref`` (and ``old``) with per-token log-probs, no second model copy.
 
     reference "base": the adapter switched off; "previous": the adapter the round starts from. π_old
-    (ioGRPO) is always the starting adapter, the policy that generated the round's data.
+    (ioGRPO) is always the starting adapter, the policy that generated the round's data. With
+    ``share_prompt`` each distinct prompt of the round is computed once (``distinct_logprobs``).
     """
     if reference not in ("base", "previous"):
         raise ValueError(f"reference must be base or previous, got {reference!r}")
+    if not mbs:
+        return
+    # Up to 4× a micro-batch's completions a pass: without a backward to keep activations for, that
+    # takes less memory than the micro-batch's training step.
+    chunk = 4 * max(mb.batch.completion_ids.shape[0] for mb in mbs)
+
+    def logprobs() -> list[torch.Tensor]:
+        if share_prompt:
+            return distinct_logprobs(policy, [mb.batch for mb in mbs], chunk=chunk)
+        return [completion_logprobs(policy, *mb.batch.tensors(), share_prompt=False) for mb in mbs]
+
     need_start = needs_old or reference == "previous"
     was_training = policy.training
     policy.eval()  # no dropout: these are the fixed targets of the round
     with torch.no_grad(), autocast():
-        for mb in mbs:
-            start = completion_logprobs(policy, *mb.batch.tensors(), share_prompt=share_prompt) if need_start else None
-            if reference == "previous" or (start is not None and starts_from_base):
-                mb.ref = start  # a fresh LoRA starts as the base model exactly (B = 0)
-            else:
-                with policy.disable_adapter():
-                    mb.ref = completion_logprobs(policy, *mb.batch.tensors(), share_prompt=share_prompt)
-            mb.old = start if needs_old else None
+        start = logprobs() if need_start else [None] * len(mbs)
+        if reference == "previous" or (need_start and starts_from_base):
+            ref = start  # a fresh LoRA starts as the base model exactly (B = 0)
+        else:
+            with policy.disable_adapter():
+                ref = logprobs()
+    for mb, mb_ref, mb_start in zip(mbs, ref, start):
+        mb.ref, mb.old = mb_ref, mb_start if needs_old else None
     policy.train(was_training)
 
 
@@ -76,7 +88,7 @@ def fit(model, mbs: list[MicroBatch], loss_fn: Callable, optimizer, *, epochs: i
     for epoch in range(epochs):
         for first in range(0, len(mbs), grad_accum_steps):
             chunk = mbs[first:first + grad_accum_steps]
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             units = _all_sum({"units": sum(mb.units for mb in chunk)}, world, device)["units"]
             sums: dict[str, float] = {}
             for i, mb in enumerate(chunk):
@@ -93,13 +105,15 @@ def fit(model, mbs: list[MicroBatch], loss_fn: Callable, optimizer, *, epochs: i
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            seconds = time.perf_counter() - began
+            seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
             tokens = sum(mb.batch.tokens for mb in chunk)
-            reduced = _all_sum({**sums, "tokens": tokens, "seconds": seconds}, world, device)
-            # metrics: unit-weighted means over the global batch; tokens: summed; the step's time: the mean worker's
+            reduced = _all_sum({**sums, "tokens": tokens, "seconds": seconds, "cpu_s": cpu}, world, device)
+            # metrics: unit-weighted means over the global batch; tokens: summed; the step's time: the mean
+            # worker's; its CPU seconds (all of a worker's threads): well below seconds × threads when
+            # other processes take the cores
             record = {key: reduced[key] / units for key in sums}
             record.update(grad_norm=float(norm), tokens=int(reduced["tokens"]), seconds=reduced["seconds"] / world,
-                          step=step, epoch=epoch)
+                          cpu_s=reduced["cpu_s"] / world, step=step, epoch=epoch)
             record["tokens_per_s"] = record["tokens"] / max(record["seconds"], 1e-9)
             history.append(record)
             on_step(record)

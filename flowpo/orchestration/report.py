@@ -318,6 +318,19 @@ def learning_curve_section(reports: Path) -> list[str]:
             f"[{LEARNING_CURVE}.md]({LEARNING_CURVE}.md)", "", f"![Learning curve]({LEARNING_CURVE}.png)", ""]
 
 
+def learner_time_line(events: list[dict], round_index: int) -> list[str]:
+    """Where the learner's time went this round (round_end's stage_times), when it trained here."""
+    end = next((e for e in reversed(events) if e.get("event") == "round_end" and e.get("round") == round_index), {})
+    t = end.get("stage_times") or {}
+    if "learner_overhead_pct" not in t:
+        return []
+    return [f"Learner: {t['generators_idle_training_s']:.1f} s (the generators idle), of which optimizer steps "
+            f"{t.get('learner_steps_s', 0):.1f} s and everything else {t['learner_overhead_s']:.1f} s "
+            f"({t['learner_overhead_pct']:.0f}%: start-up {t.get('learner_startup_s', 0):.1f} s, round-start "
+            f"log-probs {t.get('learner_reference_s', 0):.1f} s, adapter to the generators "
+            f"{t.get('adapter_ship_s', 0):.1f} s).", ""]
+
+
 def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) -> Path:
     """Write ``<run_dir>/reports/round-<k>.md`` and its PNGs; return the markdown file's path."""
     run_dir = Path(run_dir)
@@ -350,6 +363,7 @@ def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) ->
         lines += [f"{row.workflows} workflows, {row.scored} scored ({row.workflows - row.scored} unscored: "
                   f"infrastructure failures), mean score {_fmt(row.mean_score)}; "
                   f"training: {row.training or '–'}.", ""]
+        lines += learner_time_line(events, round_index)
 
     plots: list[tuple[str, str]] = []  # (caption, file name)
     if got:

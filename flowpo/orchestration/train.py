@@ -26,8 +26,9 @@ from flowpo.orchestration.runlog import RunLog
 from flowpo.validate import reason_kind
 from actors.streaming import Faults, StageClock, Stream, after_dry_run, round_stages
 from trainer.groups import sample_groups
-from trainer.checkpoint import is_checkpoint, pack
-from trainer.learner import LearnerSettings, train_adapter  # its heavy imports wait until training
+from trainer.checkpoint import pack
+from trainer.learner import LearnerSettings  # its heavy imports wait until training
+from trainer.warm import Learner, train_adapter
 from trainer.pairs import Candidate, sample_score_dpo_pairs
 
 
@@ -151,26 +152,15 @@ def learner_items(round_index: int, samples: list[ScoredSample], config: Config)
 
 def learner_settings(round_index: int, config: Config, model_path: str, out_dir: str,
                      init_adapter: str) -> LearnerSettings:
-    """The learner's values from ``config.train`` (the one place that reads it)."""
-    t = config.train
-    reference = t.reference
-    if reference == "auto":  # each paper's own choice: ScoreFlow the base model, SPOGW the previous round
-        reference = "previous" if t.algorithm == "iogrpo" else "base"
-    return LearnerSettings(
-        base_model=model_path, out_dir=out_dir, init_adapter=init_adapter, beta=t.beta, epochs=t.epochs,
-        learning_rate=t.learning_rate, grad_accum_steps=t.grad_accum_steps, max_seq_len=t.max_seq_len,
-        lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-        target_modules=tuple(t.target_modules), seed=t.seed, use_gpu=t.use_gpu, bf16=t.bf16,
-        algorithm=t.algorithm, reference=reference, score_exponent=t.score_exponent, epsilon=t.epsilon,
-        masked_kl=t.masked_kl, micro_batch_size=t.micro_batch_size, max_grad_norm=t.max_grad_norm,
-        share_prompt=t.share_prompt, round_index=round_index,
-        # A previous round's checkpoint carries its optimizer state; an adapter from elsewhere may not.
-        resume_from=init_adapter if t.carry_optimizer and is_checkpoint(init_adapter) else "")
+    """The learner's round: the run's ``train`` section and this round's paths."""
+    return LearnerSettings.for_round(config.train, base_model=model_path, out_dir=out_dir, init_adapter=init_adapter,
+                                     round_index=round_index)
 
 
 def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
-                model_path: str, init_adapter: str) -> tuple[int, float | None, str]:
-    """Build pairs or groups and train; returns (their count, loss or None if skipped, adapter dir or "")."""
+                model_path: str, init_adapter: str, learner: Learner | None = None) -> tuple[int, float | None, str]:
+    """Build pairs or groups and train on ``learner`` (the run's warm learner; None: a worker group
+    of the round's own); returns (their count, loss or None if skipped, adapter dir or "")."""
     t = config.train
     items, no_signal = learner_items(round_index, samples, config)
     unit = "groups" if t.algorithm == "iogrpo" else "pairs"
@@ -181,14 +171,31 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
     out_dir = log.adapter_dir(round_index)
     settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
     print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
-    metrics = train_adapter(items, settings, num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker,
-                            storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
+    if learner is None:
+        metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
+    else:
+        metrics = learner.train(items, settings)
     loss = float(metrics.get("loss", math.nan))
     worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     worker_metrics[f"{unit}_per_worker"] = worker_metrics.pop("items", 0)
     log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
               **{unit: len(items)}, **worker_metrics)
     return len(items), loss, str(out_dir.resolve())
+
+
+def learner_stage_times(times: dict, ship_s: float) -> dict:
+    """The learner's part of a round for ``stage_times``: its seconds by phase (``learner_*``), the
+    adapter's shipping to the generators, and how much of it all was not optimizer steps (start-up,
+    model load, data, round-start log-probs, saving, shipping back and to the generators). The
+    generators wait through all of it: nothing of the next round runs without the new adapter."""
+    if not times:
+        return {}
+    wall = times["wall_s"] + ship_s
+    other = wall - times.get("steps_s", 0.0)
+    return {**{f"learner_{key}": round(value, 3) for key, value in times.items()},
+            "adapter_ship_s": round(ship_s, 3), "learner_overhead_s": round(other, 3),
+            "learner_overhead_pct": round(100 * other / wall, 1) if wall > 0 else 0.0,
+            "generators_idle_training_s": round(wall, 3)}
 
 
 def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs: int,
@@ -216,8 +223,9 @@ def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
 
 
 def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, model_path: str,
-               state: RunState | None = None) -> list[RoundSummary]:
-    """The rounds; with ``state`` (a resumed run) what it records as done is not done again."""
+               state: RunState | None = None, learner: Learner | None = None) -> list[RoundSummary]:
+    """The rounds; with ``state`` (a resumed run) what it records as done is not done again. Each
+    round trains on ``learner``, the run's warm learner (None: a worker group per round)."""
     state = state or RunState()
     summaries = []
     for round_index in range(1, config.rounds + 1):
@@ -241,17 +249,28 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
             event = state.train_events[round_index]
             pairs, loss, new_adapter = event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[round_index]
         else:
-            pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path)
+            pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path, learner)
+        ship_s = 0.0
         if new_adapter:
             state.adapters[round_index] = new_adapter
+            began, new_version = time.monotonic(), f"round-{round_index}"
+            ray.get([g.load_adapter.remote(*shipped(new_version, new_adapter)) for g in actors.generators])
+            ship_s = time.monotonic() - began
+        learner_times = learner_stage_times(learner.round_times.get(round_index, {}) if learner else {}, ship_s)
         summary = summarize(round_index, version, samples, pairs, loss,
                             "groups" if config.train.algorithm == "iogrpo" else "pairs")
         gaming = suspected_gaming(s.to_log() for s in samples)
         log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
                   suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
                   regenerations=regenerated, actor_failures=dict(faults.by_stage),
-                  retried_items=sum(faults.attempts.values()), restart_waits=dict(faults.restart_waits), stage_times=clock.summary(), **stage_stats(actors))
+                  retried_items=sum(faults.attempts.values()), restart_waits=dict(faults.restart_waits), stage_times={**clock.summary(), **learner_times}, **stage_stats(actors))
         print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
+        if learner_times:
+            t = learner_times
+            print(f"round {round_index} learner: {t['generators_idle_training_s']:.1f} s (the generators idle), "
+                  f"optimizer steps {t.get('learner_steps_s', 0):.1f} s, everything else "
+                  f"{t['learner_overhead_s']:.1f} s ({t['learner_overhead_pct']:.0f}%: start-up {t['learner_startup_s']:.1f} s, round-start log-probs "
+                  f"{t.get('learner_reference_s', 0):.1f} s)")
         if gaming:
             print(f"round {round_index}: suspected reward gaming:",
                   ", ".join(f"{kind} {len(ids)} ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
@@ -260,8 +279,6 @@ def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, mod
         if config.logging.reports:
             report(log.run_dir, round_index)
         if new_adapter:
-            new_version = f"round-{round_index}"
-            ray.get([g.load_adapter.remote(*shipped(new_version, new_adapter)) for g in actors.generators])
             log.event("adapter_loaded", round=round_index, adapter=new_version, path=new_adapter,
                       **adapter_probe(actors.generators[0], samples[0], new_version))
     return summaries
@@ -297,9 +314,12 @@ def train(config: Config, resume: bool = False) -> list[RoundSummary]:
         ray.init(include_dashboard=False, log_to_driver=False)
     try:
         actors = start_actors(config, model_path, Path(log.run_dir))
+        # One worker group for the run, started by the first round that trains.
+        learner = Learner(model_path, config.train, storage_dir=log.run_dir / "ray_train")
         try:
-            summaries = run_rounds(config, problems, actors, log, model_path, state)
+            summaries = run_rounds(config, problems, actors, log, model_path, state, learner)
         finally:
+            learner.close()
             actors.shutdown()
         log.event("run_end", rounds=len(summaries))
     finally:

@@ -209,14 +209,15 @@ def test_the_llm_server_resolves_the_id_on_its_node(offline_cache, tmp_path, mon
 
 def test_the_learner_loads_the_id_offline(offline_cache):
     """The learner's own loading path (tokenizer and base model + LoRA) with HF_HUB_OFFLINE=1."""
-    from trainer.learner import LearnerSettings, setup_round
+    from flowpo.config import TrainConfig
+    from trainer.learner import LearnerSettings, Policy, prepare_round
 
-    settings = LearnerSettings(base_model=HUB_ID, out_dir="", init_adapter="", beta=0.1, epochs=1,
-                               learning_rate=1e-4, grad_accum_steps=1, max_seq_len=256, lora_r=4, lora_alpha=8,
-                               lora_dropout=0.0, target_modules=("q_proj", "v_proj"), seed=0, use_gpu=False)
-    policy, mbs, _ = setup_round(settings, [], "cpu")
-    assert mbs == []
-    assert Path(policy.base_model.model.config._name_or_path).resolve() == snapshot_of(offline_cache)
+    settings = LearnerSettings(train=TrainConfig(max_seq_len=256, lora_r=4, lora_alpha=8, lora_dropout=0.0),
+                               base_model=HUB_ID)
+    policy = Policy(settings.base_model, bf16=settings.train.bf16, device="cpu")
+    policy.start(settings)
+    assert prepare_round(policy, settings, []) == []
+    assert Path(policy.policy.base_model.model.config._name_or_path).resolve() == snapshot_of(offline_cache)
 
 
 @pytest.mark.vllm

@@ -141,3 +141,53 @@ def test_shared_path_embeds_each_prompt_once(policy):
         hook.remove()
     assert seen == [5, 6, 16]
     assert torch.allclose(shared, plain, atol=1e-5)
+
+
+def test_distinct_logprobs_compute_each_prompt_once_and_equal_one_batch_at_a_time(policy, tokenizer):
+    from trainer.batching import distinct_logprobs
+
+    # pairs drawn with replacement: (P, a, b) twice, (P, a, c), (Q, d, e); P is computed once for a, b, c
+    encode = lambda prompt, *completions: encode_shared(tokenizer, prompt, list(completions), 64)  # noqa: E731
+    batches = [collate([encode("Write a workflow:", " a = 1", " b")], pad_id=0),
+               collate([encode("Write a workflow:", " a = 1", " b"), encode("Q:", " yes", " no no")], pad_id=0),
+               collate([encode("Write a workflow:", " a = 1", " return c")], pad_id=0)]
+    prompt_rows = []
+
+    def count(module, args, kwargs):
+        if kwargs.get("logits_to_keep") == 1:  # a prompt pass (completion_logprobs' shared path)
+            prompt_rows.append(kwargs["input_ids"].shape[0])
+
+    hook = policy.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            together = distinct_logprobs(policy, batches, chunk=8)
+    finally:
+        hook.remove()
+    assert prompt_rows == [2]  # P and Q once each, in one pass (their 4 distinct completions fit in a chunk)
+    with torch.no_grad():
+        one_by_one = [completion_logprobs(policy, *b.tensors()) for b in batches]  # P three times
+    for got, want in zip(together, one_by_one):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    with torch.no_grad():  # a chunk of 2 completions: P's three distinct completions take two passes
+        assert all(torch.allclose(a, b) for a, b in zip(distinct_logprobs(policy, batches, chunk=2), together))
+
+
+def test_distinct_logprobs_compute_the_start_all_prompts_share_once(policy, tokenizer):
+    from trainer.batching import distinct_logprobs, rows, shared_start
+
+    # three prompts of one template: the instructions are computed once, then each problem's own end
+    template = "You design agent workflows. Use the operators. Write the workflow between graph tags. Problem: "
+    encode = lambda prompt, *completions: encode_shared(tokenizer, prompt, list(completions), 128)  # noqa: E731
+    batches = [collate([encode(template + "add two numbers", " a = 1", " b"),
+                        encode(template + "sort a list", " return sorted(x)", " x")], pad_id=0),
+               collate([encode(template + "reverse a string", " s[::-1]", " s")], pad_id=0)]
+    prompts = list(dict.fromkeys(prompt for b in batches for prompt, _ in rows(b)))
+    assert len(prompts) == 3 and shared_start(prompts) >= 15  # the template's tokens, about
+    with torch.no_grad():
+        shared = distinct_logprobs(policy, batches, chunk=3, min_prefix=4)  # passes: (3 completions), (1 + 2)
+        alone = distinct_logprobs(policy, batches, chunk=3, min_prefix=10_000)  # no shared start
+        one_by_one = [completion_logprobs(policy, *b.tensors()) for b in batches]
+    for a, b, c in zip(shared, alone, one_by_one):
+        assert torch.allclose(a, c, atol=1e-5) and torch.allclose(b, c, atol=1e-5)
+    assert shared_start([(1, 2, 3), (1, 2, 4, 5), (1, 2)]) == 1  # each prompt keeps a token of its own
+    assert shared_start([(1, 2, 3)]) == 0 and shared_start([(1, 2), (3, 4)]) == 0

@@ -1,13 +1,15 @@
 """The learner's round in one process (train_local): accumulation, resume, reference policies, ioGRPO
 and DPO read-outs, on the tiny model in fp32."""
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
+from flowpo.config import TrainConfig
 from trainer.checkpoint import OPTIMIZER_FILE, read_meta
 from trainer.groups import PromptGroup
-from trainer.learner import LearnerSettings, setup_round, train_local
+from trainer.learner import LearnerSettings, Policy, prepare_round, train_local
 from trainer.pairs import PreferencePair
 
 PAIRS = [PreferencePair("a", "Write a workflow:", " return solution.code", " return max(x)", 1.0, 0.0),
@@ -17,10 +19,20 @@ PAIRS = [PreferencePair("a", "Write a workflow:", " return solution.code", " ret
 
 
 def settings(model, out, **overrides) -> LearnerSettings:
-    values = dict(base_model=model, out_dir=str(out), init_adapter="", beta=0.1, epochs=1, learning_rate=1e-2,
-                  grad_accum_steps=1, max_seq_len=64, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                  target_modules=("q_proj", "v_proj"), seed=0, use_gpu=False, bf16=False)
-    return LearnerSettings(**{**values, **overrides})
+    """The round's own fields by name, the rest into its train section."""
+    own = {f.name for f in dataclasses.fields(LearnerSettings)}
+    train = dict(beta=0.1, epochs=1, learning_rate=1e-2, grad_accum_steps=1, max_seq_len=64, lora_r=4, lora_alpha=8,
+                 lora_dropout=0.0, target_modules=["q_proj", "v_proj"], seed=0, use_gpu=False, bf16=False)
+    train.update({k: v for k, v in overrides.items() if k not in own})
+    return LearnerSettings(train=TrainConfig(**train), base_model=model, out_dir=str(out),
+                           **{k: v for k, v in overrides.items() if k in own})
+
+
+def setup(s: LearnerSettings, items: list):
+    """A worker's policy at the round's start and its micro-batches with their round-start log-probs."""
+    policy = Policy(s.base_model, bf16=s.train.bf16, device="cpu")
+    policy.start(s, s.start)
+    return policy.policy, prepare_round(policy, s, items)
 
 
 def lora(out) -> dict:
@@ -75,9 +87,8 @@ def test_reference_is_the_base_model_or_the_starting_adapter(tiny_model_dir, tmp
     train_local(PAIRS, settings(tiny_model_dir, tmp_path / "r1", epochs=2))  # an adapter that differs from base
     common = dict(init_adapter=str(tmp_path / "r1"), algorithm="iogrpo")
     group = [PromptGroup("a", "Q:", (" no", " yes"), (0.0, 1.0), (-1.0, 1.0))]
-    _, (base_mb,), _ = setup_round(settings(tiny_model_dir, tmp_path / "x", reference="base", **common), group, "cpu")
-    policy, (prev_mb,), _ = setup_round(settings(tiny_model_dir, tmp_path / "y", reference="previous", **common),
-                                        group, "cpu")
+    _, (base_mb,) = setup(settings(tiny_model_dir, tmp_path / "x", reference="base", **common), group)
+    policy, (prev_mb,) = setup(settings(tiny_model_dir, tmp_path / "y", reference="previous", **common), group)
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
         base = completion_logprobs(plain, *base_mb.batch.tensors())

@@ -1,31 +1,39 @@
-"""The learner through Ray Train's TorchTrainer (gloo on CPU) on a tiny random-weight model."""
+"""One learner round on its own Ray Train worker group (gloo on CPU), on a tiny random-weight model."""
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from flowpo.config import TrainConfig
 from trainer.checkpoint import META_FILE, OPTIMIZER_FILE, read_meta
 from trainer.groups import PromptGroup
-from trainer.learner import METRICS_FILE, LearnerSettings, equal_shards, train_adapter, train_local
+from trainer.learner import METRICS_FILE, LearnerSettings, equal_shards, train_local
 from trainer.pairs import PreferencePair
+from trainer.warm import train_adapter
 
 pytestmark = pytest.mark.ray
 
 
 def settings(model, out, **overrides) -> LearnerSettings:
-    values = dict(base_model=model, out_dir=str(out), init_adapter="", beta=0.1, epochs=1, learning_rate=1e-2,
-                  grad_accum_steps=1, max_seq_len=64, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                  target_modules=("q_proj", "v_proj"), seed=0, use_gpu=False, bf16=False)
-    return LearnerSettings(**{**values, **overrides})
+    """The round's own fields by name, the rest into its train section."""
+    own = {f.name for f in dataclasses.fields(LearnerSettings)}
+    train = dict(beta=0.1, epochs=1, learning_rate=1e-2, grad_accum_steps=1, max_seq_len=64, lora_r=4, lora_alpha=8,
+                 lora_dropout=0.0, target_modules=["q_proj", "v_proj"], seed=0, use_gpu=False, bf16=False,
+                 num_workers=1, cpus_per_worker=1)
+    train.update({k: v for k, v in overrides.items() if k not in own})
+    return LearnerSettings(train=TrainConfig(**train), base_model=model, out_dir=str(out),
+                           **{k: v for k, v in overrides.items() if k in own})
 
 
 def margin(model, tokenizer, pair):
-    from trainer.logprobs import encode_pair, sequence_logprob
+    """log π(chosen) − log π(rejected), summed over the completion tokens (the learner's own scorer)."""
+    from trainer.batching import collate, completion_logprobs, encode_shared
 
-    w = sequence_logprob(model, *encode_pair(tokenizer, pair.prompt, pair.chosen, 256))
-    l = sequence_logprob(model, *encode_pair(tokenizer, pair.prompt, pair.rejected, 256))
-    return (w - l).item()
+    batch = collate([encode_shared(tokenizer, pair.prompt, [pair.chosen, pair.rejected], 256)], tokenizer.eos_token_id)
+    chosen, rejected = completion_logprobs(model, *batch.tensors()).sum(dim=1)
+    return (chosen - rejected).item()
 
 
 def test_training_saves_a_checkpoint_whose_adapter_prefers_the_winner(tiny_model_dir, ray_local, tmp_path):
@@ -37,7 +45,7 @@ def test_training_saves_a_checkpoint_whose_adapter_prefers_the_winner(tiny_model
     s = settings(tiny_model_dir, tmp_path / "adapter", epochs=3, learning_rate=5e-3, grad_accum_steps=2,
                  max_seq_len=256, lora_r=8, lora_alpha=16, bf16=True, round_index=1)
     work_dirs = set(Path(tempfile.gettempdir()).glob("flowpo-learner-*"))
-    metrics = train_adapter([pair] * 4, s, num_workers=1, cpus_per_worker=1, storage_dir=tmp_path / "ray", name="t")
+    metrics = train_adapter([pair] * 4, s, storage_dir=tmp_path / "ray", name="t")
     # The worker saved in its node's own temporary space, shipped the checkpoint back through Ray's
     # object store and removed its copy: the caller's out_dir is the only one left.
     assert set(Path(tempfile.gettempdir()).glob("flowpo-learner-*")) == work_dirs
@@ -70,10 +78,10 @@ def test_two_workers_update_like_one_worker_with_twice_the_batch(tiny_model_dir,
              PreferencePair("c", "Solve it step by step:", " 42", " 41", 1.0, 0.5),
              PreferencePair("d", "R:", " a b", " c", 0.5, 0.0)]
     # global batch 2 per step, 2 steps: 2 workers × 1 pair, or 1 worker × 2 pairs (one micro-batch)
-    two = train_adapter(pairs, settings(tiny_model_dir, tmp_path / "two"), num_workers=2, cpus_per_worker=1,
-                        storage_dir=tmp_path / "ray", name="two")
-    one = train_adapter(pairs, settings(tiny_model_dir, tmp_path / "one", micro_batch_size=2), num_workers=1,
-                        cpus_per_worker=1, storage_dir=tmp_path / "ray", name="one")
+    two = train_adapter(pairs, settings(tiny_model_dir, tmp_path / "two", num_workers=2), storage_dir=tmp_path / "ray",
+                        name="two")
+    one = train_adapter(pairs, settings(tiny_model_dir, tmp_path / "one", micro_batch_size=2),
+                        storage_dir=tmp_path / "ray", name="one")
     assert two["items"] == 2 and one["items"] == 4  # per worker
     assert two["step"] == one["step"] == 2
     assert two["first_loss"] == pytest.approx(one["first_loss"], abs=1e-6)
@@ -95,8 +103,8 @@ def test_iogrpo_round_resumes_on_two_workers(tiny_model_dir, ray_local, tmp_path
     common = dict(algorithm="iogrpo", reference="previous", epochs=2)
     train_local(groups, settings(tiny_model_dir, tmp_path / "r1", round_index=1, **common))  # steps 1–4
     resume = dict(resume_from=str(tmp_path / "r1"), round_index=2, **common)
-    metrics = train_adapter(groups, settings(tiny_model_dir, tmp_path / "r2", **resume),
-                            num_workers=2, cpus_per_worker=1, storage_dir=tmp_path / "ray", name="r2")
+    metrics = train_adapter(groups, settings(tiny_model_dir, tmp_path / "r2", num_workers=2, **resume),
+                            storage_dir=tmp_path / "ray", name="r2")
     assert metrics["step"] == 6 and metrics["items"] == 1  # steps 5, 6: one group per worker each
     first = json.loads((tmp_path / "r2" / METRICS_FILE).read_text())[0]
     assert first["clip_fraction"] == 0 and first["kl"] == pytest.approx(0, abs=1e-7)  # π_old = the resumed adapter
@@ -110,7 +118,9 @@ def test_iogrpo_round_resumes_on_two_workers(tiny_model_dir, ray_local, tmp_path
 
 
 def test_shards_are_equal():
-    # 5 items over 2 workers: the last one is dropped; 1 item never gets 2 workers
+    # 5 items over 2 workers: the last one is dropped; fewer items than workers: all of them on one worker
     with pytest.warns(UserWarning, match="dropping the last 1 of 5"):
         assert equal_shards(list(range(5)), 2) == ([0, 1, 2, 3], 2)
     assert equal_shards([0], 4) == ([0], 1)
+    assert equal_shards([0, 1, 2], 4) == ([0, 1, 2], 1)
+    assert equal_shards([0, 1, 2, 3], 4) == ([0, 1, 2, 3], 4)

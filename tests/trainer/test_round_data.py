@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flowpo.config import Config, TrainConfig
-from flowpo.orchestration.train import learner_items, learner_settings, train_round
+from flowpo.orchestration.train import learner_items, learner_settings, learner_stage_times, train_round
 from flowpo.records import Execution, ScoredSample, Workflow
 from flowpo.orchestration.runlog import RunLog
 from trainer.groups import PromptGroup, sample_groups
@@ -47,9 +47,10 @@ def test_sample_groups_keeps_problems_apart():
 def test_reference_auto_follows_each_paper():
     assert learner_settings(1, config(), "m", "out", "").reference == "base"  # ScoreFlow
     assert learner_settings(1, config(algorithm="iogrpo"), "m", "out", "").reference == "previous"  # SPOGW
-    s = learner_settings(2, config(algorithm="dpo", reference="previous", micro_batch_size=3), "m", "out", "a1")
-    assert (s.reference, s.algorithm, s.micro_batch_size, s.init_adapter, s.round_index) == ("previous", "dpo", 3,
-                                                                                             "a1", 2)
+    c = config(algorithm="dpo", reference="previous", micro_batch_size=3)
+    s = learner_settings(2, c, "m", "out", "a1")
+    assert (s.reference, s.init_adapter, s.round_index, s.base_model, s.out_dir) == ("previous", "a1", 2, "m", "out")
+    assert s.train is c.train  # the run's train section itself crosses to the learner, not a copy of its fields
 
 
 def test_iogrpo_round_without_groups_is_skipped(tmp_path, capsys):
@@ -73,3 +74,14 @@ def test_carry_optimizer_resumes_from_a_previous_checkpoint_only(tmp_path):
     assert learner_settings(2, config(carry_optimizer=True), "m", "out", str(ckpt)).resume_from == str(ckpt)
     assert learner_settings(2, config(), "m", "out", str(ckpt)).resume_from == ""  # off by default
     assert learner_settings(1, config(carry_optimizer=True), "m", "out", "").resume_from == ""  # round 1: fresh
+
+
+def test_learner_stage_times_split_optimizer_steps_from_the_rest():
+    times = {"startup_s": 0.0, "reference_s": 1.0, "steps_s": 8.0, "save_s": 0.25, "wall_s": 10.0}
+    stages = learner_stage_times(times, ship_s=0.5)
+    # the learner's 10 s and the adapter's 0.5 s to the generators: 10.5 s, of which 8 s optimizer steps,
+    # 2.5 s everything else: 2.5 / 10.5 = 23.8%; the generators waited all 10.5 s
+    assert stages["learner_overhead_s"] == 2.5 and stages["learner_overhead_pct"] == 23.8
+    assert stages["generators_idle_training_s"] == 10.5 and stages["adapter_ship_s"] == 0.5
+    assert (stages["learner_steps_s"], stages["learner_reference_s"], stages["learner_wall_s"]) == (8.0, 1.0, 10.0)
+    assert learner_stage_times({}, ship_s=0.5) == {}  # a round that did not train here (skipped, or before a resume)

@@ -1,0 +1,144 @@
+"""The warm learner: one Ray Train worker group for many rounds (gloo on CPU), on a tiny random-weight
+model. Its rounds must equal cold rounds, each started from the previous checkpoint on disk
+(``train_local``); a worker that dies mid-round must be an error, and the next round restarts from disk."""
+import dataclasses
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flowpo.config import TrainConfig
+from trainer.groups import PromptGroup
+from trainer.learner import LearnerSettings, train_local
+from trainer.pairs import PreferencePair
+from trainer.warm import Learner, LearnerFailed
+
+pytestmark = pytest.mark.ray
+
+PAIRS = [PreferencePair("a", "Write a workflow:", " return solution.code", " return max(x)", 1.0, 0.0),
+         PreferencePair("b", "Q:", " yes", " no no", 0.75, 0.25),
+         PreferencePair("c", "Solve it step by step:", " 42", " 41", 1.0, 0.5),
+         PreferencePair("d", "R:", " a b", " c", 0.5, 0.0)]
+# scores (0, 0, 1, 1) → A = (−1, −1, 1, 1); (0, 1) → A = (−1, 1)
+GROUPS = [PromptGroup("a", "Write a workflow:", (" x", " y z", " return 1", " return 2"), (0.0, 0.0, 1.0, 1.0),
+                      (-1.0, -1.0, 1.0, 1.0)),
+          PromptGroup("b", "Q:", (" no", " yes"), (0.0, 1.0), (-1.0, 1.0))]
+
+
+def train_section(**overrides) -> TrainConfig:
+    values = dict(beta=0.1, epochs=2, learning_rate=1e-2, grad_accum_steps=2, max_seq_len=64, lora_r=4, lora_alpha=8,
+                  lora_dropout=0.0, target_modules=["q_proj", "v_proj"], seed=0, use_gpu=False, bf16=False,
+                  num_workers=1, cpus_per_worker=1)
+    return TrainConfig(**{**values, **overrides})
+
+
+def round_settings(model, train: TrainConfig, out: Path, round_index: int, start: str = "") -> LearnerSettings:
+    """As the driver makes them: from the run's train section, starting from the previous round's checkpoint."""
+    return LearnerSettings.for_round(train, base_model=model, out_dir=str(out), init_adapter=start,
+                                     round_index=round_index)
+
+
+def lora(out) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(out) / "adapter_model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def same_steps(warm: list[dict], cold: list[dict]) -> None:
+    assert [h["step"] for h in warm] == [h["step"] for h in cold]
+    for w, c in zip(warm, cold):
+        assert w["loss"] == pytest.approx(c["loss"], abs=1e-6)
+        assert w["grad_norm"] == pytest.approx(c["grad_norm"], rel=1e-4)
+
+
+def read_history(out) -> list[dict]:
+    import json
+
+    return json.loads((Path(out) / "train_metrics.json").read_text())
+
+
+def test_two_warm_rounds_equal_two_cold_rounds(tiny_model_dir, ray_local, tmp_path):
+    # Score-DPO with the optimizer carried: round 2 continues the in-memory adapter, AdamW moments and
+    # step; LoRA dropout on (the same masks both ways)
+    train = train_section(carry_optimizer=True, lora_dropout=0.1)
+    with Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray") as learner:
+        learner.train(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "w1", 1))
+        pids = list(learner.pids)
+        second = learner.train(PAIRS[::-1], round_settings(tiny_model_dir, train, tmp_path / "w2", 2,
+                                                           str(tmp_path / "w1")))
+        assert learner.pids == pids and learner.running  # the same worker process trained both rounds
+    assert not learner.running  # close ended the workers' loop
+    cold1 = train_local(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "c1", 1))
+    cold2 = train_local(PAIRS[::-1], round_settings(tiny_model_dir, train, tmp_path / "c2", 2, str(tmp_path / "c1")))
+    same_steps(read_history(tmp_path / "w1"), cold1)
+    same_steps(read_history(tmp_path / "w2"), cold2)
+    assert [h["step"] for h in cold2] == [5, 6, 7, 8] and second["step"] == 8  # the step count continues
+    assert max_diff(lora(tmp_path / "w2"), lora(tmp_path / "c2")) < 1e-5
+    assert max_diff(lora(tmp_path / "w2"), lora(tmp_path / "w1")) > 1e-4  # round 2 did move the adapter
+    first, then = learner.round_times[1], learner.round_times[2]
+    assert first["startup_s"] > 0 and then["startup_s"] == 0  # the model was loaded once
+    assert {"load_s", "data_s", "reference_s", "steps_s", "save_s", "unpack_s", "wall_s"} <= set(then)
+    assert then["wall_s"] >= then["steps_s"] + then["reference_s"]
+
+
+def kill_when_taken(learner: Learner, rank: int) -> threading.Thread:
+    """Kill worker ``rank`` once the workers have taken the round from their inboxes (it is training)."""
+    def kill():
+        while any(inbox.size() for inbox in learner._inboxes):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(learner.pids[rank], signal.SIGKILL)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_two_workers_through_a_small_round_a_killed_worker_and_a_restart_from_disk(tiny_model_dir, ray_local,
+                                                                                   tmp_path):
+    # ioGRPO, reference "previous": each round's π_ref and π_old are its start, in memory or from disk.
+    # Round 2 has one group for two workers: rank 0 trains it alone, and round 3 ships round 2's
+    # checkpoint to both. Round 4 loses rank 1 mid-round: rank 0 waits in a collective for it, and
+    # the group must be ended, not left hanging; round 4 again starts a new group from disk.
+    two = train_section(algorithm="iogrpo", num_workers=2, grad_accum_steps=1)
+    one = dataclasses.replace(two, num_workers=1, grad_accum_steps=2)  # 2 workers × 1 = 1 worker × 2 a step
+    rounds = [GROUPS, GROUPS[1:], GROUPS, GROUPS[::-1]]
+    with Learner(tiny_model_dir, two, storage_dir=tmp_path / "ray") as learner:
+        for k, items in enumerate(rounds[:3], start=1):
+            start = str(tmp_path / f"w{k - 1}") if k > 1 else ""
+            learner.train(items, round_settings(tiny_model_dir, two, tmp_path / f"w{k}", k, start))
+        assert [learner.round_times[k]["startup_s"] > 0 for k in (1, 2, 3)] == [True, False, False]
+        killed, began = learner.pids[1], time.monotonic()
+        thread = kill_when_taken(learner, rank=1)
+        long = dataclasses.replace(two, epochs=400)  # long enough to be killed while it trains
+        with pytest.raises(LearnerFailed, match="worker group ended in round 4"):
+            learner.train(rounds[3], round_settings(tiny_model_dir, long, tmp_path / "w4", 4, str(tmp_path / "w3")))
+        thread.join()
+        assert time.monotonic() - began < 60 and not learner.running
+        learner.train(rounds[3], round_settings(tiny_model_dir, two, tmp_path / "w4", 4, str(tmp_path / "w3")))
+        assert killed not in learner.pids and learner.round_times[4]["startup_s"] > 0
+    for k, items in enumerate(rounds, start=1):
+        start = str(tmp_path / f"c{k - 1}") if k > 1 else ""
+        cold = train_local(items, round_settings(tiny_model_dir, one if len(items) == 2 else two,
+                                                 tmp_path / f"c{k}", k, start))
+        warm = read_history(tmp_path / f"w{k}")
+        same_steps(warm, cold)
+        assert warm[0]["kl"] == pytest.approx(0, abs=1e-7)
+        assert max_diff(lora(tmp_path / f"w{k}"), lora(tmp_path / f"c{k}")) < 1e-5
+
+
+def test_a_round_for_another_model_is_refused(tiny_model_dir, tmp_path):
+    train = train_section()
+    learner = Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray")
+    other = LearnerSettings(train=dataclasses.replace(train, num_workers=2), base_model="other/model")
+    with pytest.raises(ValueError, match="train.num_workers: 1 -> 2; base_model: .* -> 'other/model'"):
+        learner.train(PAIRS, other)
+    assert not learner.running  # refused before anything started
