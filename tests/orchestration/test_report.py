@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from flowpo.orchestration.report import (dedupe_samples, extremes, failure_counts, fenced, loss_points, round_rows, scores,
-                           write_round_report)
+from flowpo.orchestration.report import fenced, write_round_report
+from flowpo.orchestration.report_tables import (dedupe_samples, extremes, failure_counts, loss_points, round_rows,
+                                                scores)
 
 
 def sample(round_index, problem, index, score, failure="", usage=None, **extra):
