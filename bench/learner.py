@@ -152,8 +152,8 @@ def main() -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    from trainer.groups import PromptGroup
-    from trainer.pairs import PreferencePair
+    from trainer.maths.groups import PromptGroup
+    from trainer.maths.pairs import PreferencePair
 
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()

@@ -47,7 +47,7 @@ def round_pairs(config, model: str, round_index: int) -> list:
     from flowpo.model import resolve_model
     from flowpo.prompts import workflow_messages
     from flowpo.tasks import load_problems
-    from trainer.pairs import PreferencePair
+    from trainer.maths.pairs import PreferencePair
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
     problems = load_problems(config.task)
@@ -156,7 +156,7 @@ def learner_rounds(config, model: str, rounds: int, generators: list, tmp: Path)
     """The learner alone: the same pairs cold and warm, round by round, interleaved (the same load for both)."""
     import ray
 
-    from flowpo.orchestration.train import learner_settings, learner_stage_times, shipped
+    from flowpo.orchestration.learn import learner_settings, learner_stage_times, shipped
 
     sides = {side: Rounds(side == "warm", model, config.train, tmp / "ray") for side in ("cold", "warm")}
     print(HEADER, flush=True)

@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from flowpo.baselines import LABELS, parse_baselines  # noqa: E402
-from flowpo.config import Config, group_sizes, load_config, to_yaml  # noqa: E402
+from flowpo.algorithms import ALGORITHMS, group_sizes  # noqa: E402
+from flowpo.config import Config, load_config, to_yaml  # noqa: E402
 from flowpo.errors import FlowPOError  # noqa: E402
 from flowpo.tasks import load_problems  # noqa: E402
 from flowpo.orchestration.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
@@ -54,7 +55,7 @@ TINY = dict(seeds=1, rounds=1, k=6, samples=1, train_problems=TRAIN[2:], test_pr
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--algorithm", choices=["score_dpo", "iogrpo"], default="score_dpo")
+    p.add_argument("--algorithm", choices=list(ALGORITHMS), default="score_dpo")
     p.add_argument("--seeds", type=int, default=3, help="training runs, seeds 0..S-1 (default 3)")
     p.add_argument("--rounds", type=int, default=2, help="optimization rounds per run (default 2)")
     p.add_argument("--train-problems", default=",".join(TRAIN),

@@ -15,6 +15,7 @@ from typing import Literal
 
 import yaml
 
+from flowpo.algorithms import ALGORITHMS, algorithm
 from flowpo.benchmarks import BENCHMARKS
 from flowpo.errors import ConfigError
 from flowpo.typed_config import apply_override, field_error, from_dict, option, yaml_line
@@ -30,6 +31,7 @@ class ModelConfig:
 
 
 TaskName = Literal[tuple(BENCHMARKS)]  # type: ignore[valid-type] - the registry is the one list
+AlgorithmName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type] - likewise
 
 
 @dataclass
@@ -158,11 +160,11 @@ class EvaluatorConfig:
 
 @dataclass
 class TrainConfig:
-    algorithm: Literal["score_dpo", "dpo", "iogrpo"] = option(
-        "score_dpo", "score_dpo (ScoreFlow), dpo (the same pairs, scores unused) or iogrpo (SPOGW ioGRPO-mKL)")
+    algorithm: AlgorithmName = option(
+        "score_dpo", "; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values()))
     reference: Literal["auto", "base", "previous"] = option(
-        "auto", "reference policy: base (adapter off), previous (the round's starting adapter); auto: base for "
-        "score_dpo/dpo, previous for iogrpo")
+        "auto", "reference policy: base (adapter off), previous (the round's starting adapter); auto: the algorithm's "
+        "own (" + ", ".join(f"{a.reference} for {a.name}" for a in ALGORITHMS.values()) + ")")
     beta: float = option(0.1, "DPO temperature beta; ioGRPO's KL weight")
     score_exponent: float = option(1.0, "Score-DPO's score transform f(s) = s^p; 1 is the paper's identity")
     alpha: float = option(3.0, "pair sampling weight exponent: P ∝ (s_w - s_l)^alpha")
@@ -275,27 +277,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     return config
 
 
-def group_sizes(config: "Config") -> tuple[int, int, int]:
-    """ioGRPO's (m, n, t): as set, or derived from generator.k in SPOGW's proportions (16, 14, 4)."""
-    t = config.train
-    m = t.group_m or config.generator.k
-    n = t.group_n or m - 2
-    return m, n, t.group_t or max(1, round(2 * n / 7))
-
-
 def inconsistency(config: "Config") -> str:
     """Why fields that are each valid cannot work together ("" when they can), naming them."""
-    g, t = config.generator, config.train
-    if t.algorithm == "iogrpo":
-        m, n, sharpen = group_sizes(config)
-        if n > min(g.k, m):
-            return (f"train.group_n={n} exceeds min(generator.k={g.k}, train.group_m={m}) = {min(g.k, m)}: ioGRPO "
-                    "could never form a group, and every round would train nothing. Set train.group_n to at most "
-                    f"{min(g.k, m)}, or leave train.group_m, group_n and group_t at 0 to derive them from generator.k")
-        if not 0 < 2 * sharpen < n:
-            return (f"train.group_t={sharpen} with train.group_n={n}: a group is sharpened to its t lowest and t "
-                    "highest scores, so 0 < 2 * group_t < group_n is needed (generator.k of 5 or more)")
-    return ""
+    return algorithm(config.train.algorithm).check(config)
 
 
 def to_yaml(config: Config) -> str:

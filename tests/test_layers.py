@@ -4,8 +4,12 @@ function) of every module, so that they hold without anyone remembering them:
   orchestration  flowpo/orchestration: train, evaluate, CLI, run directory, reports    (top: anything)
   actors         actors/: generator, executor, evaluator, launch, the streaming engine  (infrastructure, core)
   infrastructure sandbox/, trainer/, flowpo/llm (the broker)                           (the core, and itself)
-  core           flowpo/*.py: config, records, errors, tasks, scorers, prompts, ...    (the core only)
+  core           flowpo/*.py: config, records, errors, tasks, scorers, prompts, ...    (the core, maths)
+  maths          trainer/maths: pairs, groups, losses: pure functions                  (itself only)
   runtime        sandbox/runtime: runs inside the sandbox, standard library only      (nothing of ours)
+
+The learner's maths sits below the core so that the algorithm registry (flowpo/algorithms.py), which
+the config reads for its list of names, holds each algorithm's items and loss in one entry.
 """
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("flowpo", "actors", "trainer", "sandbox")
 ALLOWED = {
-    "orchestration": {"orchestration", "actors", "infrastructure", "core"},
-    "actors": {"actors", "infrastructure", "core"},
-    "core": {"core"},
+    "orchestration": {"orchestration", "actors", "infrastructure", "core", "maths"},
+    "actors": {"actors", "infrastructure", "core", "maths"},
+    "core": {"core", "maths"},
+    "maths": {"maths"},
     "runtime": set(),
 }
 
@@ -29,14 +34,16 @@ def layer(module: str) -> str:
         return "infrastructure:flowpo.llm"
     if module.startswith("sandbox.runtime"):
         return "runtime"
+    if module.startswith("trainer.maths"):
+        return "maths"
     if module.startswith(("sandbox", "trainer")):
         return "infrastructure:" + module.split(".")[0]
     return module.split(".")[0] if module.startswith("actors") else "core"
 
 
 def allowed(importer: str, imported: str) -> bool:
-    if importer.startswith("infrastructure:"):  # the core, and its own package: never a sibling
-        return imported == "core" or imported == importer
+    if importer.startswith("infrastructure:"):  # the core, the maths and its own package: never a sibling
+        return imported in ("core", "maths") or imported == importer
     kinds = ALLOWED[importer]
     return imported.split(":")[0] in kinds
 
@@ -75,6 +82,9 @@ def test_the_rules_catch_a_wrong_import():
     assert not allowed(layer("sandbox.pool"), layer("flowpo.llm.broker"))  # infrastructure → a sibling
     assert not allowed(layer("actors.executor"), layer("flowpo.orchestration.train"))  # up
     assert not allowed(layer("sandbox.runtime.flowpo_tests"), layer("flowpo.errors"))  # runtime → anything
+    assert not allowed(layer("trainer.maths.pairs"), layer("flowpo.records"))  # maths → the core
+    assert not allowed(layer("flowpo.algorithms"), layer("trainer.learner"))  # core → the learner
+    assert allowed(layer("flowpo.algorithms"), layer("trainer.maths.losses"))
     assert allowed(layer("trainer.learner"), layer("flowpo.model")) and allowed(layer("sandbox.pool"),
                                                                                  layer("sandbox.verdicts"))
     assert project_imports(ROOT / "tests" / "test_layers.py") == []  # this file imports none of ours

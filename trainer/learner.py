@@ -19,6 +19,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from flowpo.algorithms import algorithm
 from flowpo.config import TrainConfig
 from trainer.checkpoint import is_checkpoint, load_optimizer, read_meta, save_checkpoint
 
@@ -46,7 +47,7 @@ class LearnerSettings:
         may have none)."""
         reference = train.reference
         if reference == "auto":
-            reference = "previous" if train.algorithm == "iogrpo" else "base"
+            reference = algorithm(train.algorithm).reference
         resume = init_adapter if train.carry_optimizer and is_checkpoint(init_adapter) else ""
         return cls(train=train, base_model=base_model, out_dir=out_dir, init_adapter=init_adapter,
                    resume_from=resume, round_index=round_index, reference=reference)
@@ -144,7 +145,7 @@ def prepare_round(p: Policy, s: LearnerSettings, items: list, *, rank: int = 0, 
         mb.batch, mb.values = mb.batch.to(p.device), mb.values.to(p.device)
     times["data_s"] = time.perf_counter() - began
     began, cpu = time.perf_counter(), time.process_time()
-    round_start_logprobs(p.policy, mbs, reference=s.reference, needs_old=s.train.algorithm == "iogrpo",
+    round_start_logprobs(p.policy, mbs, reference=s.reference, needs_old=algorithm(s.train.algorithm).needs_old,
                          starts_from_base=not s.start, autocast=p.autocast(), share_prompt=s.train.share_prompt)
     times.update(reference_s=time.perf_counter() - began, reference_cpu_s=time.process_time() - cpu)
     return mbs
@@ -164,8 +165,7 @@ def train_round(p: Policy, s: LearnerSettings, model, mbs: list, *, world: int =
     items = sum(mb.batch.prompt_ids.shape[0] for mb in mbs)  # one prompt per pair or group
 
     def loss_fn(logps, mb):
-        return micro_batch_loss(logps, mb, algorithm=t.algorithm, beta=t.beta, score_exponent=t.score_exponent,
-                                epsilon=t.epsilon, masked_kl=t.masked_kl)
+        return micro_batch_loss(logps, mb, t)
 
     # LoRA dropout draws from here: a round's masks are the same whether it starts from memory or disk.
     torch.manual_seed(t.seed + s.round_index)
@@ -183,7 +183,7 @@ def train_round(p: Policy, s: LearnerSettings, model, mbs: list, *, world: int =
 def save_round(p: Policy, s: LearnerSettings, out_dir: str, items: list, history: list[dict], world: int) -> None:
     """The round's checkpoint and metrics in ``out_dir``; ``items`` are all workers' pairs or groups.
     The metadata records ``s``'s (the caller's) paths."""
-    from trainer.groups import PromptGroup
+    from trainer.maths.groups import PromptGroup
 
     completions = sum(len(i.completions) if isinstance(i, PromptGroup) else 2 for i in items)
     meta = {"round": s.round_index, "step": p.step, "algorithm": s.train.algorithm, "reference": s.reference,

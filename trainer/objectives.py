@@ -9,13 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
+from flowpo.algorithms import algorithm
+from flowpo.config import TrainConfig
 from trainer.batching import Batch, collate, encode_shared
-from trainer.groups import PromptGroup
-from trainer.grpo import iogrpo_loss
-from trainer.losses import dpo_loss, power, score_dpo_loss
-from trainer.pairs import PreferencePair
-
-ALGORITHMS = ("score_dpo", "dpo", "iogrpo")
+from trainer.maths.groups import PromptGroup
+from trainer.maths.pairs import PreferencePair
 
 
 @dataclass
@@ -47,17 +45,7 @@ def micro_batches(items: list, tokenizer, *, size: int, max_len: int) -> list[Mi
     return out
 
 
-def micro_batch_loss(logps: torch.Tensor, mb: MicroBatch, *, algorithm: str, beta: float, score_exponent: float,
-                     epsilon: float, masked_kl: bool) -> tuple[torch.Tensor, dict]:
-    """The loss (a mean over ``mb.units``) of one micro-batch given the policy's per-token log-probs."""
-    if algorithm == "iogrpo":
-        return iogrpo_loss(logps, mb.old, mb.ref, mb.batch.completion_mask, mb.values, beta=beta, epsilon=epsilon,
-                           masked_kl=masked_kl)
-    policy, ref = logps.sum(dim=1), mb.ref.sum(dim=1)
-    # Completions are interleaved chosen, rejected per pair.
-    if algorithm == "dpo":
-        return dpo_loss(policy[0::2], policy[1::2], ref[0::2], ref[1::2], beta=beta)
-    if algorithm == "score_dpo":
-        return score_dpo_loss(policy[0::2], policy[1::2], ref[0::2], ref[1::2], mb.values[0::2], mb.values[1::2],
-                              beta=beta, f=power(score_exponent))
-    raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+def micro_batch_loss(logps: torch.Tensor, mb: MicroBatch, train: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """The loss (a mean over ``mb.units``) of one micro-batch given the policy's per-token log-probs,
+    by ``train.algorithm`` (flowpo/algorithms.py)."""
+    return algorithm(train.algorithm).loss(logps, mb.ref, mb.old, mb.batch.completion_mask, mb.values, train)

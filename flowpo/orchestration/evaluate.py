@@ -166,7 +166,7 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
     from tqdm import tqdm
 
     from actors.streaming import Stream, after_dry_run, round_stages
-    from flowpo.orchestration.train import shipped
+    from flowpo.orchestration.learn import shipped
 
     # With every request (a restarted replica has lost it), packed: a generator may be on another node.
     adapter = shipped(checkpoint.name, checkpoint.path)

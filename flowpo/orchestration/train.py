@@ -7,9 +7,6 @@ resumed run (``train(config, resume=True)``) redoes nothing that samples.jsonl r
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +14,17 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from flowpo.config import Config, group_sizes
+from flowpo.algorithms import algorithm
+from flowpo.config import Config
 from flowpo.errors import FlowPOError
 from flowpo.gaming import suspected_gaming
 from flowpo.records import Problem, ScoredSample
+from flowpo.orchestration.learn import learner_line, learner_stage_times, ship_adapter, shipped, train_round
 from flowpo.orchestration.resume import RunState, read_run_state
 from flowpo.orchestration.runlog import RunLog
 from flowpo.validate import reason_kind
 from actors.streaming import Faults, StageClock, Stream, after_dry_run, round_stages
-from trainer.groups import sample_groups
-from trainer.checkpoint import pack
-from trainer.learner import LearnerSettings  # its heavy imports wait until training
-from trainer.warm import Learner, train_adapter
-from trainer.pairs import Candidate, sample_score_dpo_pairs
+from trainer.warm import Learner
 
 
 
@@ -130,74 +125,6 @@ def item_key(stage: str, item) -> tuple:
     return (workflow.problem_id, workflow.sample_index)
 
 
-def candidates_of(samples: list[ScoredSample]) -> list[Candidate]:
-    return [Candidate(problem_id=s.execution.workflow.problem_id, prompt=s.execution.workflow.prompt,
-                      completion=s.execution.workflow.completion, score=s.score)
-            for s in samples if s.score is not None]
-
-
-def learner_items(round_index: int, samples: list[ScoredSample], config: Config) -> tuple[list, str]:
-    """The round's training data by ``train.algorithm``: pairs (score_dpo, dpo) or groups (iogrpo),
-    and, when there is none, why."""
-    t = config.train
-    candidates = candidates_of(samples)
-    if t.algorithm == "iogrpo":
-        m, n, sharpen = group_sizes(config)
-        groups = sample_groups(candidates, m=m, n=n, t=sharpen, top_n=t.num_groups,
-                               max_combinations=t.max_combinations, seed=t.seed + round_index)
-        return groups, f"no problem has {n} scored workflows with different scores (ioGRPO groups)"
-    pairs = sample_score_dpo_pairs(candidates, num_pairs=t.num_pairs, alpha=t.alpha, seed=t.seed + round_index)
-    return pairs, "no pair of workflows with different scores"
-
-
-def learner_settings(round_index: int, config: Config, model_path: str, out_dir: str,
-                     init_adapter: str) -> LearnerSettings:
-    """The learner's round: the run's ``train`` section and this round's paths."""
-    return LearnerSettings.for_round(config.train, base_model=model_path, out_dir=out_dir, init_adapter=init_adapter,
-                                     round_index=round_index)
-
-
-def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
-                model_path: str, init_adapter: str, learner: Learner | None = None) -> tuple[int, float | None, str]:
-    """Build pairs or groups and train on ``learner`` (the run's warm learner; None: a worker group
-    of the round's own); returns (their count, loss or None if skipped, adapter dir or "")."""
-    t = config.train
-    items, no_signal = learner_items(round_index, samples, config)
-    unit = "groups" if t.algorithm == "iogrpo" else "pairs"
-    if not items:
-        print(f"warning: round {round_index} has {no_signal}; training skipped (no signal is invented)")
-        log.event("train_skipped", round=round_index, reason=no_signal)
-        return 0, None, ""
-    out_dir = log.adapter_dir(round_index)
-    settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
-    print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
-    if learner is None:
-        metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
-    else:
-        metrics = learner.train(items, settings)
-    loss = float(metrics.get("loss", math.nan))
-    worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    worker_metrics[f"{unit}_per_worker"] = worker_metrics.pop("items", 0)
-    log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
-              **{unit: len(items)}, **worker_metrics)
-    return len(items), loss, str(out_dir.resolve())
-
-
-def learner_stage_times(times: dict, ship_s: float) -> dict:
-    """The learner's part of a round for ``stage_times``: its seconds by phase (``learner_*``), the
-    adapter's shipping to the generators, and how much of it all was not optimizer steps (start-up,
-    model load, data, round-start log-probs, saving, shipping back and to the generators). The
-    generators wait through all of it: nothing of the next round runs without the new adapter."""
-    if not times:
-        return {}
-    wall = times["wall_s"] + ship_s
-    other = wall - times.get("steps_s", 0.0)
-    return {**{f"learner_{key}": round(value, 3) for key, value in times.items()},
-            "adapter_ship_s": round(ship_s, 3), "learner_overhead_s": round(other, 3),
-            "learner_overhead_pct": round(100 * other / wall, 1) if wall > 0 else 0.0,
-            "generators_idle_training_s": round(wall, 3)}
-
-
 def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs: int,
               loss: float | None, unit: str = "pairs") -> RoundSummary:
     scored = [s.score for s in samples if s.score is not None]
@@ -205,12 +132,6 @@ def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs
     return RoundSummary(round=round_index, adapter=adapter, workflows=len(samples), valid=valid,
                         scored=len(scored), mean_score=sum(scored) / len(scored) if scored else 0.0,
                         pairs=pairs, loss=loss, unit=unit)
-
-
-def shipped(version: str, path: str) -> tuple[str, object]:
-    """(version, adapter) as generators on any node receive it: the run directory's checkpoint,
-    packed into Ray's object store (no node reads a path of the driver's), or "" for the base model."""
-    return version, (ray.put(pack(path)) if path else "")
 
 
 def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
@@ -222,66 +143,72 @@ def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
     return {"probe_logprob_base": base, "probe_logprob_adapter": tuned}
 
 
+def round_todo(round_index: int, problems: list[Problem], config: Config, state: RunState) -> list:
+    """(problem, the sample slots still to do: None for all k) of every problem with any left."""
+    done_slots = state.done_slots(round_index)
+    todo = [(p, [j for j in range(config.generator.k) if (p.problem_id, j) not in done_slots]) for p in problems]
+    return [(p, None if len(slots) == config.generator.k else slots) for p, slots in todo if slots]
+
+
 def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, model_path: str,
                state: RunState | None = None, learner: Learner | None = None) -> list[RoundSummary]:
     """The rounds; with ``state`` (a resumed run) what it records as done is not done again. Each
     round trains on ``learner``, the run's warm learner (None: a worker group per round)."""
     state = state or RunState()
-    summaries = []
-    for round_index in range(1, config.rounds + 1):
-        if round_index in state.ended:
-            continue
-        version, path = state.adapter_before(round_index)
-        done = [ScoredSample.from_log(r) for r in state.samples.get(round_index, [])]
-        done_slots = state.done_slots(round_index)
-        todo = [(p, [j for j in range(config.generator.k) if (p.problem_id, j) not in done_slots])
-                for p in problems]
-        todo = [(p, None if len(slots) == config.generator.k else slots) for p, slots in todo if slots]
-        log.event("round_start", round=round_index, adapter=version, problems=len(problems),
-                  resumed_samples=len(done))
-        faults, clock = Faults(), StageClock()
-        samples = done + stream_round(round_index, todo, actors, config, log, shipped(version, path), faults, clock)
-        failures = Counter(s.execution.failure or "ok" for s in samples)
-        invalid_reasons = Counter(reason_kind(s.execution.workflow.invalid_reason) for s in samples
-                                  if s.execution.workflow.invalid_reason)
-        regenerated = sum(s.execution.workflow.attempts - 1 for s in samples)
-        if round_index in state.adapters:  # trained before the crash: keep that adapter
-            event = state.train_events[round_index]
-            pairs, loss, new_adapter = event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[round_index]
-        else:
-            pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path, learner)
-        ship_s = 0.0
-        if new_adapter:
-            state.adapters[round_index] = new_adapter
-            began, new_version = time.monotonic(), f"round-{round_index}"
-            ray.get([g.load_adapter.remote(*shipped(new_version, new_adapter)) for g in actors.generators])
-            ship_s = time.monotonic() - began
-        learner_times = learner_stage_times(learner.round_times.get(round_index, {}) if learner else {}, ship_s)
-        summary = summarize(round_index, version, samples, pairs, loss,
-                            "groups" if config.train.algorithm == "iogrpo" else "pairs")
-        gaming = suspected_gaming(s.to_log() for s in samples)
-        log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
-                  suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
-                  regenerations=regenerated, actor_failures=dict(faults.by_stage),
-                  retried_items=sum(faults.attempts.values()), restart_waits=dict(faults.restart_waits), stage_times={**clock.summary(), **learner_times}, **stage_stats(actors))
-        print(summary.line(), "| outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
-        if learner_times:
-            t = learner_times
-            print(f"round {round_index} learner: {t['generators_idle_training_s']:.1f} s (the generators idle), "
-                  f"optimizer steps {t.get('learner_steps_s', 0):.1f} s, everything else "
-                  f"{t['learner_overhead_s']:.1f} s ({t['learner_overhead_pct']:.0f}%: start-up {t['learner_startup_s']:.1f} s, round-start log-probs "
-                  f"{t.get('learner_reference_s', 0):.1f} s)")
-        if gaming:
-            print(f"round {round_index}: suspected reward gaming:",
-                  ", ".join(f"{kind} {len(ids)} ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
-                            for kind, ids in gaming.items()))
-        summaries.append(summary)
-        if config.logging.reports:
-            report(log.run_dir, round_index)
-        if new_adapter:
-            log.event("adapter_loaded", round=round_index, adapter=new_version, path=new_adapter,
-                      **adapter_probe(actors.generators[0], samples[0], new_version))
-    return summaries
+    return [run_round(k, config, problems, actors, log, model_path, state, learner)
+            for k in range(1, config.rounds + 1) if k not in state.ended]
+
+
+def run_round(round_index: int, config: Config, problems: list[Problem], actors, log: RunLog, model_path: str,
+              state: RunState, learner: Learner | None) -> RoundSummary:
+    """One round: stream what is left of it, train (unless it trained before a crash), ship the
+    adapter, log and report."""
+    version, path = state.adapter_before(round_index)
+    done = [ScoredSample.from_log(r) for r in state.samples.get(round_index, [])]
+    log.event("round_start", round=round_index, adapter=version, problems=len(problems), resumed_samples=len(done))
+    faults, clock = Faults(), StageClock()
+    todo = round_todo(round_index, problems, config, state)
+    samples = done + stream_round(round_index, todo, actors, config, log, shipped(version, path), faults, clock)
+    if round_index in state.adapters:  # trained before the crash: keep that adapter
+        event = state.train_events[round_index]
+        pairs, loss, new_adapter = event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[round_index]
+    else:
+        pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path, learner)
+    new_version, ship_s = f"round-{round_index}", 0.0
+    if new_adapter:
+        state.adapters[round_index] = new_adapter
+        ship_s = ship_adapter(actors.generators, new_version, new_adapter)
+    learner_times = learner_stage_times(learner.round_times.get(round_index, {}) if learner else {}, ship_s)
+    summary = summarize(round_index, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
+    end_round(summary, samples, actors, log, faults, {**clock.summary(), **learner_times})
+    if config.logging.reports:
+        report(log.run_dir, round_index)
+    if new_adapter:
+        log.event("adapter_loaded", round=round_index, adapter=new_version, path=new_adapter,
+                  **adapter_probe(actors.generators[0], samples[0], new_version))
+    return summary
+
+
+def end_round(summary: RoundSummary, samples: list[ScoredSample], actors, log: RunLog, faults: Faults,
+              stage_times: dict) -> None:
+    """The round_end record and the console's lines about the round."""
+    k = summary.round
+    failures = Counter(s.execution.failure or "ok" for s in samples)
+    invalid_reasons = Counter(reason_kind(s.execution.workflow.invalid_reason) for s in samples
+                              if s.execution.workflow.invalid_reason)
+    gaming = suspected_gaming(s.to_log() for s in samples)
+    log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
+              suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
+              regenerations=sum(s.execution.workflow.attempts - 1 for s in samples),
+              actor_failures=dict(faults.by_stage), retried_items=sum(faults.attempts.values()),
+              restart_waits=dict(faults.restart_waits), stage_times=stage_times, **stage_stats(actors))
+    print(summary.line(), "| outcomes:", ", ".join(f"{key} {v}" for key, v in sorted(failures.items())))
+    if "learner_overhead_pct" in stage_times:
+        print(learner_line(k, stage_times))
+    if gaming:
+        print(f"round {k}: suspected reward gaming:",
+              ", ".join(f"{kind} {len(ids)} ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+                        for kind, ids in gaming.items()))
 
 
 def report(run_dir: Path, round_index: int) -> None:

@@ -100,7 +100,7 @@ def test_an_iogrpo_config_that_can_never_form_a_group_fails_at_load_naming_the_f
 def test_iogrpo_group_sizes_follow_k_in_spogws_proportions_unless_set():
     from pathlib import Path
 
-    from flowpo.config import group_sizes
+    from flowpo.algorithms import group_sizes
 
     local = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"
     assert group_sizes(load_config(local, ["train.algorithm=iogrpo", "generator.k=16"])) == (16, 14, 4)  # SPOGW

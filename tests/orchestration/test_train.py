@@ -2,7 +2,8 @@
 import json
 
 from flowpo.config import Config
-from flowpo.orchestration.train import add_counts, candidates_of, summarize, train_round
+from flowpo.orchestration.learn import candidates_of, train_round
+from flowpo.orchestration.train import add_counts, summarize
 from flowpo.records import Execution, ScoredSample, Workflow
 from flowpo.orchestration.runlog import RunLog
 

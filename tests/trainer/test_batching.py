@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from trainer.batching import Encoded, collate, completion_logprobs, encode_shared
-from trainer.grpo import iogrpo_loss
-from trainer.losses import score_dpo_loss
+from trainer.maths.grpo import iogrpo_loss
+from trainer.maths.losses import score_dpo_loss
 
 
 class CharTokenizer:

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from flowpo.config import Config, TrainConfig
-from flowpo.orchestration.train import learner_items, learner_settings, learner_stage_times, train_round
+from flowpo.orchestration.learn import learner_items, learner_settings, learner_stage_times, train_round
 from flowpo.records import Execution, ScoredSample, Workflow
 from flowpo.orchestration.runlog import RunLog
-from trainer.groups import PromptGroup, sample_groups
-from trainer.pairs import Candidate, PreferencePair
+from trainer.maths.groups import PromptGroup, sample_groups
+from trainer.maths.pairs import Candidate, PreferencePair
 
 
 def sample(problem, index, score):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from flowpo.config import TrainConfig
-from trainer.groups import PromptGroup
+from trainer.maths.groups import PromptGroup
 from trainer.learner import LearnerSettings, train_local
-from trainer.pairs import PreferencePair
+from trainer.maths.pairs import PreferencePair
 from trainer.warm import Learner, LearnerFailed
 
 pytestmark = pytest.mark.ray

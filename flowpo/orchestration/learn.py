@@ -1,0 +1,100 @@
+"""A round's learning step, after its samples are scored: the learner's items by the run's algorithm
+(flowpo/algorithms.py), the round on the run's warm learner, the new adapter shipped to every
+generator, and where the learner's time went (``stage_times``)."""
+from __future__ import annotations
+
+import math
+import time
+
+import ray
+
+from flowpo.algorithms import algorithm
+from flowpo.config import Config
+from flowpo.orchestration.runlog import RunLog
+from flowpo.records import ScoredSample
+from trainer.checkpoint import pack
+from trainer.learner import LearnerSettings  # its heavy imports wait until training
+from trainer.maths.pairs import Candidate
+from trainer.warm import Learner, train_adapter
+
+
+def candidates_of(samples: list[ScoredSample]) -> list[Candidate]:
+    return [Candidate(problem_id=s.execution.workflow.problem_id, prompt=s.execution.workflow.prompt,
+                      completion=s.execution.workflow.completion, score=s.score)
+            for s in samples if s.score is not None]
+
+
+def learner_items(round_index: int, samples: list[ScoredSample], config: Config) -> tuple[list, str]:
+    """The round's training data by ``train.algorithm`` (pairs or groups) and, when there is none, why."""
+    spec = algorithm(config.train.algorithm)
+    items = spec.items(candidates_of(samples), config, config.train.seed + round_index)
+    return items, spec.no_items(config)
+
+
+def learner_settings(round_index: int, config: Config, model_path: str, out_dir: str,
+                     init_adapter: str) -> LearnerSettings:
+    """The learner's round: the run's ``train`` section and this round's paths."""
+    return LearnerSettings.for_round(config.train, base_model=model_path, out_dir=out_dir, init_adapter=init_adapter,
+                                     round_index=round_index)
+
+
+def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
+                model_path: str, init_adapter: str, learner: Learner | None = None) -> tuple[int, float | None, str]:
+    """Build pairs or groups and train on ``learner`` (the run's warm learner; None: a worker group
+    of the round's own); returns (their count, loss or None if skipped, adapter dir or "")."""
+    t = config.train
+    items, no_signal = learner_items(round_index, samples, config)
+    unit = algorithm(t.algorithm).unit
+    if not items:
+        print(f"warning: round {round_index} has {no_signal}; training skipped (no signal is invented)")
+        log.event("train_skipped", round=round_index, reason=no_signal)
+        return 0, None, ""
+    out_dir = log.adapter_dir(round_index)
+    settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
+    print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
+    if learner is None:
+        metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
+    else:
+        metrics = learner.train(items, settings)
+    loss = float(metrics.get("loss", math.nan))
+    worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    worker_metrics[f"{unit}_per_worker"] = worker_metrics.pop("items", 0)
+    log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
+              **{unit: len(items)}, **worker_metrics)
+    return len(items), loss, str(out_dir.resolve())
+
+
+def shipped(version: str, path: str) -> tuple[str, object]:
+    """(version, adapter) as generators on any node receive it: the run directory's checkpoint,
+    packed into Ray's object store (no node reads a path of the driver's), or "" for the base model."""
+    return version, (ray.put(pack(path)) if path else "")
+
+
+def ship_adapter(generators: list, version: str, path: str) -> float:
+    """Load the new adapter on every generator; the seconds it took."""
+    began = time.monotonic()
+    ray.get([g.load_adapter.remote(*shipped(version, path)) for g in generators])
+    return time.monotonic() - began
+
+
+def learner_stage_times(times: dict, ship_s: float) -> dict:
+    """The learner's part of a round for ``stage_times``: its seconds by phase (``learner_*``), the
+    adapter's shipping to the generators, and how much of it all was not optimizer steps (start-up,
+    model load, data, round-start log-probs, saving, shipping back and to the generators). The
+    generators wait through all of it: nothing of the next round runs without the new adapter."""
+    if not times:
+        return {}
+    wall = times["wall_s"] + ship_s
+    other = wall - times.get("steps_s", 0.0)
+    return {**{f"learner_{key}": round(value, 3) for key, value in times.items()},
+            "adapter_ship_s": round(ship_s, 3), "learner_overhead_s": round(other, 3),
+            "learner_overhead_pct": round(100 * other / wall, 1) if wall > 0 else 0.0,
+            "generators_idle_training_s": round(wall, 3)}
+
+
+def learner_line(round_index: int, t: dict) -> str:
+    """``learner_stage_times`` for the console."""
+    return (f"round {round_index} learner: {t['generators_idle_training_s']:.1f} s (the generators idle), optimizer "
+            f"steps {t.get('learner_steps_s', 0):.1f} s, everything else {t['learner_overhead_s']:.1f} s "
+            f"({t['learner_overhead_pct']:.0f}%: start-up {t.get('learner_startup_s', 0):.1f} s, round-start "
+            f"log-probs {t.get('learner_reference_s', 0):.1f} s)")
