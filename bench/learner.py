@@ -150,17 +150,28 @@ def main() -> None:
     import datasets
     import torch
     import transformers
+
+    torch.set_num_threads(args.threads)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    model, warmup = str(Path(args.model).expanduser()), 1
+    pairs, groups = items(args, model, warmup)
+    print(f"model {model}; {args.threads} threads; prompt ≈{args.prompt_tokens} tokens, completions "
+          f"≈{args.completion_tokens}; {args.pairs} timed pairs, {args.groups} timed groups of {args.group_size} "
+          f"(+{warmup} warm-up step each)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        compare(args, model, pairs, groups, warmup, tmp)
+
+
+def items(args, model: str, warmup: int) -> tuple[list, list]:
+    """The timed Score-DPO pairs and ioGRPO groups (and the warm-up ones): the real prompt, cut, and
+    workflow-like completions."""
     from transformers import AutoTokenizer
 
     from trainer.maths.groups import PromptGroup
     from trainer.maths.pairs import PreferencePair
 
-    torch.set_num_threads(args.threads)
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    model = str(Path(args.model).expanduser())
     tokenizer = AutoTokenizer.from_pretrained(model)
-    warmup = 1
     texts = prompts(tokenizer, max(args.pairs, args.groups) + warmup, args.prompt_tokens)
     pairs = [PreferencePair(f"p{i}", texts[i], workflow(tokenizer, 2 * i, args.completion_tokens),
                             workflow(tokenizer, 2 * i + 1, args.completion_tokens), 1.0, 0.0)
@@ -170,32 +181,32 @@ def main() -> None:
                                                    for j in range(args.group_size)),
                           (0.0,) * half + (1.0,) * half, (-1.0,) * half + (1.0,) * half)
               for i in range(args.groups + warmup)]
-    print(f"model {model}; {args.threads} threads; prompt ≈{args.prompt_tokens} tokens, completions "
-          f"≈{args.completion_tokens}; {args.pairs} timed pairs, {args.groups} timed groups of {args.group_size} "
-          f"(+{warmup} warm-up step each)", flush=True)
+    return pairs, groups
 
-    with tempfile.TemporaryDirectory() as tmp:
-        costs, tokens = flowpo_steps(pairs, settings(model, tmp))
-        ours = rates(costs, tokens, warmup)
-        per_pair = sum(tokens) / len(tokens)
-        print(line("Score-DPO  FlowPO learner", ours, f"   ({per_pair:.0f} tokens a pair)"), flush=True)
-        if not args.skip_trl:
-            # TRL's sampler shuffles the pairs; their token counts differ by a few at most.
-            trl = rates(trl_steps(pairs, model, tmp), [per_pair] * len(tokens), warmup)
-            print(line("Score-DPO  TRL DPOTrainer", trl), flush=True)
-            print(f"{'ratio FlowPO / TRL':<30} {ours[0] / trl[0]:8.2f}x wall     {ours[1] / trl[1]:8.2f}x CPU",
-                  flush=True)
-        grpo = {}
-        for share in (True, False):
-            s = settings(model, tmp, algorithm="iogrpo", reference="previous", share_prompt=share)
-            costs, tokens = flowpo_steps(groups, s)
-            grpo[share] = rates(costs, tokens, warmup)
-            per_group = sum(tokens) / len(tokens)
-            label = "ioGRPO     shared prompt" if share else "ioGRPO     prompt per sequence"
-            print(line(label, grpo[share], f"   ({per_group:.0f} tokens a group, "
-                                           f"{grpo[share][0] / per_group:.4f} groups/s)"), flush=True)
-        print(f"{'ratio shared / per sequence':<30} {grpo[True][0] / grpo[False][0]:8.2f}x wall     "
-              f"{grpo[True][1] / grpo[False][1]:8.2f}x CPU", flush=True)
+
+def compare(args, model: str, pairs: list, groups: list, warmup: int, tmp: str) -> None:
+    """FlowPO's Score-DPO steps against TRL's, and ioGRPO with and without the shared prompt."""
+    costs, tokens = flowpo_steps(pairs, settings(model, tmp))
+    ours = rates(costs, tokens, warmup)
+    per_pair = sum(tokens) / len(tokens)
+    print(line("Score-DPO  FlowPO learner", ours, f"   ({per_pair:.0f} tokens a pair)"), flush=True)
+    if not args.skip_trl:
+        # TRL's sampler shuffles the pairs; their token counts differ by a few at most.
+        trl = rates(trl_steps(pairs, model, tmp), [per_pair] * len(tokens), warmup)
+        print(line("Score-DPO  TRL DPOTrainer", trl), flush=True)
+        print(f"{'ratio FlowPO / TRL':<30} {ours[0] / trl[0]:8.2f}x wall     {ours[1] / trl[1]:8.2f}x CPU",
+              flush=True)
+    grpo = {}
+    for share in (True, False):
+        s = settings(model, tmp, algorithm="iogrpo", reference="previous", share_prompt=share)
+        costs, tokens = flowpo_steps(groups, s)
+        grpo[share] = rates(costs, tokens, warmup)
+        per_group = sum(tokens) / len(tokens)
+        label = "ioGRPO     shared prompt" if share else "ioGRPO     prompt per sequence"
+        print(line(label, grpo[share], f"   ({per_group:.0f} tokens a group, "
+                                       f"{grpo[share][0] / per_group:.4f} groups/s)"), flush=True)
+    print(f"{'ratio shared / per sequence':<30} {grpo[True][0] / grpo[False][0]:8.2f}x wall     "
+          f"{grpo[True][1] / grpo[False][1]:8.2f}x CPU", flush=True)
 
 
 if __name__ == "__main__":

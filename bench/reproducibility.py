@@ -3,7 +3,9 @@
 
   A  uninterrupted;
   B  uninterrupted again;
-  C  killed (SIGKILL, no clean-up) after --kill-after samples, then `flowpo train --resume`.
+  C  killed (SIGKILL, no clean-up) after --kill-after samples, then `flowpo train --resume`;
+  D  with --before REV: uninterrupted, on the code of git revision REV (a worktree of it, its own
+     config file), to show that a restructuring wrote the same workflows as the code before it.
 
 Each run is stopped once round 1 has all its samples (training is not compared). It prints, for B
 and for C against A, how many of the round's (problem, sample index) slots wrote the same workflow,
@@ -11,7 +13,7 @@ the same answer and the same score. Workflows are seeded by (run seed, problem, 
 index, attempt) and executor-LLM calls by (…, repeat, call number), so where the backends are
 deterministic everything matches; vLLM on CPU may still flip a token with the batch's make-up.
 
-    .venv/bin/python bench/reproducibility.py [--config examples/local.yaml] [--kill-after 12]
+    .venv/bin/python bench/reproducibility.py [--config examples/local.yaml] [--kill-after 12] [--before REV]
 """
 from __future__ import annotations
 
@@ -43,10 +45,11 @@ def samples(run_dir: Path) -> dict:
     return found
 
 
-def run_until(command: list[str], run_dir: Path, count: int, *, kill: bool, timeout_s: float) -> None:
+def run_until(command: list[str], run_dir: Path, count: int, *, kill: bool, timeout_s: float, cwd: Path = REPO,
+              env: dict | None = None) -> None:
     """Run ``command`` until round 1 holds ``count`` samples, then stop it: SIGKILL to its whole
     process group (a crash) or SIGTERM (a user's stop)."""
-    proc = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     try:
@@ -78,12 +81,41 @@ def compare(reference: dict, other: dict) -> dict:
     return same
 
 
+def before_command(rev: str, root: Path) -> tuple[list[str], Path, dict]:
+    """(command, its working directory, its environment) of ``flowpo train`` on the code of ``rev``:
+    a git worktree of it leads PYTHONPATH (Ray's workers inherit it), ahead of this checkout's install."""
+    tree = root / f"code-{rev}"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
+                   stdout=subprocess.DEVNULL)
+    cli = "flowpo.orchestration.cli" if (tree / "flowpo" / "orchestration" / "cli.py").is_file() else "flowpo.cli"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return [sys.executable, "-c", f"from {cli} import main; main()", "train"], tree, env
+
+
+def run_one(name: str, args, root: Path, total: int) -> dict:
+    """Round 1 of run ``name`` (A, B, C or D, see above); its samples by slot."""
+    run_dir, flowpo, cwd, env = root / name, [str(FLOWPO), "train"], REPO, None
+    if name == "D":
+        flowpo, cwd, env = before_command(args.before, root)
+    command = [*flowpo, str(cwd / args.config), *args.overrides, f"run_dir={run_dir}", "rounds=1"]
+    began = time.monotonic()
+    if name == "C":
+        run_until(command, run_dir, args.kill_after, kill=True, timeout_s=args.timeout)
+        print(f"C killed after {len(samples(run_dir))} samples")
+        command = [*flowpo, "--resume", str(run_dir)]
+    run_until(command, run_dir, total, kill=False, timeout_s=args.timeout, cwd=cwd, env=env)
+    found = samples(run_dir)
+    print(f"run {name}: {len(found)} samples in {time.monotonic() - began:.0f} s ({run_dir})", flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="examples/local.yaml")
     parser.add_argument("--kill-after", type=int, default=12, help="samples run C writes before it is killed")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds each run may take")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides for all three runs")
+    parser.add_argument("--before", metavar="REV", help="also run round 1 on the code of this git revision (D)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides for all the runs")
     args = parser.parse_args()
     from flowpo.config import load_config
 
@@ -92,24 +124,14 @@ def main() -> None:
     if not total:
         raise SystemExit(f"{args.config}: set task.problem_ids, so that the round's size is known")
     root = Path(tempfile.mkdtemp(prefix="flowpo-repro-"))
-    runs = {}
-    for name in ("A", "B", "C"):
-        run_dir = root / name
-        command = [str(FLOWPO), "train", str(REPO / args.config), *args.overrides, f"run_dir={run_dir}", "rounds=1"]
-        began = time.monotonic()
-        if name == "C":
-            run_until(command, run_dir, args.kill_after, kill=True, timeout_s=args.timeout)
-            print(f"C killed after {len(samples(run_dir))} samples")
-            run_until([str(FLOWPO), "train", "--resume", str(run_dir)], run_dir, total, kill=False,
-                      timeout_s=args.timeout)
-        else:
-            run_until(command, run_dir, total, kill=False, timeout_s=args.timeout)
-        runs[name] = samples(run_dir)
-        print(f"run {name}: {len(runs[name])} samples in {time.monotonic() - began:.0f} s ({run_dir})")
-    for name in ("B", "C"):
+    names = ("A", "B", "C") + (("D",) if args.before else ())
+    runs = {name: run_one(name, args, root, total) for name in names}
+    for name in names[1:]:
         same = compare(runs["A"], runs[name])
         print(f"{name} vs A: same workflow {same['workflow']}/{total}, same answers {same['answer']}/{total}, "
               f"same score {same['score']}/{total}")
+    if args.before:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(root / f"code-{args.before}")])
 
 
 if __name__ == "__main__":
