@@ -19,9 +19,13 @@ from trainer.warm import Learner, train_adapter
 
 
 def candidates_of(samples: list[ScoredSample]) -> list[Candidate]:
+    """The scored samples as the learner's candidates, by (problem, sample index): samples arrive in the
+    order they finish (and a resumed round's recorded ones first), and the pairs and groups drawn
+    with the run's seed must not depend on that order."""
+    ordered = sorted(samples, key=lambda s: (s.execution.workflow.problem_id, s.execution.workflow.sample_index))
     return [Candidate(problem_id=s.execution.workflow.problem_id, prompt=s.execution.workflow.prompt,
                       completion=s.execution.workflow.completion, score=s.score)
-            for s in samples if s.score is not None]
+            for s in ordered if s.score is not None]
 
 
 def learner_items(round_index: int, samples: list[ScoredSample], config: Config) -> tuple[list, str]:

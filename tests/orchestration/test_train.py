@@ -31,6 +31,24 @@ def test_unscored_samples_are_not_candidates():
     assert [c.completion for c in cands] == ["c0", "c2"]
 
 
+def test_the_learners_items_do_not_depend_on_the_order_samples_finished_in():
+    """Streaming order changes from run to run, and a resumed round puts its recorded samples first:
+    the same scored slots must give the same pairs (and groups) for the same seed."""
+    import random
+
+    from flowpo.orchestration.learn import learner_items
+
+    samples = [sample(i, score) for i, score in enumerate([0.0, 1.0, 0.5, 0.0, 1.0, 0.25, 0.75, 0.0])]
+    config = Config()
+    config.generator.k = 8
+    shuffled = samples[:]
+    random.Random(3).shuffle(shuffled)
+    assert [c.completion for c in candidates_of(shuffled)] == [f"c{i}" for i in range(8)]
+    assert learner_items(1, shuffled, config) == learner_items(1, samples, config)
+    config.train.algorithm = "iogrpo"
+    assert learner_items(1, shuffled, config) == learner_items(1, samples, config)
+
+
 def test_summary_counts_valid_and_mean_over_scored_only():
     samples = [sample(0, 1.0), sample(1, 0.0, "invalid_workflow"), sample(2, None, "llm_error"), sample(3, 0.0)]
     summary = summarize(1, "base", samples, pairs=2, loss=0.5)
