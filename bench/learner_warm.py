@@ -140,16 +140,17 @@ def step_rates(out_dir: str) -> tuple[float, float]:
     return sum(h["tokens"] for h in history) / seconds, sum(h["cpu_s"] for h in history) / seconds
 
 
-HEADER = (f"{'round':>5} {'side':<5} {'wall_s':>8} {'startup':>8} {'ref_lp':>8} {'steps':>8} {'other':>8} "
-          f"{'other%':>7} {'tokens/s':>9} {'cores':>6}")
+HEADER = (f"{'round':>5} {'side':<5} {'wall_s':>8} {'startup':>8} {'ref_lp':>8} {'steps':>8} {'overhead':>8} "
+          f"{'ovh%':>6} {'ovh+ref%':>8} {'tokens/s':>9} {'cores':>6}")
 
 
 def row(k: int, side: str, t: dict, rates: tuple[float, float]) -> str:
     """One round's learner stage times (``learner_stage_times``) as a table row."""
-    wall = t["generators_idle_training_s"]
-    return (f"{k:>5} {side:<5} {wall:8.1f} {t['learner_startup_s']:8.1f} {t.get('learner_reference_s', 0):8.1f} "
-            f"{t.get('learner_steps_s', 0):8.1f} {t['learner_overhead_s']:8.1f} {t['learner_overhead_pct']:6.1f}% "
-            f"{rates[0]:9.1f} {rates[1]:6.2f}")
+    wall, reference = t["generators_idle_training_s"], t.get("learner_reference_s", 0)
+    with_reference = 100 * (t["learner_overhead_s"] + reference) / wall
+    return (f"{k:>5} {side:<5} {wall:8.1f} {t['learner_startup_s']:8.1f} {reference:8.1f} "
+            f"{t.get('learner_steps_s', 0):8.1f} {t['learner_overhead_s']:8.1f} {t['learner_overhead_pct']:5.1f}% "
+            f"{with_reference:7.1f}% {rates[0]:9.1f} {rates[1]:6.2f}")
 
 
 def learner_rounds(config, model: str, rounds: int, generators: list, tmp: Path) -> dict[str, Rounds]:

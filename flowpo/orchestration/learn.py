@@ -83,13 +83,16 @@ def ship_adapter(generators: list, version: str, path: str) -> float:
 
 def learner_stage_times(times: dict, ship_s: float) -> dict:
     """The learner's part of a round for ``stage_times``: its seconds by phase (``learner_*``), the
-    adapter's shipping to the generators, and how much of it all was not optimizer steps (start-up,
-    model load, data, round-start log-probs, saving, shipping back and to the generators). The
-    generators wait through all of it: nothing of the next round runs without the new adapter."""
+    adapter's shipping to the generators, and its overhead: everything but the loss's own work, which
+    is the optimizer steps and the round-start log-probs (the reference and π_old terms of the loss,
+    computed once a round instead of in every step); so start-up, model load, data, saving, shipping
+    back and to the generators. The generators wait through all of it: nothing of the next round
+    runs without the new adapter."""
     if not times:
         return {}
     wall = times["wall_s"] + ship_s
-    other = wall - times.get("steps_s", 0.0)
+    work = times.get("steps_s", 0.0) + times.get("reference_s", 0.0)
+    other = wall - work
     return {**{f"learner_{key}": round(value, 3) for key, value in times.items()},
             "adapter_ship_s": round(ship_s, 3), "learner_overhead_s": round(other, 3),
             "learner_overhead_pct": round(100 * other / wall, 1) if wall > 0 else 0.0,
@@ -99,6 +102,6 @@ def learner_stage_times(times: dict, ship_s: float) -> dict:
 def learner_line(round_index: int, t: dict) -> str:
     """``learner_stage_times`` for the console."""
     return (f"round {round_index} learner: {t['generators_idle_training_s']:.1f} s (the generators idle), optimizer "
-            f"steps {t.get('learner_steps_s', 0):.1f} s, everything else {t['learner_overhead_s']:.1f} s "
-            f"({t['learner_overhead_pct']:.0f}%: start-up {t.get('learner_startup_s', 0):.1f} s, round-start "
-            f"log-probs {t.get('learner_reference_s', 0):.1f} s)")
+            f"steps {t.get('learner_steps_s', 0):.1f} s, round-start log-probs {t.get('learner_reference_s', 0):.1f} s, "
+            f"overhead {t['learner_overhead_s']:.1f} s ({t['learner_overhead_pct']:.0f}%, start-up "
+            f"{t.get('learner_startup_s', 0):.1f} s)")

@@ -96,10 +96,10 @@ def learner_time_line(events: list[dict], round_index: int) -> list[str]:
     if "learner_overhead_pct" not in t:
         return []
     return [f"Learner: {t['generators_idle_training_s']:.1f} s (the generators idle), of which optimizer steps "
-            f"{t.get('learner_steps_s', 0):.1f} s and everything else {t['learner_overhead_s']:.1f} s "
-            f"({t['learner_overhead_pct']:.0f}%: start-up {t.get('learner_startup_s', 0):.1f} s, round-start "
-            f"log-probs {t.get('learner_reference_s', 0):.1f} s, adapter to the generators "
-            f"{t.get('adapter_ship_s', 0):.1f} s).", ""]
+            f"{t.get('learner_steps_s', 0):.1f} s, round-start log-probs {t.get('learner_reference_s', 0):.1f} s "
+            f"and overhead {t['learner_overhead_s']:.1f} s ({t['learner_overhead_pct']:.0f}%: start-up "
+            f"{t.get('learner_startup_s', 0):.1f} s, adapter to the generators {t.get('adapter_ship_s', 0):.1f} s, "
+            "loading, data and saving).", ""]
 
 
 @dataclass(frozen=True)
