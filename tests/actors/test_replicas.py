@@ -52,12 +52,17 @@ def test_two_replicas_share_the_load(replicas):
 
 
 def test_adapter_swap_mid_stream_through_ray(replicas, random_adapter):
+    """An adapter loads while requests are in flight; they finish on the version they asked for, and
+    requests after the swap get the new one. An async actor does not run calls in the order they
+    were sent (Ray's actor task-order guarantee is for synchronous actors only), so the early
+    requests name their version, as the driver's always do, and the late ones are sent once the
+    swap has returned."""
     replica = replicas[0]
     problems = load_problems(TaskConfig(problem_ids=PROBLEM_IDS[:4]))
-    early = [replica.generate_for.remote(p, 2) for p in problems[:2]]
+    early = [replica.generate_for.remote(p, 2, adapter=(BASE_ADAPTER, "")) for p in problems[:2]]
     swapped = replica.load_adapter.remote("v1", random_adapter)
-    late = [replica.generate_for.remote(p, 2) for p in problems[2:]]
     assert ray.get(swapped) == "v1"
+    late = [replica.generate_for.remote(p, 2) for p in problems[2:]]
     early_workflows = [w for ref in early for w in ray.get(ref)]
     late_workflows = [w for ref in late for w in ray.get(ref)]
     assert len(early_workflows) == len(late_workflows) == 4
