@@ -48,7 +48,10 @@ def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int,
                   kv_cache_gb: float, gpu_memory_utilization: float, tensor_parallel_size: int) -> dict:
     """vLLM engine arguments; the same on CPU and GPU apart from the memory knob."""
     kwargs = dict(model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
-                  enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
+                  # One LoRA slot: a run serves one adapter at a time beside the base model. With two,
+                  # vLLM 0.32 on CPU died evaluating round-2 after round-1 (KeyError in the LoRA
+                  # mapping, cf. vllm-project/vllm#16668); with one it does not.
+                  enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1,
                   tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True,
                   enforce_eager=enforce_eager,
                   # A seeded request whose prefill is split over two steps rewinds its generator's
