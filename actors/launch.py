@@ -96,9 +96,10 @@ def actor_name(config: Config, role: str, index: int) -> str:
     return f"{config.name}-{config.run_id}-{role}-{index}"
 
 
-def replica_bundle(num_cpus: float, num_gpus: float) -> dict:
-    """What one generator replica reserves: its CPUs and its GPUs (tensor-parallel ranks) together."""
-    return {k: v for k, v in {"CPU": num_cpus, "GPU": num_gpus}.items() if v > 0}
+def replica_bundle(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict:
+    """What one generator replica reserves: its CPUs, its GPUs (tensor-parallel ranks) and its custom
+    resources (generator.resources, which pick its node type), together."""
+    return {k: v for k, v in {"CPU": num_cpus, "GPU": num_gpus, **resources}.items() if v > 0}
 
 
 def generator_plan(config: Config, model_path: str) -> tuple[dict, dict]:
@@ -117,7 +118,7 @@ def generator_plan(config: Config, model_path: str) -> tuple[dict, dict]:
                            max_lora_rank=g.max_lora_rank, kv_cache_gb=g.kv_cache_gb,
                            gpu_memory_utilization=g.gpu_memory_utilization,
                            tensor_parallel_size=g.tensor_parallel_size)
-    return kwargs, replica_bundle(g.num_cpus, g.num_gpus)
+    return kwargs, replica_bundle(g.num_cpus, g.num_gpus, g.resources)
 
 
 def start_generators(config: Config, model_path: str) -> tuple[list, list]:
@@ -138,9 +139,9 @@ def start_generators(config: Config, model_path: str) -> tuple[list, list]:
         raise FlowPOError(
             f"generator: only {len(ready)} of {g.num_replicas} replicas could reserve {bundle} within "
             f"{g.start_timeout_s:.0f} s; the cluster has {ray.cluster_resources()}. Lower generator.num_replicas, "
-            "num_cpus or num_gpus, or add nodes.")
-    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus, max_concurrency=1000,
-                        max_restarts=config.pipeline.max_restarts)(Generator)
+            "num_cpus or num_gpus, or add nodes (with generator.resources, nodes that have them).")
+    remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus, resources=g.resources or None,
+                        max_concurrency=1000, max_restarts=config.pipeline.max_restarts)(Generator)
     handles = [remote.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg),
                               name=actor_name(config, "generator", i)).remote(
                    {**kwargs, "seed": g.seed + i}, sampling)

@@ -53,6 +53,8 @@ class GeneratorConfig:
     num_replicas: int = option(1, "generator actors, each hosting one vLLM engine")
     num_cpus: float = option(1.0, "CPUs reserved per generator actor")
     num_gpus: float = option(0.0, "GPUs per generator actor; 0 runs vLLM on the CPU")
+    resources: dict[str, float] = option(
+        {}, "custom Ray resources per generator replica, e.g. {generator: 1} to keep it on the nodes that have it")
     k: int = option(8, "workflows sampled per problem per round")
     temperature: float = option(0.8, "sampling temperature of the generator")
     top_p: float = option(0.95, "nucleus sampling threshold of the generator")

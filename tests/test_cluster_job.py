@@ -227,6 +227,7 @@ def cluster(model_dir, docker_backend, vllm_available):
     try:
         c.ray("start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
               "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
+              "--resources", json.dumps({"generator": 1}),  # the GPU node's part: see generator.resources
               "--temp-dir", str(root / "ray"), "--ray-client-server-port", str(free_port()), *node_ports(),
               timeout=180)
         c.env["RAY_ADDRESS"] = c.dashboard  # `ray list`, `ray job ...`: the job API, with the token
@@ -323,6 +324,10 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     # One executor with one sandbox: round 1's samples arrive one after the other, so the job can be
     # stopped between the first and the last. Executors and evaluators go to the executor node.
     config["sandbox"].update(executor_resources={"executor": 1}, num_executors=1, sandboxes_per_executor=1)
+    # The generator stays on the head, as on a cluster whose GPU nodes alone can hold it: left to Ray,
+    # it went to the executor node once (the head was still freeing the stopped job's CPUs), and the
+    # lost node took it along.
+    config["generator"].update(resources={"generator": 1})
     config["train"].update(num_pairs=1, grad_accum_steps=1)
     # A lost node's actors are given up after 20 s (default 600 s: a restart may take minutes).
     config["pipeline"] = {**config.get("pipeline", {}), "actor_timeout_s": 20}
@@ -339,10 +344,17 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     resume_command = submit[:entry.start(1)] + f"--resume {run_dir}"
     began = time.monotonic()
 
-    # 1. Submit, and stop the job once round 1 has written some but not all of its samples. Beside
-    # it, a job whose run directory is relative fails at once: it would land in Ray's working copy.
-    first = Submission(cluster, first_command)
+    # 0. A job whose run directory is relative fails at once: it would land in Ray's working copy. It
+    # runs before the first, not beside it: Ray 2.60 unpacks a job's working_dir with overwrite=True,
+    # so a second job of the same code that starts while the first is being set up deletes and
+    # re-extracts the directory under the first's imports (met in CI: ModuleNotFoundError).
     relative = Submission(cluster, f"{first_command} run_dir=runs/cluster-job")
+    relative.finish()
+    assert cluster.job_status(relative.job_id) == "FAILED", relative.text
+    assert "run_dir runs/cluster-job is relative, and this is a Ray job" in relative.text, relative.text
+
+    # 1. Submit, and stop the job once round 1 has written some but not all of its samples.
+    first = Submission(cluster, first_command)
     deadline, looked = time.monotonic() + 420, 0.0
     while sample_lines(run_dir) < 1:
         assert first.proc.poll() is None, f"the job ended before its first sample:\n{first.text}"
@@ -357,9 +369,6 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     assert cluster.job_status(first.job_id) == "STOPPED", first.text
     assert 1 <= stopped_at < total, f"stopped after {stopped_at} of {total} samples: not in the middle of round 1"
     print(f"job 1 stopped after {stopped_at}/{total} samples, {time.monotonic() - began:.0f} s")
-    relative.finish()
-    assert cluster.job_status(relative.job_id) == "FAILED", relative.text
-    assert "run_dir runs/cluster-job is relative, and this is a Ray job" in relative.text, relative.text
 
     # 2. A second submission resumes the run; its executor node disappears mid-round. The job ends
     # with a message that says what happened and how to go on; nothing finished is lost.

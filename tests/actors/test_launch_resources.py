@@ -31,6 +31,13 @@ def test_a_tensor_parallel_replica_runs_its_ranks_in_its_actor_on_the_gpus_it_re
     assert "distributed_executor_backend" not in kwargs and bundle["GPU"] == 1  # vLLM's single-process default
 
 
+def test_a_replica_reserves_its_custom_resources_beside_its_cpus_and_gpus():
+    config = gpu_config(1, 1)
+    config.generator.resources = {"generator": 1.0}
+    _, bundle = generator_plan(config, "/models/m")
+    assert bundle == {"CPU": config.generator.num_cpus, "GPU": 1, "generator": 1.0}  # only nodes with `generator`
+
+
 def test_a_replica_with_fewer_gpus_than_ranks_is_refused_before_ray_is_asked():
     with pytest.raises(FlowPOError, match=r"generator.num_gpus \(1\).*tensor_parallel_size \(2\)"):
         generator_plan(gpu_config(1, 2), "/models/m")
