@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
+from flowpo.precision import local_engine_dtype
 from flowpo.prompts import extract_workflow, workflow_messages
 from flowpo.records import BASE_ADAPTER, Problem, Workflow
 from flowpo.seeds import sample_seed
@@ -81,8 +82,10 @@ class Generator:
 
         from flowpo.model import resolve_model
 
-        # model.path as written (a directory or a hub id), resolved on this replica's node
-        llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"]))}
+        # model.path as written (a directory or a hub id), resolved on this replica's node; the dtype
+        # for this node's device (fp32 for "auto" on a CPU that emulates bf16: flowpo.precision)
+        llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"])),
+                      "dtype": local_engine_dtype(llm_kwargs["dtype"])}
         use_detached_resource_tracker()  # before the engine's processes start and register with it
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
         self.tokenizer = self.engine.get_tokenizer()

@@ -87,7 +87,8 @@ def start_llm_server(config: Config, model_path: str, run_dir: Path):
     actor = ray.remote(num_cpus=llm.num_cpus, num_gpus=llm.num_gpus)(LLMServer).remote(
         model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
         kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
-        enforce_eager=llm.enforce_eager, log_path=str((run_dir / "logs" / "executor_llm.log").resolve()))
+        enforce_eager=llm.enforce_eager, log_path=str((run_dir / "logs" / "executor_llm.log").resolve()),
+        dtype=llm.dtype)
     return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
 
 

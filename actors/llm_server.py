@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
+from flowpo.precision import local_engine_dtype
 
 PR_SET_PDEATHSIG = 1
 # vLLM's api_server gives its engine process this long to stop (its default, 0, kills it at once,
@@ -70,7 +71,8 @@ class LLMServer:
     """Plain class; ``actors.launch`` wraps it as a Ray actor. ``start()`` returns the base URL."""
 
     def __init__(self, model_path: str, served_name: str, *, host: str, max_model_len: int,
-                 kv_cache_gb: float, gpu_memory_utilization: float, enforce_eager: bool, log_path: str):
+                 kv_cache_gb: float, gpu_memory_utilization: float, enforce_eager: bool, log_path: str,
+                 dtype: str = "auto"):
         self.model_path = model_path
         self.served_name = served_name
         self.host = host
@@ -78,6 +80,7 @@ class LLMServer:
         self.kv_cache_gb = kv_cache_gb
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enforce_eager = enforce_eager
+        self.dtype = dtype  # as configured; command() decides it for this node (flowpo.precision)
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
         self.base_url = ""
@@ -88,7 +91,7 @@ class LLMServer:
         argv = [sys.executable, "-c", SERVE, "--model", self.model_path,
                 "--served-model-name", self.served_name, "--host", self.host, "--port", str(port),
                 "--max-model-len", str(self.max_model_len), "--enable-prefix-caching",
-                "--shutdown-timeout", str(ENGINE_SHUTDOWN_S)]
+                "--shutdown-timeout", str(ENGINE_SHUTDOWN_S), "--dtype", local_engine_dtype(self.dtype)]
         if self.kv_cache_gb > 0:
             argv += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         else:

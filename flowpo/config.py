@@ -60,7 +60,8 @@ class GeneratorConfig:
     top_p: float = option(0.95, "nucleus sampling threshold of the generator")
     max_tokens: int = option(512, "longest workflow answer, in tokens")
     seed: int = option(0, "sampling seed: with the problem, round and attempt it fixes each request's workflows")
-    dtype: str = option("auto", "vLLM weight dtype (auto, bfloat16, float16, float32)")
+    dtype: str = option("auto", "vLLM weight dtype (auto, bfloat16, float16, float32); auto is the checkpoint's, "
+                                "or float32 on a CPU without bf16 arithmetic (flowpo/precision.py)")
     gpu_memory_utilization: float = option(0.9, "vLLM GPU memory share (used when kv_cache_gb is 0)")
     kv_cache_gb: float = option(1.0, "explicit KV cache size in GiB (needed on CPU); 0: from gpu_memory_utilization")
     max_model_len: int = option(2048, "longest prompt plus answer the engine accepts")
@@ -87,6 +88,7 @@ class ExecutorLLMConfig:
     max_tokens: int = option(384, "longest answer of one operator call, in tokens")
     num_cpus: float = option(1.0, "CPUs reserved for the hosted server actor")
     num_gpus: float = option(0.0, "GPUs for the hosted server actor")
+    dtype: str = option("auto", "the hosted server's weight dtype, as generator.dtype")
     gpu_memory_utilization: float = option(0.9, "vLLM GPU memory share of the hosted server (kv_cache_gb 0)")
     kv_cache_gb: float = option(1.0, "explicit KV cache size in GiB of the hosted server (needed on CPU)")
     enforce_eager: bool = option(False, "skip graph compilation (starts ~60 s sooner on CPU)")
@@ -197,7 +199,8 @@ class TrainConfig:
     num_workers: int = option(1, "Ray Train workers (DDP)")
     cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker")
     use_gpu: bool = option(False, "train on GPUs")
-    bf16: bool = option(True, "bf16 base weights and autocast (CPU and GPU); LoRA weights stay fp32")
+    bf16: bool = option(True, "bf16 base weights and autocast (GPU, and CPUs with bf16 arithmetic; fp32 on "
+                              "other CPUs, flowpo/precision.py); LoRA weights stay fp32")
     seed: int = option(0, "seed of pair and group sampling and LoRA init")
 
 

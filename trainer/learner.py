@@ -68,13 +68,20 @@ class Policy:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from flowpo.model import resolve_model
+        from flowpo.precision import cpu_multiplies_bf16, learner_bf16
 
-        self.bf16, self.device = bf16, torch.device(device)
+        self.device = torch.device(device)
+        on_cpu = self.device.type == "cpu"
+        self.bf16 = learner_bf16(bf16, on_cpu=on_cpu, native_bf16=not on_cpu or cpu_multiplies_bf16())
+        if bf16 and not self.bf16:
+            print("learner: train.bf16 is on, but this CPU has no bf16 arithmetic (AVX512-BF16 or AMX) and "
+                  "would emulate it (100x slower than fp32 on an AVX2 EPYC): the learner computes in fp32",
+                  flush=True)
         path = str(resolve_model(base_model))  # resolved on this worker's node
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         # Frozen bf16 base weights save autocast a cast of every weight on every forward; peft keeps
         # the adapter weights in fp32 (autocast_adapter_dtype).
-        dtype = torch.bfloat16 if bf16 else torch.float32
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
         self.base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)
         self.policy, self.optimizer, self.step = None, None, 0
 
