@@ -57,7 +57,7 @@ from vllm import LLM, SamplingParams
 def main():
     llm = LLM(model=os.path.expanduser(sys.argv[1]), dtype=sys.argv[2], enforce_eager=True,
               kv_cache_memory_bytes=1 << 30, max_model_len=2048, seed=0)
-    prompt = " ".join(str(i) for i in range(600))
+    prompt = " ".join(str(i) for i in range(250))  # about 1,000 tokens
     params = SamplingParams(max_tokens=96, temperature=0.5, seed=1, ignore_eos=True)
     llm.generate([prompt] * 2, params)
     began = time.perf_counter()
