@@ -85,7 +85,7 @@ class Generator:
         # model.path as written (a directory or a hub id), resolved on this replica's node; the dtype
         # for this node's device (fp32 for "auto" on a CPU that emulates bf16: flowpo.precision)
         llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"])),
-                      "dtype": local_engine_dtype(llm_kwargs["dtype"])}
+                      "dtype": local_engine_dtype(llm_kwargs.get("dtype", "auto"))}
         use_detached_resource_tracker()  # before the engine's processes start and register with it
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
         self.tokenizer = self.engine.get_tokenizer()
