@@ -1,0 +1,170 @@
+"""Which settings of the local config learn? bench/learning.py over a few settings, side by side:
+each checkpoint's held-out pass rate, and the paired difference base → final with its interval,
+on the same seeds and problems.
+
+    .venv/bin/python bench/learning_sweep.py                         # every setting below, seed 0
+    .venv/bin/python bench/learning_sweep.py --seeds 3 --only default,pairs-16
+    .venv/bin/python bench/learning_sweep.py --report-only           # the table again, no training
+
+Each setting is one bench/learning.py invocation with its own flags and its own --out
+(``<out>/<setting>``), so its seeds are reused like the bench's own; ``default`` and ``iogrpo`` are
+the bench's plain runs in runs/learning, so its 3-seed curves count as their rows. Every setting is
+compared on the seeds asked for (0..S-1) only, so a row never mixes more seeds than another.
+Writes ``<out>/sweep.md``, ``sweep.json`` and ``sweep.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# The repository root first: bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench import learning  # noqa: E402
+from flowpo.baselines import LABELS  # noqa: E402
+from flowpo.errors import FlowPOError  # noqa: E402
+from flowpo.orchestration.curve import CurveRow, curve_rows, interval_text, plot_curves  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    flags: tuple[str, ...]  # bench/learning.py's flags, beside --seeds and --out
+    plain: bool = False  # the bench's own runs (--bench-out), not <sweep out>/<name>
+
+
+# One change from examples/local.yaml at a time (2 rounds, k 8, 8 pairs, lr 5e-4, beta 0.1).
+SETTINGS = (
+    Setting("default", (), plain=True),
+    Setting("iogrpo", ("--algorithm", "iogrpo"), plain=True),
+    Setting("pairs-16", ("--num-pairs", "16")),
+    Setting("lr-1e-3", ("--learning-rate", "1e-3")),
+    Setting("beta-0.05", ("--beta", "0.05")),
+    Setting("rounds-3", ("--rounds", "3")),
+)
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 of every setting (default 1)")
+    p.add_argument("--only", help="comma-separated setting names (default: all: "
+                                  + ", ".join(s.name for s in SETTINGS) + ")")
+    p.add_argument("--out", default="runs/learning-sweep", help="where the settings' runs go (default %(default)s)")
+    p.add_argument("--bench-out", default="runs/learning",
+                   help="bench/learning.py's own --out, where default and iogrpo live (default %(default)s)")
+    p.add_argument("--report-only", action="store_true", help="no training: compare the finished seeds")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
+    known = {s.name for s in SETTINGS}
+    unknown = [n for n in (args.only or "").split(",") if n and n not in known]
+    if unknown:
+        p.error(f"--only: no setting named {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return args
+
+
+def chosen(args: argparse.Namespace) -> list[Setting]:
+    names = [n for n in (args.only or "").split(",") if n]
+    return [s for s in SETTINGS if not names or s.name in names]
+
+
+def bench_out(setting: Setting, args: argparse.Namespace) -> Path:
+    """The --out bench/learning.py gets for this setting."""
+    return Path(args.bench_out) if setting.plain else Path(args.out) / setting.name
+
+
+def setting_dir(setting: Setting, args: argparse.Namespace) -> Path:
+    """Where bench/learning.py leaves this setting's seeds: ``<its --out>/<algorithm>``."""
+    algorithm = setting.flags[setting.flags.index("--algorithm") + 1] if "--algorithm" in setting.flags else "score_dpo"
+    return bench_out(setting, args) / algorithm
+
+
+@dataclass(frozen=True)
+class Result:
+    rows: list[CurveRow]  # every checkpoint, then the baselines, over the compared seeds
+    final: CurveRow  # each seed's last trained checkpoint against its base, as one row
+
+
+def result_of(algo_dir: Path, seeds: int) -> Result | None:
+    """The setting's curve over seeds 0..seeds-1 only; None when none of them is evaluated."""
+    runs, methods, baselines, _ = learning.load_runs(algo_dir)
+    runs = {s: m for s, m in runs.items() if s < seeds}
+    if not runs:
+        return None
+    return Result(curve_rows(runs, methods, {**{m: m for m in methods}, **LABELS}, baselines), learning.final_row(runs))
+
+
+def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> str:
+    checkpoints = max(([r.method for r in x.rows if not r.baseline] for x in results.values()), key=len)
+    head = ["setting", "flags", *[f"{m} %" for m in checkpoints], "base → final, points [95% CI over problems]",
+            "Δ per seed", "final crash %"]
+    lines = [f"# Settings of examples/local.yaml compared on held-out problems (seeds 0..{seeds - 1})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in settings:
+        if s.name not in results:
+            lines.append(f"| {s.name} | {' '.join(s.flags) or '–'} | not run |")
+            continue
+        rows, final = {r.method: r for r in results[s.name].rows}, results[s.name].final
+        d = final.vs_base
+        lines.append("| " + " | ".join([
+            s.name, " ".join(s.flags) or "–",
+            *[interval_text(rows[m].rate) if m in rows else "–" for m in checkpoints],
+            interval_text(d.over_problems, True) if d else "–",
+            ", ".join(f"{100 * v:+.1f}" for v in d.per_seed.values()) if d else "–",
+            f"{100 * final.share(final.crashes):.1f}"]) + " |")
+    name, first = next(iter(results.items()))  # every setting evaluates the same baselines
+    baselines = [r for r in first.rows if r.baseline]
+    if baselines:
+        lines += ["", f"Baselines (the executor alone, as evaluated with {name}): "
+                  + ", ".join(f"{r.label} {interval_text(r.rate)} %" for r in baselines) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def summary(result: Result, setting: Setting) -> dict:
+    d = result.final.vs_base
+    return {"flags": list(setting.flags), "rates": {r.method: r.rate.mean for r in result.rows},
+            "final_vs_base": d and {"mean": d.over_problems.mean, "low": d.over_problems.low,
+                                    "high": d.over_problems.high, "per_seed": d.per_seed}}
+
+
+def report(args: argparse.Namespace, settings: list[Setting]) -> str:
+    """Write ``<out>/sweep.{md,json,png}`` for the settings with evaluated seeds; the markdown."""
+    results = {s.name: x for s in settings if (x := result_of(setting_dir(s, args), args.seeds))}
+    if not results:
+        raise FlowPOError(f"no setting has an evaluated seed below {args.seeds} (looked in "
+                          + ", ".join(str(setting_dir(s, args)) for s in settings) + ")")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render(results, settings, args.seeds)
+    (out / "sweep.md").write_text(markdown + "\n![settings](sweep.png)\n")
+    (out / "sweep.json").write_text(json.dumps({s.name: summary(results[s.name], s) for s in settings
+                                                if s.name in results}, indent=2) + "\n")
+    first = next(iter(results))  # the baselines once: every setting evaluates the same ones
+    plot_curves(out / "sweep.png", {n: [r for r in x.rows if not r.baseline or n == first] for n, x in results.items()},
+                f"Held-out pass rate per checkpoint and setting (seeds 0..{args.seeds - 1})")
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    settings = chosen(args)
+    try:
+        if not args.report_only:
+            for s in settings:
+                print(f"=== {s.name}: bench/learning.py {' '.join(s.flags)}")
+                code = learning.main([*s.flags, "--seeds", str(args.seeds), "--out", str(bench_out(s, args))])
+                if code:
+                    return code
+        print(report(args, settings))
+        print(f"written: {args.out}/sweep.md, sweep.json, sweep.png")
+    except FlowPOError as exc:
+        print(f"learning_sweep: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
