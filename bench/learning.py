@@ -23,16 +23,18 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
 
-# Run as a script, bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+# The repository root first: run as a script, bench/ heads sys.path and bench/sandbox.py would
+# shadow the sandbox package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flowpo.baselines import LABELS, parse_baselines  # noqa: E402
 from flowpo.algorithms import ALGORITHMS, group_sizes  # noqa: E402
-from flowpo.config import Config, load_config, to_yaml  # noqa: E402
+from flowpo.config import Config, TrainConfig, load_config, to_yaml  # noqa: E402
 from flowpo.errors import FlowPOError  # noqa: E402
 from flowpo.tasks import load_problems  # noqa: E402
 from flowpo.orchestration.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
@@ -76,6 +78,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/learning", help="where the runs and results go (default runs/learning)")
     p.add_argument("--tiny", action="store_true", help="1 seed, 1 round, k=6, 2 train and 2 test problems, IO only")
     p.add_argument("--report-only", action="store_true", help="no training: aggregate the finished seeds under --out")
+    p.add_argument("--base-from", metavar="DIR",
+                   help="reuse each seed's base-model and baseline evaluation from DIR (an <out>/<algorithm> of\n"
+                        "this bench evaluated on the same seeds, problems, samples, generator and executor);\n"
+                        "evaluate only this run's trained rounds. Settings of training then cost no base evaluation")
     args = p.parse_args(argv)
     if args.tiny:
         for key, value in TINY.items():
@@ -163,13 +169,48 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     eval_dir = RunDir(run_dir).evaluation(ALL)
     if not finished(eval_dir, eval_dir / "config.yaml", evaluated, eval_dir / "results.json"):
         began = time.monotonic()
-        evaluate_all(evaluated, parse_baselines(args.baselines), split_forced=False, samples=args.samples,
-                     checkpoints=checkpoints_of(run_dir))
+        checkpoints, baselines = checkpoints_of(run_dir), parse_baselines(args.baselines)
+        if args.base_from:
+            reuse_base(Path(args.base_from) / f"seed-{seed}", evaluated, eval_dir)
+            checkpoints, baselines = [c for c in checkpoints if c.name != BASE], []
+        if checkpoints:
+            evaluate_all(evaluated, baselines, split_forced=False, samples=args.samples, checkpoints=checkpoints)
+        else:  # nothing trained and nothing left to evaluate: the reused base is the whole curve
+            (eval_dir / "config.yaml").write_text(to_yaml(evaluated))
+            (eval_dir / "results.json").write_text(json.dumps({"methods": []}) + "\n")
         times["evaluate_s"] = round(time.monotonic() - began, 1)
     else:
         print(f"seed {seed}: reusing the finished evaluation in {eval_dir}")
     times_file.write_text(json.dumps(times) + "\n")
     return times
+
+
+REUSED = "reused.json"  # in a seed's eval dir: the methods --base-from copied there, and whence
+
+
+def evaluation_inputs(config: Config) -> str:
+    """What decides the base model's and the baselines' evaluation: everything but the training."""
+    return to_yaml(dataclasses.replace(config, name="", run_dir="", rounds=1, train=TrainConfig()))
+
+
+def reuse_base(source_seed: Path, evaluated: Config, eval_dir: Path) -> list[str]:
+    """Copy the base model's and the baselines' samples of ``source_seed``'s evaluation into
+    ``eval_dir`` (recorded in reused.json); refused unless that evaluation had the same inputs."""
+    source = RunDir(source_seed).evaluation(ALL)
+    if not (source / "results.json").is_file():
+        raise FlowPOError(f"--base-from: {source} holds no finished evaluation (results.json); run the bench "
+                          f"there first")
+    theirs = load_config(source / "config.yaml") if (source / "config.yaml").is_file() else None
+    if theirs is None or evaluation_inputs(theirs) != evaluation_inputs(evaluated):
+        raise FlowPOError(f"--base-from: {source / 'config.yaml'} was evaluated with other settings than this run "
+                          "(seed, problems, samples, generator or executor); it cannot stand for this run's base")
+    methods = [m["method"] for m in json.loads((source / "results.json").read_text())["methods"]
+               if round_of(m["method"]) is None]
+    for method in methods:
+        (eval_dir / method).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / method / "samples.jsonl", eval_dir / method / "samples.jsonl")
+    (eval_dir / REUSED).write_text(json.dumps({"from": str(source), "methods": methods}) + "\n")
+    return methods
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +227,9 @@ def load_runs(algo_dir: Path) -> tuple[dict, list[str], set[str], dict]:
             continue
         results = json.loads(results_file.read_text())
         seed = int(seed_dir.name.partition("-")[2])
+        reused = RunDir(seed_dir).evaluation(ALL) / REUSED
         names = [m["method"] for m in results["methods"]]
+        names += json.loads(reused.read_text())["methods"] if reused.is_file() else []
         runs[seed] = {m: read_tolerant(RunDir(seed_dir).evaluation(ALL) / m / "samples.jsonl") for m in names}
         methods += [m for m in names if m not in methods]
         baselines |= {m for m in names if m in LABELS}

@@ -8,8 +8,10 @@ on the same seeds and problems.
 
 Each setting is one bench/learning.py invocation with its own flags and its own --out
 (``<out>/<setting>``), so its seeds are reused like the bench's own; ``default`` and ``iogrpo`` are
-the bench's plain runs in runs/learning, so its 3-seed curves count as their rows. Every setting is
-compared on the seeds asked for (0..S-1) only, so a row never mixes more seeds than another.
+the bench's plain runs in runs/learning, so its 3-seed curves count as their rows. The other settings
+evaluate only their trained rounds: each seed's base model and baselines are default's
+(bench/learning.py --base-from), which makes a setting cost no base evaluation and every row share
+one base. Every setting is compared on the seeds asked for (0..S-1) only.
 Writes ``<out>/sweep.md``, ``sweep.json`` and ``sweep.png``.
 """
 from __future__ import annotations
@@ -20,8 +22,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repository root first: bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+# The repository root first: run as a script, bench/ heads sys.path and bench/sandbox.py would
+# shadow the sandbox package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import learning  # noqa: E402
 from flowpo.baselines import LABELS  # noqa: E402
@@ -155,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             for s in settings:
                 print(f"=== {s.name}: bench/learning.py {' '.join(s.flags)}")
-                code = learning.main([*s.flags, "--seeds", str(args.seeds), "--out", str(bench_out(s, args))])
+                flags = [*s.flags, "--seeds", str(args.seeds), "--out", str(bench_out(s, args))]
+                if not s.plain:  # default's base and baselines stand for every setting's: same seeds and inputs
+                    flags += ["--base-from", str(Path(args.bench_out) / "score_dpo")]
+                code = learning.main(flags)
                 if code:
                     return code
         print(report(args, settings))

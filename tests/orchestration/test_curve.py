@@ -198,3 +198,38 @@ def test_sweep_names_what_is_missing(tmp_path):
     done = sweep("--bench-out", str(tmp_path / "none"), "--out", str(tmp_path / "sweep"), "--only", "default")
     assert done.returncode == 2
     assert f"no setting has an evaluated seed below 1 (looked in {tmp_path / 'none' / 'score_dpo'})" in done.stderr
+
+
+def evaluated_seed(out: Path, seed: int, methods: dict, argv: list[str]) -> Path:
+    """A seed of bench/learning.py evaluated with ``argv``'s settings: its eval config and records."""
+    from bench import learning
+    from flowpo.config import to_yaml
+
+    args = learning.arguments(argv + ["--out", str(out)])
+    write_seeds(out, {seed: methods})
+    eval_dir = out / "score_dpo" / f"seed-{seed}" / "eval" / ALL
+    (eval_dir / "config.yaml").write_text(to_yaml(learning.eval_config(learning.train_config(args, seed), args)))
+    return eval_dir
+
+
+def test_base_from_reuses_base_and_baselines_of_the_same_inputs(tmp_path):
+    from bench import learning
+
+    evaluated_seed(tmp_path / "default", 0, RUNS[0], [])
+    mine = evaluated_seed(tmp_path / "lr", 0, {"round-1": RUNS[0]["round-1"]}, ["--learning-rate", "1e-3"])
+    args = learning.arguments(["--learning-rate", "1e-3", "--out", str(tmp_path / "lr")])
+    evaluated = learning.eval_config(learning.train_config(args, 0), args)
+    assert learning.reuse_base(tmp_path / "default" / "score_dpo" / "seed-0", evaluated, mine) == ["base", "io"]
+    runs, methods, baselines, _ = learning.load_runs(tmp_path / "lr" / "score_dpo")
+    assert methods == ["base", "round-1", "io"] and baselines == {"io"}
+    assert runs[0]["base"] == RUNS[0]["base"] and runs[0]["io"] == RUNS[0]["io"]
+
+    other_seed = learning.eval_config(learning.train_config(args, 1), args)  # generator.seed differs
+    with pytest.raises(FlowPOError, match="evaluated with other settings than this run"):
+        learning.reuse_base(tmp_path / "default" / "score_dpo" / "seed-0", other_seed, mine)
+    fewer = learning.arguments(["--samples", "2", "--out", str(tmp_path / "lr")])
+    with pytest.raises(FlowPOError, match="evaluated with other settings than this run"):
+        learning.reuse_base(tmp_path / "default" / "score_dpo" / "seed-0",
+                            learning.eval_config(learning.train_config(fewer, 0), fewer), mine)
+    with pytest.raises(FlowPOError, match="holds no finished evaluation"):
+        learning.reuse_base(tmp_path / "nowhere" / "seed-0", evaluated, mine)
