@@ -47,6 +47,7 @@ SETTINGS = (
     Setting("lr-1e-3", ("--learning-rate", "1e-3")),
     Setting("beta-0.05", ("--beta", "0.05")),
     Setting("rounds-3", ("--rounds", "3")),
+    Setting("k-12", ("--k", "12")),
 )
 
 
