@@ -90,21 +90,23 @@ def setting_dir(setting: Setting, args: argparse.Namespace) -> Path:
 class Result:
     rows: list[CurveRow]  # every checkpoint, then the baselines, over the compared seeds
     final: CurveRow  # each seed's last trained checkpoint against its base, as one row
+    train_s: list  # each seed's training wall time (bench-times.json), what the setting costs
 
 
 def result_of(algo_dir: Path, seeds: int) -> Result | None:
     """The setting's curve over seeds 0..seeds-1 only; None when none of them is evaluated."""
-    runs, methods, baselines, _ = learning.load_runs(algo_dir)
+    runs, methods, baselines, times = learning.load_runs(algo_dir)
     runs = {s: m for s, m in runs.items() if s < seeds}
     if not runs:
         return None
-    return Result(curve_rows(runs, methods, {**{m: m for m in methods}, **LABELS}, baselines), learning.final_row(runs))
+    return Result(curve_rows(runs, methods, {**{m: m for m in methods}, **LABELS}, baselines), learning.final_row(runs),
+                  [times[s].get("train_s") for s in runs])
 
 
 def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> str:
     checkpoints = max(([r.method for r in x.rows if not r.baseline] for x in results.values()), key=len)
     head = ["setting", "flags", *[f"{m} %" for m in checkpoints], "base → final, points [95% CI over problems]",
-            "Δ per seed", "final crash %"]
+            "Δ per seed", "final crash %", "train s per seed"]
     lines = [f"# Settings of examples/local.yaml compared on held-out problems (seeds 0..{seeds - 1})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in settings:
@@ -118,7 +120,8 @@ def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> s
             *[interval_text(rows[m].rate) if m in rows else "–" for m in checkpoints],
             interval_text(d.over_problems, True) if d else "–",
             ", ".join(f"{100 * v:+.1f}" for v in d.per_seed.values()) if d else "–",
-            f"{100 * final.share(final.crashes):.1f}"]) + " |")
+            f"{100 * final.share(final.crashes):.1f}",
+            ", ".join("?" if t is None else f"{t:.0f}" for t in results[s.name].train_s)]) + " |")
     name, first = next(iter(results.items()))  # every setting evaluates the same baselines
     baselines = [r for r in first.rows if r.baseline]
     if baselines:
@@ -130,6 +133,7 @@ def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> s
 def summary(result: Result, setting: Setting) -> dict:
     d = result.final.vs_base
     return {"flags": list(setting.flags), "rates": {r.method: r.rate.mean for r in result.rows},
+            "train_s": result.train_s,
             "final_vs_base": d and {"mean": d.over_problems.mean, "low": d.over_problems.low,
                                     "high": d.over_problems.high, "per_seed": d.per_seed}}
 

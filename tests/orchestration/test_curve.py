@@ -182,8 +182,8 @@ def test_sweep_compares_settings_on_the_same_seeds(tmp_path):
     assert done.returncode == 0, done.stderr
     table = (out / "sweep.md").read_text().splitlines()
     assert table[4] == ("| default | – | 16.7 [0.0, 52.5] | 58.3 [0.0, 100.0] | +41.7 [5.8, 77.5] | +50.0, +33.3 "
-                        "| 0.0 |")
-    assert table[5] == "| pairs-16 | --num-pairs 16 | 16.7 [0.0, 88.4] | 66.7 [0.0, 100.0] | +50.0 [-74.2, 100.0] | +50.0 | 0.0 |"
+                        "| 0.0 | 10, 10 |")
+    assert table[5] == "| pairs-16 | --num-pairs 16 | 16.7 [0.0, 88.4] | 66.7 [0.0, 100.0] | +50.0 [-74.2, 100.0] | +50.0 | 0.0 | 10 |"
     assert table[6] == "| lr-1e-3 | --learning-rate 1e-3 | not run |"
     assert "Baselines (the executor alone, as evaluated with default): IO 33.3 [0.0, 100.0] %." in table
     result = json.loads((out / "sweep.json").read_text())
