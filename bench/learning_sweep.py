@@ -3,13 +3,13 @@ each checkpoint's held-out pass rate, and the paired difference base → final w
 on the same seeds and problems.
 
     .venv/bin/python bench/learning_sweep.py                         # every setting below, seed 0
-    .venv/bin/python bench/learning_sweep.py --seeds 3 --only default,pairs-16
+    .venv/bin/python bench/learning_sweep.py --seeds 3 --only reference,pairs-16
     .venv/bin/python bench/learning_sweep.py --report-only           # the table again, no training
 
 Each setting is one bench/learning.py invocation with its own flags and its own --out
-(``<out>/<setting>``), so its seeds are reused like the bench's own; ``default`` and ``iogrpo`` are
+(``<out>/<setting>``), so its seeds are reused like the bench's own; ``reference`` and ``iogrpo`` are
 the bench's plain runs in runs/learning, so its 3-seed curves count as their rows. The other settings
-evaluate only their trained rounds: each seed's base model and baselines are default's
+evaluate only their trained rounds: each seed's base model and baselines are the reference's
 (bench/learning.py --base-from), which makes a setting cost no base evaluation and every row share
 one base. Every setting is compared on the seeds asked for (0..S-1) only.
 Writes ``<out>/sweep.md``, ``sweep.json`` and ``sweep.png``.
@@ -39,15 +39,18 @@ class Setting:
     plain: bool = False  # the bench's own runs (--bench-out), not <sweep out>/<name>
 
 
-# One change from examples/local.yaml at a time (2 rounds, k 8, 8 pairs, lr 5e-4, beta 0.1).
+# One change at a time from the reference: 2 rounds, k 8, 8 pairs, lr 5e-4, beta 0.1 (examples/local.yaml
+# before this sweep chose 16 pairs). Every flag that differs from examples/local.yaml is named, so a
+# setting means the same run whatever the config's defaults become, and its finished seeds stay reusable.
+REFERENCE = ("--num-pairs", "8")
 SETTINGS = (
-    Setting("default", (), plain=True),
-    Setting("iogrpo", ("--algorithm", "iogrpo"), plain=True),
+    Setting("reference", REFERENCE, plain=True),
+    Setting("iogrpo", ("--algorithm", "iogrpo", *REFERENCE), plain=True),
     Setting("pairs-16", ("--num-pairs", "16")),
-    Setting("lr-1e-3", ("--learning-rate", "1e-3")),
-    Setting("beta-0.05", ("--beta", "0.05")),
-    Setting("rounds-3", ("--rounds", "3")),
-    Setting("k-12", ("--k", "12")),
+    Setting("lr-1e-3", (*REFERENCE, "--learning-rate", "1e-3")),
+    Setting("beta-0.05", (*REFERENCE, "--beta", "0.05")),
+    Setting("rounds-3", (*REFERENCE, "--rounds", "3")),
+    Setting("k-12", (*REFERENCE, "--k", "12")),
 )
 
 
@@ -58,7 +61,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
                                   + ", ".join(s.name for s in SETTINGS) + ")")
     p.add_argument("--out", default="runs/learning-sweep", help="where the settings' runs go (default %(default)s)")
     p.add_argument("--bench-out", default="runs/learning",
-                   help="bench/learning.py's own --out, where default and iogrpo live (default %(default)s)")
+                   help="bench/learning.py's own --out, where reference and iogrpo live (default %(default)s)")
     p.add_argument("--report-only", action="store_true", help="no training: compare the finished seeds")
     args = p.parse_args(argv)
     if args.seeds < 1:
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in settings:
                 print(f"=== {s.name}: bench/learning.py {' '.join(s.flags)}")
                 flags = [*s.flags, "--seeds", str(args.seeds), "--out", str(bench_out(s, args))]
-                if not s.plain:  # default's base and baselines stand for every setting's: same seeds and inputs
+                if not s.plain:  # the reference's base and baselines stand for every setting's: same seeds and inputs
                     flags += ["--base-from", str(Path(args.bench_out) / "score_dpo")]
                 code = learning.main(flags)
                 if code:
