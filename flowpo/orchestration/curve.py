@@ -139,7 +139,7 @@ def plot_curves(path: Path, series: Mapping[str, list[CurveRow]], title: str) ->
 
     fig = Figure(figsize=(7.2, 4.0), layout="constrained")
     ax = fig.subplots()
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:gray"]
     names: list[str] = []
     for i, (name, rows) in enumerate(series.items()):
         color = colors[i % len(colors)]
