@@ -206,6 +206,9 @@ def reuse_base(source_seed: Path, evaluated: Config, eval_dir: Path) -> list[str
                           "(seed, problems, samples, generator or executor); it cannot stand for this run's base")
     methods = [m["method"] for m in json.loads((source / "results.json").read_text())["methods"]
                if round_of(m["method"]) is None]
+    missing = [str(source / m / "samples.jsonl") for m in methods if not (source / m / "samples.jsonl").is_file()]
+    if missing:
+        raise FlowPOError(f"--base-from: {', '.join(missing)} missing although {source / 'results.json'} lists it")
     for method in methods:
         (eval_dir / method).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / method / "samples.jsonl", eval_dir / method / "samples.jsonl")

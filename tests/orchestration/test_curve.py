@@ -231,5 +231,8 @@ def test_base_from_reuses_base_and_baselines_of_the_same_inputs(tmp_path):
     with pytest.raises(FlowPOError, match="evaluated with other settings than this run"):
         learning.reuse_base(tmp_path / "default" / "score_dpo" / "seed-0",
                             learning.eval_config(learning.train_config(fewer, 0), fewer), mine)
+    (tmp_path / "default" / "score_dpo" / "seed-0" / "eval" / ALL / "io" / "samples.jsonl").unlink()
+    with pytest.raises(FlowPOError, match=r"io/samples.jsonl missing although .*results.json lists it"):
+        learning.reuse_base(tmp_path / "default" / "score_dpo" / "seed-0", evaluated, mine)
     with pytest.raises(FlowPOError, match="holds no finished evaluation"):
         learning.reuse_base(tmp_path / "nowhere" / "seed-0", evaluated, mine)
