@@ -242,15 +242,19 @@ def load_runs(algo_dir: Path) -> tuple[dict, list[str], set[str], dict]:
     return runs, checkpoints + [m for m in LABELS if m in baselines], baselines, times
 
 
-def final_row(runs: dict):
-    """Each seed's last trained checkpoint against its base model, as one row (a seed whose rounds
-    all skipped training counts with its base model: training changed nothing there)."""
+def finals(runs: dict) -> dict:
+    """runs[seed] = {base: its samples, "final": the last trained checkpoint's} (a seed whose rounds
+    all skipped training has its base model as final: training changed nothing there)."""
     def last(methods: dict) -> str:
         rounds = [m for m in methods if round_of(m) is not None]
         return max(rounds, key=round_of, default=BASE)
 
-    finals = {seed: {BASE: m[BASE], "final": m[last(m)]} for seed, m in runs.items() if BASE in m}
-    return curve_rows(finals, [BASE, "final"], {}, set())[1]
+    return {seed: {BASE: m[BASE], "final": m[last(m)]} for seed, m in runs.items() if BASE in m}
+
+
+def final_row(runs: dict):
+    """Each seed's last trained checkpoint against its base model, as one row."""
+    return curve_rows(finals(runs), [BASE, "final"], {}, set())[1]
 
 
 def headline(runs: dict) -> str:

@@ -30,6 +30,7 @@ from bench import learning  # noqa: E402
 from flowpo.baselines import LABELS  # noqa: E402
 from flowpo.errors import FlowPOError  # noqa: E402
 from flowpo.orchestration.curve import CurveRow, curve_rows, interval_text, plot_curves  # noqa: E402
+from flowpo.stats import PairedDifference  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class Setting:
 # before this sweep chose 16 pairs). Every flag that differs from examples/local.yaml is named, so a
 # setting means the same run whatever the config's defaults become, and its finished seeds stay reusable.
 REFERENCE = ("--num-pairs", "8")
+REFERENCE_NAME = "reference"
 SETTINGS = (
-    Setting("reference", REFERENCE, plain=True),
+    Setting(REFERENCE_NAME, REFERENCE, plain=True),
     Setting("iogrpo", ("--algorithm", "iogrpo", *REFERENCE), plain=True),
     Setting("pairs-16", ("--num-pairs", "16")),
     Setting("lr-1e-3", (*REFERENCE, "--learning-rate", "1e-3")),
@@ -94,6 +96,7 @@ class Result:
     rows: list[CurveRow]  # every checkpoint, then the baselines, over the compared seeds
     final: CurveRow  # each seed's last trained checkpoint against its base, as one row
     train_s: list  # each seed's training wall time (bench-times.json), what the setting costs
+    finals: dict  # seed -> {base, "final"}: sample lines, for the paired comparison with the reference
 
 
 def result_of(algo_dir: Path, seeds: int) -> Result | None:
@@ -103,13 +106,23 @@ def result_of(algo_dir: Path, seeds: int) -> Result | None:
     if not runs:
         return None
     return Result(curve_rows(runs, methods, {**{m: m for m in methods}, **LABELS}, baselines), learning.final_row(runs),
-                  [times[s].get("train_s") for s in runs])
+                  [times[s].get("train_s") for s in runs], learning.finals(runs))
+
+
+def vs_reference(result: Result, reference: Result) -> PairedDifference | None:
+    """This setting's final checkpoint − the reference's, cell by cell (same seed, same problem):
+    whether the change beat the reference, not only the base. None for the reference itself."""
+    if result is reference:
+        return None
+    runs = {seed: {"reference": reference.finals[seed]["final"], "final": f["final"]}
+            for seed, f in result.finals.items() if seed in reference.finals}
+    return curve_rows(runs, ["final"], {}, set(), base="reference")[0].vs_base if runs else None
 
 
 def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> str:
     checkpoints = max(([r.method for r in x.rows if not r.baseline] for x in results.values()), key=len)
     head = ["setting", "flags", *[f"{m} %" for m in checkpoints], "base → final, points [95% CI over problems]",
-            "Δ per seed", "final crash %", "train s per seed"]
+            "Δ per seed", "final − reference's final, points [95% CI]", "final crash %", "train s per seed"]
     lines = [f"# Settings of examples/local.yaml compared on held-out problems (seeds 0..{seeds - 1})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in settings:
@@ -118,11 +131,13 @@ def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> s
             continue
         rows, final = {r.method: r for r in results[s.name].rows}, results[s.name].final
         d = final.vs_base
+        r = vs_reference(results[s.name], results[REFERENCE_NAME]) if REFERENCE_NAME in results else None
         lines.append("| " + " | ".join([
             s.name, " ".join(s.flags) or "–",
             *[interval_text(rows[m].rate) if m in rows else "–" for m in checkpoints],
             interval_text(d.over_problems, True) if d else "–",
             ", ".join(f"{100 * v:+.1f}" for v in d.per_seed.values()) if d else "–",
+            interval_text(r.over_problems, True) if r else "–",
             f"{100 * final.share(final.crashes):.1f}",
             ", ".join("?" if t is None else f"{t:.0f}" for t in results[s.name].train_s)]) + " |")
     name, first = next(iter(results.items()))  # every setting evaluates the same baselines
@@ -133,12 +148,14 @@ def render(results: dict[str, Result], settings: list[Setting], seeds: int) -> s
     return "\n".join(lines) + "\n"
 
 
-def summary(result: Result, setting: Setting) -> dict:
-    d = result.final.vs_base
+def summary(result: Result, setting: Setting, reference: Result | None) -> dict:
+    d, r = result.final.vs_base, reference and vs_reference(result, reference)
     return {"flags": list(setting.flags), "rates": {r.method: r.rate.mean for r in result.rows},
             "train_s": result.train_s,
             "final_vs_base": d and {"mean": d.over_problems.mean, "low": d.over_problems.low,
-                                    "high": d.over_problems.high, "per_seed": d.per_seed}}
+                                    "high": d.over_problems.high, "per_seed": d.per_seed},
+            "final_vs_reference": r and {"mean": r.over_problems.mean, "low": r.over_problems.low,
+                                         "high": r.over_problems.high, "per_seed": r.per_seed}}
 
 
 def report(args: argparse.Namespace, settings: list[Setting]) -> str:
@@ -151,7 +168,7 @@ def report(args: argparse.Namespace, settings: list[Setting]) -> str:
     out.mkdir(parents=True, exist_ok=True)
     markdown = render(results, settings, args.seeds)
     (out / "sweep.md").write_text(markdown + "\n![settings](sweep.png)\n")
-    (out / "sweep.json").write_text(json.dumps({s.name: summary(results[s.name], s) for s in settings
+    (out / "sweep.json").write_text(json.dumps({s.name: summary(results[s.name], s, results.get(REFERENCE_NAME)) for s in settings
                                                 if s.name in results}, indent=2) + "\n")
     first = next(iter(results))  # the baselines once: every setting evaluates the same ones
     plot_curves(out / "sweep.png", {n: [r for r in x.rows if not r.baseline or n == first] for n, x in results.items()},

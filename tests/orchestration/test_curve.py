@@ -173,22 +173,35 @@ def test_sweep_compares_settings_on_the_same_seeds(tmp_path):
     # reference: seeds 0 and 1 as above, and a seed 2 the comparison must leave out (--seeds 2);
     # pairs-16: seed 0 alone. Its cells: base A 0, B .5, C 0: mean 1/6, s/√3 = 1/6, half width
     # 4.302653/6 = .717109 → [-.550, .884]; round-1 A 1, B .5, C .5: mean 2/3 → [-.050, 1.384];
-    # difference A 1, B 0, C .5: mean .5, s/√3 = .288675, half width 1.242068 → [-.742, 1.742].
+    # difference A 1, B 0, C .5: mean .5, s/√3 = .288675, half width 1.242068 → [-.742, 1.742];
+    # its final − the reference's final on seed 0: the same records, 0 everywhere.
+    # lr-1e-3: seed 0 with every round-1 workflow passing. base → final A 1, B .5, C 1: mean 5/6,
+    # s/√3 = 1/6, half width .717109 → [.116, 1.550]; − the reference's final (A 1, B .5, C .5):
+    # A 0, B .5, C .5: mean 1/3, s/√3 = 1/6 → [-.384, 1.050].
     bench, out = tmp_path / "bench", tmp_path / "sweep"
     never = lines("round-1", {"A": [(0.0, CRASH)], "B": [(0.0, CRASH)], "C": [(0.0, CRASH)]})
+    always = lines("round-1", {"A": [(1.0, OK), (1.0, OK)], "B": [(1.0, OK), (1.0, OK)], "C": [(1.0, OK), (1.0, OK)]})
     write_seeds(bench, {**RUNS, 2: {"base": RUNS[1]["base"], "round-1": never, "io": RUNS[1]["io"]}})
     write_seeds(out / "pairs-16", {0: RUNS[0]})
-    done = sweep("--seeds", "2", "--bench-out", str(bench), "--out", str(out), "--only", "reference,pairs-16,lr-1e-3")
+    write_seeds(out / "lr-1e-3", {0: {**RUNS[0], "round-1": always}})
+    done = sweep("--seeds", "2", "--bench-out", str(bench), "--out", str(out),
+                 "--only", "reference,pairs-16,lr-1e-3,beta-0.05")
     assert done.returncode == 0, done.stderr
     table = (out / "sweep.md").read_text().splitlines()
     assert table[4] == ("| reference | --num-pairs 8 | 16.7 [0.0, 52.5] | 58.3 [0.0, 100.0] | +41.7 [5.8, 77.5] | +50.0, +33.3 "
-                        "| 0.0 | 10, 10 |")
-    assert table[5] == "| pairs-16 | --num-pairs 16 | 16.7 [0.0, 88.4] | 66.7 [0.0, 100.0] | +50.0 [-74.2, 100.0] | +50.0 | 0.0 | 10 |"
-    assert table[6] == "| lr-1e-3 | --num-pairs 8 --learning-rate 1e-3 | not run |"
+                        "| – | 0.0 | 10, 10 |")
+    assert table[5] == ("| pairs-16 | --num-pairs 16 | 16.7 [0.0, 88.4] | 66.7 [0.0, 100.0] | +50.0 [-74.2, 100.0] | +50.0 "
+                        "| +0.0 [0.0, 0.0] | 0.0 | 10 |")
+    assert table[6] == ("| lr-1e-3 | --num-pairs 8 --learning-rate 1e-3 | 16.7 [0.0, 88.4] | 100.0 [100.0, 100.0] "
+                        "| +83.3 [11.6, 100.0] | +83.3 | +33.3 [-38.4, 100.0] | 0.0 | 10 |")
+    assert table[7] == "| beta-0.05 | --num-pairs 8 --beta 0.05 | not run |"
     assert "Baselines (the executor alone, as evaluated with reference): IO 33.3 [0.0, 100.0] %." in table
     result = json.loads((out / "sweep.json").read_text())
     assert result["pairs-16"]["final_vs_base"]["low"] == pytest.approx(-0.742068, abs=1e-6)
     assert result["reference"]["final_vs_base"]["per_seed"] == {"0": pytest.approx(0.5), "1": pytest.approx(1 / 3)}
+    assert result["reference"]["final_vs_reference"] is None
+    assert result["lr-1e-3"]["final_vs_reference"]["low"] == pytest.approx(1 / 3 - 0.717109, abs=1e-6)
+    assert result["lr-1e-3"]["final_vs_reference"]["per_seed"] == {"0": pytest.approx(1 / 3)}
     assert (out / "sweep.png").stat().st_size > 0
 
 
