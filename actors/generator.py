@@ -99,8 +99,13 @@ class Generator:
     def shutdown(self) -> None:
         """Stop the engine's processes now rather than at interpreter exit. vLLM's default grace
         (5 s) kills the engine process while it still waits for its worker (5 s, then SIGTERM),
-        before it has unlinked its shared memory; a longer one lets it."""
-        self.engine.shutdown(timeout=ENGINE_SHUTDOWN_S)
+        before it has unlinked its shared memory; a longer one lets it. The engine is dropped here,
+        while the interpreter is whole: left for exit, vLLM's ``AsyncLLM.__del__`` shuts it down again
+        with its module globals already gone ("TypeError: 'NoneType' object is not callable")."""
+        engine, self.engine = self.engine, None
+        if engine is None:  # already shut down (explicitly, then by Ray at exit)
+            return
+        engine.shutdown(timeout=ENGINE_SHUTDOWN_S)
         shutil.rmtree(self._adapter_root, ignore_errors=True)
 
     def __ray_shutdown__(self) -> None:
