@@ -18,7 +18,7 @@ from pathlib import Path
 
 from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
 from flowpo.precision import local_engine_dtype
-from flowpo.prompts import extract_workflow, workflow_messages
+from flowpo.prompts import extract_workflow, generator_prompt, prompt_lengths
 from flowpo.records import BASE_ADAPTER, Problem, Workflow
 from flowpo.seeds import sample_seed
 from trainer.checkpoint import PackedCheckpoint, unpack
@@ -136,10 +136,12 @@ class Generator:
     def _lora(self, version: str):
         return None if version == BASE_ADAPTER else self._adapters[version]
 
+    def prompt_lengths(self, problems: list[Problem]) -> dict[str, int]:
+        """Each problem's prompt in tokens, as ``generate_for`` sends it (the run's up-front check)."""
+        return prompt_lengths(self.tokenizer, problems, self.sampling.response_prefix)
+
     def prompt_for(self, problem: Problem) -> str:
-        text = self.tokenizer.apply_chat_template(workflow_messages(problem), add_generation_prompt=True,
-                                                  tokenize=False)
-        return text + self.sampling.response_prefix
+        return generator_prompt(self.tokenizer, problem, self.sampling.response_prefix)
 
     async def _run(self, prompt_ids: list[int], params, version: str):
         from vllm.inputs import TokensPrompt

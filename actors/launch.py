@@ -275,6 +275,20 @@ def withhold_from_workers(names: Iterable[str]) -> list[str]:
     return dropped
 
 
+def check_prompts_fit(actors: Actors, problems: list, config: Config) -> None:
+    """Before any work: every problem's generator prompt, measured by a replica's own tokenizer,
+    fits ``generator.max_model_len`` (else a clear error), with a warning for those that leave the
+    workflow less than ``generator.max_tokens``."""
+    from flowpo.prompts import check_prompt_room
+
+    if not actors.generators:  # a replay of recorded workflows generates nothing
+        return
+    lengths = ray.get(actors.generators[0].prompt_lengths.remote(problems))
+    warning = check_prompt_room(lengths, config.generator.max_model_len, config.generator.max_tokens)
+    if warning:
+        print(f"warning: {warning}")
+
+
 def start_actors(config: Config, model_path: str, run_dir: Path, *, generators: bool = True) -> Actors:
     """Start every stage and wait until all are ready; on any failure, stop what was started.
     ``generators=False`` (a replay of recorded workflows) starts no generator replica."""

@@ -200,6 +200,16 @@ def resolve_model(spec: str | Path) -> Path:
     return check_model_dir(path, hub_id=parsed.text)
 
 
+def local_model_dir(spec: str | Path) -> Path | None:
+    """``spec`` on this node, found without downloading anything: a directory, or a cached hub
+    snapshot; None when this node does not have it."""
+    parsed = parse_model_spec(spec)
+    if parsed.directory is not None:
+        return check_model_dir(parsed.directory)
+    path = _cached_snapshot(parsed)
+    return None if path is None else Path(path)
+
+
 def describe_model(spec: str | Path) -> str:
     """For ``flowpo check``: find ``spec`` on this node without downloading anything and say what
     was found. A hub id that is not cached is an error offline; online the hub is asked that the

@@ -212,3 +212,41 @@ def judge_messages(problem: Problem, answer: str) -> list[dict]:
     text = JUDGE_PROMPT.format(kind=JUDGE_KINDS[problem.family], problem=problem_for_generator(problem.prompt),
                                gold=gold or "(none given)", answer=answer.strip()[:MAX_JUDGED_CHARS])
     return [{"role": "user", "content": text}]
+
+
+def generator_prompt(tokenizer, problem: Problem, response_prefix: str) -> str:
+    """The text the generator continues: the chat template's prompt and the answer's scaffold."""
+    text = tokenizer.apply_chat_template(workflow_messages(problem), add_generation_prompt=True, tokenize=False)
+    return text + response_prefix
+
+
+def prompt_lengths(tokenizer, problems: list[Problem], response_prefix: str) -> dict[str, int]:
+    """Each problem's generator prompt in tokens, as the generator sends it."""
+    return {p.problem_id: len(tokenizer(generator_prompt(tokenizer, p, response_prefix),
+                                        add_special_tokens=False).input_ids) for p in problems}
+
+
+def check_prompt_room(lengths: dict[str, int], max_model_len: int, max_tokens: int) -> str | None:
+    """Refuse problems whose generator prompt (``lengths``: tokens per problem id) leaves no room
+    in ``generator.max_model_len``: vLLM would reject them mid-run. Returns a warning naming those
+    that leave less than ``generator.max_tokens`` (their workflows may be cut short), or None."""
+    from flowpo.errors import FlowPOError
+
+    def listed(ids: list[str]) -> str:
+        return ", ".join(f"{i} ({lengths[i]} tokens)" for i in ids[:5]) + (f" and {len(ids) - 5} more"
+                                                                            if len(ids) > 5 else "")
+
+    by_length = sorted(lengths, key=lambda i: (-lengths[i], i))
+    no_room = [i for i in by_length if lengths[i] >= max_model_len]
+    if no_room:
+        raise FlowPOError(
+            f"generator.max_model_len = {max_model_len} tokens cannot hold the generator prompt of {len(no_room)} of "
+            f"{len(lengths)} problems: {listed(no_room)}. Raise generator.max_model_len to at least "
+            f"{lengths[no_room[0]] + max_tokens} (longest prompt + generator.max_tokens), or leave them out "
+            f"(task.problem_ids, task.limit).")
+    short = [i for i in by_length if lengths[i] + max_tokens > max_model_len]
+    if not short:
+        return None
+    return (f"{len(short)} of {len(lengths)} problems leave less than generator.max_tokens = {max_tokens} tokens "
+            f"for the workflow within generator.max_model_len = {max_model_len}: {listed(short)}; their workflows "
+            f"may be cut short. generator.max_model_len = {lengths[short[0]] + max_tokens} gives every one room.")

@@ -59,12 +59,22 @@ def cmd_prepare_model(args) -> int:
 def cmd_check(args) -> int:
     """Validate a config and what it names (model, dataset, Docker, image) without running."""
     from actors.launch import check_local_sandbox
-    from flowpo.model import describe_model
+    from flowpo.model import describe_model, local_model_dir
+    from flowpo.prompts import check_prompt_room, prompt_lengths
     from flowpo.tasks import load_problems
 
     config = load_config(args.config, args.overrides)
     model = describe_model(config.model.path)  # a hub id: found in this node's cache, or known to the hub
     problems = load_problems(config.task)
+    model_dir = local_model_dir(config.model.path)
+    if model_dir is not None:  # else each run checks with its replicas' tokenizer (actors.launch)
+        from transformers import AutoTokenizer
+
+        g = config.generator
+        lengths = prompt_lengths(AutoTokenizer.from_pretrained(model_dir), problems, g.response_prefix)
+        warning = check_prompt_room(lengths, g.max_model_len, g.max_tokens)
+        if warning:
+            print(f"warning: {warning}")
     sandbox = "" if check_local_sandbox(config) else (
         f"; sandbox not checked here: executors run on nodes with {config.sandbox.executor_resources}")
     print(f"{args.config}: ok ({model}; {len(problems)} problems, {config.rounds} rounds{sandbox})")

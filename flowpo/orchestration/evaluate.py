@@ -228,7 +228,7 @@ def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: l
     Returns the lines by method, and what the results record about the run."""
     import ray
 
-    from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
+    from actors.launch import check_local_sandbox, check_prompts_fit, start_actors, withhold_from_workers
     from flowpo.model import model_spec
 
     model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
@@ -251,6 +251,7 @@ def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: l
         ray.init(include_dashboard=False, log_to_driver=False)
     actors = start_actors(config, model_path, out_dir)
     try:
+        check_prompts_fit(actors, problems, config)
         for i, checkpoint in enumerate(checkpoints):
             resent += run_methods(problems, checkpoint, baselines if i == 0 else [], actors, config, on_sample,
                                   samples=samples)

@@ -224,7 +224,7 @@ def report(run_dir: Path, round_index: int) -> None:
 def train(config: Config, resume: bool = False) -> list[RoundSummary]:
     """Everything ``flowpo train`` does: checks, actors, rounds, shutdown. With ``resume`` the
     run directory's records say what is already done."""
-    from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
+    from actors.launch import check_local_sandbox, check_prompts_fit, start_actors, withhold_from_workers
     from flowpo.model import model_spec
     from flowpo.tasks import load_problems
 
@@ -244,6 +244,7 @@ def train(config: Config, resume: bool = False) -> list[RoundSummary]:
         # One worker group for the run, started by the first round that trains.
         learner = Learner(model_path, config.train, storage_dir=log.run_dir / "ray_train")
         try:
+            check_prompts_fit(actors, problems, config)
             summaries = run_rounds(config, problems, actors, log, model_path, state, learner)
         finally:
             learner.close()

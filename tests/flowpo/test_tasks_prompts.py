@@ -4,8 +4,8 @@ import pytest
 
 from flowpo.config import TaskConfig
 from flowpo.errors import FlowPOError
-from flowpo.prompts import (FEW_SHOT, MATH_FEW_SHOT, MAX_PROBLEM_CHARS, QA_FEW_SHOT, extract_workflow,
-                            judge_messages, workflow_messages)
+from flowpo.prompts import (FEW_SHOT, MATH_FEW_SHOT, MAX_PROBLEM_CHARS, QA_FEW_SHOT, check_prompt_room,
+                            extract_workflow, judge_messages, workflow_messages)
 from flowpo.records import Problem
 from flowpo.tasks import load_problems
 from flowpo.validate import validate_workflow
@@ -104,3 +104,28 @@ def test_judge_prompt_shows_problem_reference_and_candidate():
     assert "Who won?" in text and "any of: Raiders | the Raiders" in text and "Oakland Raiders" in text
     assert text.rstrip().endswith('"Verdict: correct" or "Verdict: incorrect".')
     assert "Reference answer:\n720\n" in judge_messages(MATH_PROBLEM, "720")[0]["content"]
+
+
+def test_prompts_with_no_room_in_the_context_are_refused_by_name():
+    """max_model_len 2048, max_tokens 96: 3000 and 2048 tokens leave no room (longest first); the
+    smallest length that holds 3000 + 96 is 3096."""
+    lengths = {"a": 100, "b": 2048, "c": 3000, "d": 1990}
+    with pytest.raises(FlowPOError) as refused:
+        check_prompt_room(lengths, max_model_len=2048, max_tokens=96)
+    message = str(refused.value)
+    assert "generator prompt of 2 of 4 problems: c (3000 tokens), b (2048 tokens)." in message
+    assert "at least 3096" in message and "generator.max_model_len = 2048" in message
+
+
+def test_prompts_that_leave_less_than_max_tokens_are_a_warning():
+    """1990 + 96 = 2086 > 2048: d's workflow may be cut short; 1952 + 96 = 2048 fits exactly."""
+    warning = check_prompt_room({"a": 100, "d": 1990, "e": 1952}, max_model_len=2048, max_tokens=96)
+    assert warning.startswith("1 of 3 problems leave less than generator.max_tokens = 96 tokens")
+    assert "d (1990 tokens)" in warning and "e (" not in warning and "max_model_len = 2086" in warning
+    assert check_prompt_room({"a": 100, "e": 1952}, max_model_len=2048, max_tokens=96) is None
+
+
+def test_a_long_list_of_problems_is_cut_to_five_names():
+    lengths = {f"p{i}": 5000 + i for i in range(8)}
+    with pytest.raises(FlowPOError, match=r"p7 \(5007 tokens\), p6 .*p3 \(5003 tokens\) and 3 more\."):
+        check_prompt_room(lengths, max_model_len=4096, max_tokens=10)

@@ -1,15 +1,16 @@
 """Bad input gets one short line that says what is missing and how to fix it — no traceback."""
+import json
 import subprocess
 import sys
 
 import pytest
 
 
-def flowpo(*args, env=None):
+def flowpo(*args, env=None, timeout=120):
     import os
 
     return subprocess.run([sys.executable, "-m", "flowpo.orchestration.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+                          env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def assert_short_error(result, *needles):
@@ -49,3 +50,24 @@ def test_missing_sandbox_image(model_dir, docker_backend):
 def test_no_docker_engine(model_dir, tmp_path):
     result = flowpo("check", "examples/local.yaml", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
     assert_short_error(result, "no Docker engine answers", "make docker")
+
+
+def test_check_refuses_prompts_longer_than_the_generator_context(model_dir):
+    """HumanEval/42's prompt is about 1,120 tokens with the embedded model's template: a 1,100-token
+    context cannot hold it, whatever the run does later."""
+    assert_short_error(flowpo("check", "examples/local.yaml", "generator.max_model_len=1100"),
+                       "generator.max_model_len = 1100 tokens cannot hold the generator prompt of",
+                       "HumanEval/42 (", "task.problem_ids")
+
+
+@pytest.mark.docker
+@pytest.mark.vllm
+def test_train_refuses_prompts_longer_than_the_generator_context_before_any_round(model_dir, docker_backend,
+                                                                                  vllm_available, tmp_path):
+    """The run measures the prompts with a replica's own tokenizer before generating anything
+    (before, vLLM refused the request mid-round and the run ended in a traceback)."""
+    result = flowpo("train", "examples/local.yaml", "generator.max_model_len=1100", f"run_dir={tmp_path}/run",
+                    timeout=600)  # starts the actors first
+    assert_short_error(result, "cannot hold the generator prompt of", "HumanEval/42 (")
+    events = [json.loads(line)["event"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert events == ["run_start"]  # no round began
