@@ -1,11 +1,12 @@
 """The generator's template prompts (ScoreFlow style), one per task family (code, math, qa), the
-LLM judge's prompt, and extraction of the workflow code."""
+LLM judge's prompt, extraction of the workflow code, and whether a prompt fits the generator's context."""
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import re
 
+from flowpo.errors import FlowPOError
 from flowpo.records import Problem
 from flowpo.operators import OPERATORS
 
@@ -230,8 +231,6 @@ def check_prompt_room(lengths: dict[str, int], max_model_len: int, max_tokens: i
     """Refuse problems whose generator prompt (``lengths``: tokens per problem id) leaves no room
     in ``generator.max_model_len``: vLLM would reject them mid-run. Returns a warning naming those
     that leave less than ``generator.max_tokens`` (their workflows may be cut short), or None."""
-    from flowpo.errors import FlowPOError
-
     def listed(ids: list[str]) -> str:
         return ", ".join(f"{i} ({lengths[i]} tokens)" for i in ids[:5]) + (f" and {len(ids) - 5} more"
                                                                             if len(ids) > 5 else "")
