@@ -23,10 +23,16 @@ NOBODY_UID = 65534
 
 
 @functools.lru_cache(maxsize=None)
-def runtime_stage(runtime_dir: Path = RUNTIME_DIR) -> Path:
-    """What a sandbox mounts at RUNTIME_MOUNT: the runtime's files and the core's operator library
-    as ``flowpo_operators.py``, in a directory of this process that any uid can read (the sandbox
-    runs as 65534; a checkout may sit where only root can enter). Removed at exit."""
+def runtime_stage(runtime_dir: Path | None = None) -> Path:
+    """What a sandbox mounts at RUNTIME_MOUNT: the runtime's files (``runtime_dir``, default this
+    node's ``sandbox/runtime``) and the core's operator library as ``flowpo_operators.py``, in a
+    directory of this process that any uid can read (the sandbox runs as 65534; a checkout may sit
+    where only root can enter). Removed at exit.
+
+    Called by the process that starts the sandboxes, on first use, never by the driver: on a cluster
+    the driver's temporary directory is on another machine (a bind mount of it fails with "bind
+    source path does not exist"), so a backend carries no staged path across Ray's pickling."""
+    runtime_dir = Path(runtime_dir or RUNTIME_DIR).resolve()
     stage = Path(tempfile.mkdtemp(prefix="flowpo-runtime-"))
     atexit.register(shutil.rmtree, stage, True)
     for source in Path(runtime_dir).glob("*.py"):

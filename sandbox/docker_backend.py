@@ -12,16 +12,24 @@ import uuid
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-from sandbox.backend import (NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
+from sandbox.backend import (NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
                              runtime_stage)
 
 
 class DockerBackend:
-    def __init__(self, image: str, limits: SandboxLimits, runtime_dir: Path = RUNTIME_DIR):
+    def __init__(self, image: str, limits: SandboxLimits, runtime_dir: Path | None = None):
         self.image = image
         self.limits = limits
-        self.runtime_dir = runtime_stage(Path(runtime_dir).resolve())
+        self.runtime_source = runtime_dir  # None: the runtime of the node that starts the sandboxes
         self._client = None  # created lazily: a docker client does not cross Ray's pickling
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Staged on this node on first use (see runtime_stage): the engine that mounts it runs here."""
+        return runtime_stage(self.runtime_source)
 
     @property
     def client(self):

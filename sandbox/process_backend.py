@@ -13,6 +13,7 @@ isolation, no read-only root).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-from sandbox.backend import (NOBODY_UID, RUNTIME_DIR, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
+from sandbox.backend import (NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
                              runtime_stage)
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ def sandbox_python(configured: str = "") -> str:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise FlowPOError("no python3 found for the process sandbox; set sandbox.process_python")
+
+
+@functools.lru_cache(maxsize=None)
+def node_bwrap() -> str:
+    """This node's bwrap, as uid 65534 can run it (a copy staged in this process when root)."""
+    found = bwrap_binary()
+    return readable_bwrap(found) if os.geteuid() == 0 else found
 
 
 def readable_bwrap(bwrap: str) -> str:
@@ -80,16 +88,34 @@ def drop_to_nobody() -> None:
 
 
 class ProcessBackend:
-    def __init__(self, limits: SandboxLimits, *, python: str = "", runtime_dir: Path = RUNTIME_DIR,
+    """Holds settings only; what belongs to a node (the python, the staged runtime and bwrap, whether
+    namespaces work) is found by the process that starts the sandboxes, on first use, so a backend
+    built by the driver and pickled to an actor on another node carries none of the driver's paths."""
+
+    def __init__(self, limits: SandboxLimits, *, python: str = "", runtime_dir: Path | None = None,
                  namespaces: bool = True):
         self.limits = limits
-        self.python = sandbox_python(python)
-        self.runtime_dir = runtime_stage(Path(runtime_dir).resolve())  # readable by uid 65534
-        self.bwrap = bwrap_binary() if namespaces else ""
-        if os.geteuid() == 0 and self.bwrap:
-            self.bwrap = readable_bwrap(self.bwrap)
-        self.namespaces = namespaces
+        self.python_choice = python
+        self.runtime_source = runtime_dir  # None: this node's sandbox/runtime
+        self.want_namespaces = namespaces
+        self.namespaces = namespaces  # check() turns it off where this node cannot make them
         self._scratch: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        # The receiving node decides for itself (its own check()); scratch directories stay here.
+        return {**self.__dict__, "namespaces": self.want_namespaces, "_scratch": {}}
+
+    @property
+    def python(self) -> str:
+        return sandbox_python(self.python_choice)
+
+    @property
+    def runtime_dir(self) -> Path:
+        return runtime_stage(self.runtime_source)  # readable by uid 65534, staged on this node
+
+    @property
+    def bwrap(self) -> str:
+        return node_bwrap() if self.want_namespaces else ""
 
     def check(self) -> None:
         if not self.namespaces:
@@ -105,7 +131,7 @@ class ProcessBackend:
         return f"flowpo-proc-{uuid.uuid4().hex[:12]}"
 
     def _bwrap_argv(self) -> list[str]:
-        argv = [self.bwrap or bwrap_binary(), "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+        argv = [self.bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
                 "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--as-pid-1", "--new-session",
                 "--uid", str(NOBODY_UID), "--gid", str(NOBODY_UID), "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr"]

@@ -222,7 +222,7 @@ def test_process_backend_falls_back_to_rlimits_with_a_warning(monkeypatch, caplo
     from sandbox import process_backend
     from sandbox.backend import SandboxLimits
 
-    monkeypatch.setattr(process_backend, "bwrap_binary", lambda: "/bin/false")  # namespaces refused
+    monkeypatch.setattr(process_backend, "node_bwrap", lambda: "/bin/false")  # namespaces refused
     backend = process_backend.ProcessBackend(SandboxLimits(timeout_s=2))
     with caplog.at_level("WARNING"):
         backend.check()
