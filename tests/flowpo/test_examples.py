@@ -111,3 +111,51 @@ def test_readme_documents_the_launch():
     assert "OPENAI_API_KEY" in readme and "env_vars" in readme and "excludes" in readme
     for mentioned in set(re.findall(r"examples/[\w.-]+\.yaml", readme)):
         assert (ROOT / mentioned).is_file(), mentioned
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_example_header_submits_as_the_readme_does(name):
+    """The submit command in each example's header works as pasted: token authentication on (else
+    401), the same excludes as the README's (`.git` can exceed the working_dir upload limit)."""
+    header = "".join(line[1:] for line in (ROOT / "examples" / f"{name}.yaml").read_text().splitlines(True)
+                     if line.startswith("#"))
+    command = header.replace("\\\n", " ")
+    submit = next(line for line in command.splitlines() if "ray job submit" in line)
+    assert re.search(r"RAY_AUTH_MODE=token ray job submit ", submit), submit
+    excludes = json.loads(re.search(r"'(\{.*\})'", submit).group(1).replace("'\"$OPENAI_API_KEY\"'", "K"))["excludes"]
+    assert {".venv", "runs", ".git"} <= set(excludes), excludes
+    assert f"-- flowpo train examples/{name}.yaml" in submit
+    assert "shared file system" not in header
+
+
+def test_cluster_nodes_run_what_ci_tests():
+    """Every node installs the Python CI runs on, the pinned set CI installed, and what Triton needs
+    at run time to build its launcher (a C compiler and that Python's headers)."""
+    import sys
+
+    config = cluster()
+    setup = " ".join(config["initialization_commands"] + config["setup_commands"])
+    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"make venv PROFILE=gpu PYTHON={python}" in setup
+    assert f"{python}-dev" in setup and "build-essential" in setup
+    assert "constraints.txt" in (ROOT / "scripts" / "install-venv.sh").read_text()
+
+
+def test_the_constraints_are_what_this_environment_runs():
+    """scripts/constraints.txt pins, at the versions installed here, every package that both profiles
+    share: a cluster set up any day runs what these tests ran."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = dict(line.split("==", 1) for line in (ROOT / "scripts" / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    for shared in ("transformers", "peft", "datasets", "huggingface_hub", "numpy", "ray", "openai", "accelerate"):
+        assert shared in pins, f"{shared} is not pinned"
+    stale = []
+    for name, pinned in pins.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue
+        if installed != pinned:
+            stale.append(f"{name}: pinned {pinned}, installed {installed}")
+    assert not stale, f"scripts/constraints.txt differs from this environment (scripts/freeze-constraints.sh): {stale}"
