@@ -14,6 +14,7 @@ from actors.evaluator import Evaluator
 from actors.executor import Executor
 from actors.generator import Generator, SamplingSettings, engine_kwargs
 from actors.llm_server import LLMServer
+from actors.placement import reserve_or_explain
 from actors.rate_limiter import RemoteLimiter
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
@@ -33,6 +34,7 @@ class Actors:
     llm_server: object | None
     placement_groups: list = field(default_factory=list)
     limiter: object | None = None  # the run's executor-LLM rate limiter (start_limiter), or None
+    llm_log: Path | None = None  # where the driver keeps the hosted executor LLM server's log
 
     def shutdown(self, timeout_s: float = 60) -> None:
         """Ask every actor to stop its own processes, all at once, then kill the actors: the pools
@@ -46,6 +48,8 @@ class Actors:
         settle(closing, "sandbox pools did not close cleanly", deadline)
         settle(stopping, "generator engines did not stop cleanly", deadline)
         settle(serving, "executor LLM server did not stop cleanly", deadline)
+        if self.llm_server is not None and self.llm_log is not None:
+            keep_server_log(self.llm_server, self.llm_log, deadline)
         for handle in [*self.generators, *self.executors, *self.evaluators, self.llm_server, self.limiter]:
             if handle is not None:
                 ray.kill(handle)
@@ -63,6 +67,18 @@ def settle(refs: list, failure: str, deadline: float) -> None:
         print(f"warning: {failure}: {exc}")
 
 
+def keep_server_log(server, path: Path, deadline: float) -> None:
+    """Append the executor LLM server's log, written on its own node, to ``path`` on the driver's."""
+    try:
+        text = ray.get(server.take_log.remote(), timeout=max(deadline - time.monotonic(), 5.0))
+    except Exception as exc:  # noqa: BLE001 - a warning, not a second failure on top of the run's
+        print(f"warning: the executor LLM server's log was not kept: {exc}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(text)
+
+
 def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBackend:
     sb = config.sandbox
     limits = SandboxLimits(timeout_s=timeout_s or sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb,
@@ -74,7 +90,7 @@ def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBack
     return DockerBackend(sb.image, limits)
 
 
-def start_llm_server(config: Config, model_path: str, run_dir: Path):
+def start_llm_server(config: Config, model_path: str):
     """Return (actor or None, base_url, api_key) for the executor LLM."""
     llm = config.executor_llm
     if llm.backend == "openai":
@@ -87,8 +103,7 @@ def start_llm_server(config: Config, model_path: str, run_dir: Path):
     actor = ray.remote(num_cpus=llm.num_cpus, num_gpus=llm.num_gpus)(LLMServer).remote(
         model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
         kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
-        enforce_eager=llm.enforce_eager, log_path=str((run_dir / "logs" / "executor_llm.log").resolve()),
-        dtype=llm.dtype)
+        enforce_eager=llm.enforce_eager, dtype=llm.dtype)  # its log: on its node, then Actors.llm_log
     return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
 
 
@@ -133,14 +148,8 @@ def start_generators(config: Config, model_path: str) -> tuple[list, list]:
                                 stop=tuple(g.stop), response_prefix=g.response_prefix, max_attempts=g.max_attempts,
                                 return_logprobs=g.return_logprobs, seed=g.seed)
     groups = [ray.util.placement_group([bundle], strategy="STRICT_PACK") for _ in range(g.num_replicas)]
-    ready, _ = ray.wait([pg.ready() for pg in groups], num_returns=len(groups), timeout=g.start_timeout_s)
-    if len(ready) < len(groups):
-        for pg in groups:
-            ray.util.remove_placement_group(pg)
-        raise FlowPOError(
-            f"generator: only {len(ready)} of {g.num_replicas} replicas could reserve {bundle} within "
-            f"{g.start_timeout_s:.0f} s; the cluster has {ray.cluster_resources()}. Lower generator.num_replicas, "
-            "num_cpus or num_gpus, or add nodes (with generator.resources, nodes that have them).")
+    # A fresh cluster's GPU nodes join after their set-up: the wait lasts while the autoscaler works.
+    reserve_or_explain(groups, "generator replicas", bundle, patience_s=g.start_timeout_s)
     remote = ray.remote(num_cpus=g.num_cpus, num_gpus=g.num_gpus, resources=g.resources or None,
                         max_concurrency=1000, max_restarts=config.pipeline.max_restarts)(Generator)
     handles = [remote.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg),
@@ -275,16 +284,19 @@ def withhold_from_workers(names: Iterable[str]) -> list[str]:
     return dropped
 
 
-def check_prompts_fit(actors: Actors, problems: list, config: Config) -> None:
+def check_prompts_fit(actors: Actors, problems: list, config: Config, *, training: bool = False) -> None:
     """Before any work: every problem's generator prompt, measured by a replica's own tokenizer,
     fits ``generator.max_model_len`` (else a clear error), with a warning for those that leave the
-    workflow less than ``generator.max_tokens``."""
-    from flowpo.prompts import check_prompt_room
+    workflow less than ``generator.max_tokens``; when ``training``, with a workflow of that length it
+    fits ``train.max_seq_len`` too (else a clear error)."""
+    from flowpo.prompts import check_prompt_room, check_training_room
 
     if not actors.generators:  # a replay of recorded workflows generates nothing
         return
     lengths = ray.get(actors.generators[0].prompt_lengths.remote(problems))
     warning = check_prompt_room(lengths, config.generator.max_model_len, config.generator.max_tokens)
+    if training:
+        check_training_room(lengths, config.train.max_seq_len, config.generator.max_tokens)
     if warning:
         print(f"warning: {warning}")
 
@@ -297,7 +309,8 @@ def start_actors(config: Config, model_path: str, run_dir: Path, *, generators: 
         # Actor creation returns at once: the generator engines start while we wait for the server.
         if generators:
             actors.generators, actors.placement_groups = start_generators(config, model_path)
-        actors.llm_server, base_url, api_key = start_llm_server(config, model_path, run_dir)
+        actors.llm_server, base_url, api_key = start_llm_server(config, model_path)
+        actors.llm_log = run_dir / "logs" / "executor_llm.log"
         actors.limiter = start_limiter(config)
         actors.executors = start_executors(config, base_url, api_key, actors.limiter)
         actors.evaluators = start_evaluators(config, base_url, api_key, actors.limiter)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,7 @@ from flowpo.errors import FlowPOError
 from flowpo.precision import local_engine_dtype
 
 PR_SET_PDEATHSIG = 1
+LOG_TAIL_BYTES = 4000  # of the server's log in an error message
 # vLLM's api_server gives its engine process this long to stop (its default, 0, kills it at once,
 # before the engine has unlinked its shared memory); stop() waits longer than that.
 ENGINE_SHUTDOWN_S = 30
@@ -71,7 +73,7 @@ class LLMServer:
     """Plain class; ``actors.launch`` wraps it as a Ray actor. ``start()`` returns the base URL."""
 
     def __init__(self, model_path: str, served_name: str, *, host: str, max_model_len: int,
-                 kv_cache_gb: float, gpu_memory_utilization: float, enforce_eager: bool, log_path: str,
+                 kv_cache_gb: float, gpu_memory_utilization: float, enforce_eager: bool, log_path: str = "",
                  dtype: str = "auto"):
         self.model_path = model_path
         self.served_name = served_name
@@ -81,7 +83,10 @@ class LLMServer:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enforce_eager = enforce_eager
         self.dtype = dtype  # as configured; command() decides it for this node (flowpo.precision)
-        self.log_path = Path(log_path)
+        # On the server's own node: "" makes a temporary file there on start(). The driver's run
+        # directory is on another machine; it gets the log through log_text().
+        self.log_path = Path(log_path) if log_path else None
+        self._own_log = False  # a temporary file of this node's, removed by take_log()
         self.process: subprocess.Popen | None = None
         self.base_url = ""
 
@@ -107,6 +112,10 @@ class LLMServer:
 
         self.model_path = str(resolve_model(self.model_path))  # a directory or a hub id, resolved on this node
         port = free_port(self.host)
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="flowpo-executor-llm-", suffix=".log")
+            os.close(handle)
+            self.log_path, self._own_log = Path(name), True
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(port), stdout=log, stderr=subprocess.STDOUT,
@@ -121,7 +130,7 @@ class LLMServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise FlowPOError(f"the executor LLM server exited with {self.process.returncode}; "
-                                  f"see {self.log_path}")
+                                  f"the end of its log ({self.where()}):\n{self.log_text(LOG_TAIL_BYTES)}")
             try:
                 with urllib.request.urlopen(f"http://{advertised}:{port}/health", timeout=2) as reply:
                     if reply.status == 200:
@@ -129,7 +138,29 @@ class LLMServer:
             except OSError:
                 time.sleep(1.0)
         self.stop()
-        raise FlowPOError(f"the executor LLM server did not answer within {timeout_s:.0f} s; see {self.log_path}")
+        raise FlowPOError(f"the executor LLM server did not answer within {timeout_s:.0f} s; the end of its log "
+                          f"({self.where()}):\n{self.log_text(LOG_TAIL_BYTES)}")
+
+    def where(self) -> str:
+        """The log's path and the node it is on (the driver may be on another machine)."""
+        return f"{self.log_path} on {socket.gethostname()}"
+
+    def log_text(self, max_bytes: int = 0) -> str:
+        """The server's log so far (its last ``max_bytes``; 0: all of it), for the driver to keep."""
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        with open(self.log_path, "rb") as log:
+            if max_bytes:
+                log.seek(max(0, self.log_path.stat().st_size - max_bytes))
+            return log.read().decode("utf-8", "replace")
+
+    def take_log(self) -> str:
+        """All of the log, for the driver's run directory; a temporary log of this node's is removed."""
+        text = self.log_text()
+        if self._own_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path, self._own_log = None, False
+        return text
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -268,7 +268,7 @@ def main() -> None:
                     generators, groups = start_generators(config, model)
                     engines = Actors(generators=generators, executors=[], evaluators=[], llm_server=None,
                                      placement_groups=groups)
-                    engines.llm_server, _, _ = start_llm_server(config, model, Path(tmp))
+                    engines.llm_server, _, _ = start_llm_server(config, model)
                     ray.get([g.ready.remote() for g in generators])
                 sides = learner_rounds(config, model, args.rounds, engines.generators if engines else [], Path(tmp))
             summary(sides)

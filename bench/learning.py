@@ -40,6 +40,7 @@ from flowpo.tasks import load_problems  # noqa: E402
 from flowpo.orchestration.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
                                         plot_curves, render_curve, run_checkpoints)
 from flowpo.orchestration.evaluate import Checkpoint  # noqa: E402
+from flowpo.orchestration.cli import refuse_relative_run_dir_in_job  # noqa: E402
 from flowpo.orchestration.rundir import RunDir, read_tolerant, round_of  # noqa: E402
 from flowpo.records import BASE_ADAPTER as BASE  # noqa: E402
 
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     out = Path(args.out)
     try:
+        refuse_relative_run_dir_in_job(out, "--out")
         if not args.report_only:
             import ray
 

@@ -249,3 +249,21 @@ def check_prompt_room(lengths: dict[str, int], max_model_len: int, max_tokens: i
     return (f"{len(short)} of {len(lengths)} problems leave less than generator.max_tokens = {max_tokens} tokens "
             f"for the workflow within generator.max_model_len = {max_model_len}: {listed(short)}; their workflows "
             f"may be cut short. generator.max_model_len = {lengths[short[0]] + max_tokens} gives every one room.")
+
+
+def check_training_room(lengths: dict[str, int], max_seq_len: int, max_tokens: int) -> None:
+    """Refuse problems whose generator prompt (``lengths``) plus a workflow of ``generator.max_tokens``
+    (and its EOS) does not fit ``train.max_seq_len``: the learner would cut such a prompt from the left
+    and train the long workflows of those problems on a context the generator never saw."""
+    need = {i: n + max_tokens + 1 for i, n in lengths.items()}
+    cut = sorted((i for i in need if need[i] > max_seq_len), key=lambda i: (-need[i], i))
+    if not cut:
+        return
+    listed = ", ".join(f"{i} ({lengths[i]} tokens)" for i in cut[:5]) + (f" and {len(cut) - 5} more"
+                                                                          if len(cut) > 5 else "")
+    raise FlowPOError(
+        f"train.max_seq_len = {max_seq_len} tokens cannot hold the generator prompt plus a workflow of "
+        f"generator.max_tokens = {max_tokens} for {len(cut)} of {len(lengths)} problems: {listed}; the learner "
+        f"would train their long workflows on a cut prompt. Raise train.max_seq_len to at least {need[cut[0]]} "
+        f"(longest prompt + generator.max_tokens + 1), lower generator.max_tokens, or leave them out "
+        f"(task.problem_ids, task.limit).")

@@ -4,16 +4,24 @@ own command line, stopped with `ray job stop` in the middle of round 1, resumed 
 submission of `flowpo train --resume RUN_DIR` that loses its executor node mid-round (the job fails
 with a message that says so), resumed again once the node is back, and nothing left behind.
 
-Both nodes run on this machine, each with its own ports. Every process of the cluster carries the
-test's temporary directory in its environment (the token path, TMPDIR): that is how the test finds
-its own processes and sandboxes, and tears the cluster down without `ray stop`, which would stop
-every Ray process on the machine (another test's, a user's)."""
+Both nodes run on this machine, each with its own ports and, as real nodes, its own disk: each node
+starts in a private mount namespace (`node_argv`) with its own /tmp, /dev/shm and home directory, and
+the other node's files (the head's run directory and config among them) are hidden under an empty
+tmpfs. A path one node makes and another uses fails here as it does between two machines. The Docker
+engine is the host's, so the executor node, which starts the sandboxes, keeps the engine's view of
+its files: its temporary directory (TMPDIR) is a path the engine sees as the node does; the head's
+/tmp is its own, which no container can mount.
+
+Every process of the cluster carries the test's directory in its environment (the token path): that
+is how the test finds its own processes and sandboxes, and tears the cluster down without `ray stop`,
+which would stop every Ray process on the machine (another test's, a user's)."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -52,10 +60,53 @@ def node_ports() -> list[str]:
     return [arg for flag in flags for arg in (flag, str(free_port()))]
 
 
+@dataclass(frozen=True)
+class NodeDisk:
+    """What one simulated node has of its own: a directory of the host that holds its /tmp (``tmp``),
+    its home directory (``home``) and Ray's temp dir (``ray``)."""
+    root: Path
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    def make(self) -> None:
+        for path in (self.tmp, self.home, self.ray):
+            path.mkdir(parents=True, exist_ok=True)
+        self.tmp.chmod(0o1777)
+
+
+def node_argv(argv: list[str], *, own_tmp: Path | None, hide: list[Path], binds: dict[Path, Path]) -> list[str]:
+    """``argv`` in a private mount namespace, as on a machine of its own: a fresh /dev/shm, ``own_tmp``
+    mounted on /tmp, every path of ``hide`` (the other nodes' disks) an empty tmpfs, and ``binds``
+    (host path -> path on the node, read-only) for what a node's set-up installs on it. Everything
+    the command starts (Ray's daemons, workers, actors) stays in that namespace."""
+    steps = ["set -eu", "mount -t tmpfs -o size=8g,mode=1777 fpc-shm /dev/shm"]
+    steps += [f"mount -t tmpfs -o size=1m,mode=0555,ro fpc-elsewhere {shlex.quote(str(p))}" for p in hide]
+    if own_tmp is not None:
+        steps.append(f"mount --bind {shlex.quote(str(own_tmp))} /tmp")
+    for source, target in binds.items():
+        source, target = shlex.quote(str(source)), shlex.quote(str(target))
+        steps += [f"mkdir -p {target}", f"mount --bind {source} {target}", f"mount -o remount,bind,ro {target}"]
+    steps.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", "\n".join(steps), "node", *argv]
+
+
 @dataclass
 class Cluster:
     root: Path
-    env: dict
+    env: dict  # the test's own commands (`ray job`, `ray list`): the host's view
+    head: NodeDisk = None
+    executor: NodeDisk = None
+    model_dir: str = ""  # installed on the head, where the generator and the learner run
     gcs: str = ""
     dashboard: str = ""
     executor_node: str = ""
@@ -67,12 +118,30 @@ class Cluster:
     def marker(self) -> bytes:
         return f"{self.root}/".encode()
 
-    def ray(self, *args: str, timeout: float = 120, check: bool = True) -> str:
-        proc = subprocess.run([str(BIN / "ray"), *args], env=self.env, cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout)
+    def ray(self, *args: str, timeout: float = 120, check: bool = True, node: str = "") -> str:
+        """``ray ARGS``, from the host, or as node ``head`` or ``executor`` (`ray start`) on its own disk."""
+        argv, env = [str(BIN / "ray"), *args], self.env
+        if node:
+            argv, env = self.on_node(node, argv)
+        proc = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode:
             raise AssertionError(f"ray {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
+
+    def on_node(self, node: str, argv: list[str]) -> tuple[list[str], dict]:
+        """(argv, env) that run ``argv`` on node ``head`` or ``executor``. Each has its own home (no
+        shared caches, ~/.ray or Hugging Face token) and /tmp. The Docker engine is the host's, so
+        the executor node, which starts sandboxes, names its temporary files by the paths the engine
+        sees (TMPDIR on the host side of its disk); the head's /tmp is private."""
+        disk, other = (self.head, self.executor) if node == "head" else (self.executor, self.head)
+        env = {k: v for k, v in self.env.items() if k not in ("TMPDIR", "RAY_ADDRESS")}
+        env["HOME"] = str(disk.home)
+        binds = {}
+        if node == "head":  # the embedded model, where `make model` puts it on the node
+            binds[Path(self.model_dir)] = disk.home / Path(self.model_dir).relative_to(Path.home())
+            return node_argv(argv, own_tmp=disk.tmp, hide=[other.root], binds=binds), env
+        env["TMPDIR"] = str(disk.tmp)
+        return node_argv(argv, own_tmp=None, hide=[other.root], binds=binds), env
 
     def job_status(self, job_id: str) -> str:
         """`ray job status` as it prints it: a sentence for an ended job, the status name otherwise."""
@@ -114,7 +183,7 @@ class Cluster:
                 continue
 
     def sandbox_containers(self) -> set[str]:
-        """Running sandbox containers of this cluster: their runtime mount lies under its TMPDIR."""
+        """Running sandbox containers of this cluster: their runtime mount lies on the executor node's disk."""
         ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", "label=flowpo.sandbox=1"],
                              capture_output=True, text=True, timeout=60).stdout.split()
         if not ids:
@@ -145,7 +214,8 @@ class Cluster:
     def start_executor_node(self) -> None:
         """`ray start --address` of the node with the `executor` resource; waits until it has joined."""
         self.ray("start", "--address", self.gcs, "--num-cpus", "2", "--resources", json.dumps({"executor": 4}),
-                 "--disable-usage-stats", "--temp-dir", str(self.root / "ray"), *node_ports(), timeout=180)
+                 "--disable-usage-stats", "--temp-dir", str(self.executor.ray), *node_ports(), timeout=180,
+                 node="executor")
         deadline = time.monotonic() + 60
         while True:
             nodes = json.loads(self.ray("list", "nodes", "--detail", "--format", "json", "--filter", "state=ALIVE"))
@@ -201,26 +271,27 @@ class Cluster:
 
 @pytest.fixture
 def cluster(model_dir, docker_backend, vllm_available):
-    # A short root: Ray's unix sockets live under --temp-dir (at most 107 bytes a path).
-    root = Path(tempfile.mkdtemp(prefix="fpc-", dir="/tmp"))
-    token = root / "auth_token"
+    # A short root (Ray's unix sockets live under each node's --temp-dir, at most 107 bytes a path),
+    # outside /tmp, which the head mounts its own /tmp over.
+    root = Path(tempfile.mkdtemp(prefix="fpc-", dir="/var/tmp"))
+    token = root / "auth_token"  # the same token on every node, as cluster.yaml's file_mounts copy it
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    (root / "tmp").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "TMPDIR"}
     env.update(
         # Token authentication, as on a user's cluster. Every node and every client needs both: the
         # mode (a node joining with --address does not infer it) and the token (a file here, so the
         # test neither reads nor writes ~/.ray/auth_token).
         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # as cluster.yaml: the virtualenv's bin first
-        TMPDIR=str(root / "tmp"),  # the actors' sandbox runtime stages: the test recognizes its containers
         # Ray's memory monitor kills workers when the whole machine runs short, and here the machine
         # also holds the test session's other processes: it would kill this run for their memory.
         RAY_memory_monitor_refresh_ms="0",
     )
     env.pop("OPENAI_API_KEY", None)  # the nodes never have it: it comes with the job (see Submission)
-    c = Cluster(root, env)
+    c = Cluster(root, env, head=NodeDisk(root / "h"), executor=NodeDisk(root / "x"), model_dir=model_dir)
+    c.head.make()
+    c.executor.make()
     began = time.monotonic()
     gcs_port, dashboard_port = free_port(), free_port()
     c.gcs, c.dashboard = f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}"
@@ -228,8 +299,8 @@ def cluster(model_dir, docker_backend, vllm_available):
         c.ray("start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
               "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
               "--resources", json.dumps({"generator": 1}),  # the GPU node's part: see generator.resources
-              "--temp-dir", str(root / "ray"), "--ray-client-server-port", str(free_port()), *node_ports(),
-              timeout=180)
+              "--temp-dir", str(c.head.ray), "--ray-client-server-port", str(free_port()), *node_ports(),
+              timeout=180, node="head")
         c.env["RAY_ADDRESS"] = c.dashboard  # `ray list`, `ray job ...`: the job API, with the token
         c.start_executor_node()
         print(f"cluster up in {time.monotonic() - began:.0f} s")
@@ -241,7 +312,7 @@ def cluster(model_dir, docker_backend, vllm_available):
         if c.passed:
             shutil.rmtree(root, ignore_errors=True)
         else:
-            print(f"cluster logs kept in {root / 'ray'}")
+            print(f"cluster logs kept in {c.head.ray} and {c.executor.ray}")
 
 
 def readme_commands() -> tuple[str, str]:
@@ -313,7 +384,7 @@ def wait_for_job(cluster: Cluster, job_id: str, run_dir: Path, timeout: float, e
 
 
 def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url):
-    run_dir = cluster.root / "run"
+    run_dir = cluster.head.root / "run"  # on the head's disk: the executor node cannot see it
     config = yaml.safe_load((REPO / "examples" / "local.yaml").read_text())
     config.update(name="cluster-job", run_dir=str(run_dir), rounds=1)
     config["task"]["problem_ids"] = PROBLEMS
@@ -331,7 +402,7 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     config["train"].update(num_pairs=1, grad_accum_steps=1)
     # A lost node's actors are given up after 20 s (default 600 s: a restart may take minutes).
     config["pipeline"] = {**config.get("pipeline", {}), "actor_timeout_s": 20}
-    config_path = cluster.root / "cluster-job.yaml"
+    config_path = cluster.head.root / "cluster-job.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     total = K * len(PROBLEMS)
 

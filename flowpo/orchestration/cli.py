@@ -11,18 +11,20 @@ from flowpo.errors import FlowPOError
 from flowpo.orchestration.rundir import RunDir
 
 
-def refuse_relative_run_dir_in_job(run_dir) -> None:
+def refuse_relative_run_dir_in_job(run_dir, what: str = "run_dir") -> None:
     """A Ray job's entrypoint runs in Ray's temporary copy of `--working-dir` on the head: a relative
-    run directory would land there, out of the other nodes' reach and gone with the session."""
+    run directory (``what`` names the setting) would land there, and the next submission of the same
+    code unpacks that copy again over it."""
     import os
     from pathlib import Path
 
     from actors.launch import JOB_CONFIG_ENV
 
     if os.environ.get(JOB_CONFIG_ENV) and not Path(run_dir).is_absolute():
-        raise FlowPOError(f"run_dir {run_dir} is relative, and this is a Ray job: it would be written in Ray's "
-                          "temporary copy of the working directory on the head. Set an absolute path on storage "
-                          "every node shares, e.g. run_dir=/mnt/flowpo/runs/NAME (--resume /mnt/flowpo/runs/NAME).")
+        raise FlowPOError(f"{what} {run_dir} is relative, and this is a Ray job: it would be written in Ray's "
+                          "temporary copy of the working directory on the head, which the next submission "
+                          "overwrites. Set an absolute path on the head's disk (or on storage you mounted there), "
+                          f"e.g. {what}=/mnt/flowpo/runs/NAME.")
 
 
 def cmd_train(args) -> int:
@@ -60,7 +62,7 @@ def cmd_check(args) -> int:
     """Validate a config and what it names (model, dataset, Docker, image) without running."""
     from actors.launch import check_local_sandbox
     from flowpo.model import describe_model, local_model_dir
-    from flowpo.prompts import check_prompt_room, prompt_lengths
+    from flowpo.prompts import check_prompt_room, check_training_room, prompt_lengths
     from flowpo.tasks import load_problems
 
     config = load_config(args.config, args.overrides)
@@ -73,6 +75,7 @@ def cmd_check(args) -> int:
         g = config.generator
         lengths = prompt_lengths(AutoTokenizer.from_pretrained(model_dir), problems, g.response_prefix)
         warning = check_prompt_room(lengths, g.max_model_len, g.max_tokens)
+        check_training_room(lengths, config.train.max_seq_len, g.max_tokens)
         if warning:
             print(f"warning: {warning}")
     sandbox = "" if check_local_sandbox(config) else (

@@ -244,7 +244,7 @@ def train(config: Config, resume: bool = False) -> list[RoundSummary]:
         # One worker group for the run, started by the first round that trains.
         learner = Learner(model_path, config.train, storage_dir=log.run_dir / "ray_train")
         try:
-            check_prompts_fit(actors, problems, config)
+            check_prompts_fit(actors, problems, config, training=True)
             summaries = run_rounds(config, problems, actors, log, model_path, state, learner)
         finally:
             learner.close()

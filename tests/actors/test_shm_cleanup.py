@@ -61,9 +61,9 @@ def small_config(model_dir: str) -> Config:
 def start(config: Config, model_dir: str, run_dir: Path, server: bool = True) -> Actors:
     """The generator replicas and the executor LLM server, as actors.launch.start_actors starts them."""
     generators, groups = start_generators(config, model_dir)
-    llm_server = start_llm_server(config, model_dir, run_dir)[0] if server else None
+    llm_server = start_llm_server(config, model_dir)[0] if server else None
     ray.get([h.ready.remote() for h in generators])
-    return Actors(generators, [], [], llm_server, groups)
+    return Actors(generators, [], [], llm_server, groups, llm_log=run_dir / "logs" / "executor_llm.log")
 
 
 def actor_pids(actors: Actors) -> list[int]:
@@ -121,10 +121,16 @@ def test_flowpo_shutdown_releases_the_engines_shared_memory(model_dir, vllm_avai
     try:
         processes = engine_processes(actor_pids(actors))
         entries = engine_entries(processes, before, engines=2)
+        # The server logs on its own node (on a cluster, not the driver's); the driver keeps the log.
+        node_log = Path(ray.get(actors.llm_server.__ray_call__.remote(lambda self: str(self.log_path))))
+        assert node_log.is_file() and not node_log.is_relative_to(tmp_path)
     finally:
         actors.shutdown()
     assert "did not stop cleanly" not in capsys.readouterr().out  # the engines stopped as vLLM means them to
     assert lingering(processes, entries) == []
+    kept = (tmp_path / "logs" / "executor_llm.log").read_text()
+    assert "Application startup complete" in kept or "Uvicorn running" in kept or "Starting vLLM" in kept, kept[-2000:]
+    assert not node_log.exists(), "the server's temporary log was left on its node"
 
 
 def test_an_error_while_the_actors_run_is_cleaned_up_by_the_shutdown_in_finally(model_dir, vllm_available,

@@ -5,6 +5,7 @@ import pytest
 from flowpo.config import TaskConfig
 from flowpo.errors import FlowPOError
 from flowpo.prompts import (FEW_SHOT, MATH_FEW_SHOT, MAX_PROBLEM_CHARS, QA_FEW_SHOT, check_prompt_room,
+                            check_training_room,
                             extract_workflow, judge_messages, workflow_messages)
 from flowpo.records import Problem
 from flowpo.tasks import load_problems
@@ -129,3 +130,14 @@ def test_a_long_list_of_problems_is_cut_to_five_names():
     lengths = {f"p{i}": 5000 + i for i in range(8)}
     with pytest.raises(FlowPOError, match=r"p7 \(5007 tokens\), p6 .*p3 \(5003 tokens\) and 3 more\."):
         check_prompt_room(lengths, max_model_len=4096, max_tokens=10)
+
+
+def test_prompts_that_leave_the_learner_no_room_for_a_whole_workflow_are_refused():
+    """train.max_seq_len 2048, generator.max_tokens 1024: a workflow needs 1024 + 1 (EOS) tokens, so a
+    prompt of 1024 tokens needs 2049 (refused) and one of 1023 needs exactly 2048 (fits)."""
+    with pytest.raises(FlowPOError) as refused:
+        check_training_room({"a": 1023, "b": 1024, "c": 1500}, max_seq_len=2048, max_tokens=1024)
+    message = str(refused.value)
+    assert "train.max_seq_len = 2048" in message and "for 2 of 3 problems: c (1500 tokens), b (1024 tokens)" in message
+    assert "at least 2525" in message  # 1500 + 1024 + 1
+    check_training_room({"a": 1023}, max_seq_len=2048, max_tokens=1024)

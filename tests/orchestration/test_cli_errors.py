@@ -71,3 +71,20 @@ def test_train_refuses_prompts_longer_than_the_generator_context_before_any_roun
     assert_short_error(result, "cannot hold the generator prompt of", "HumanEval/42 (")
     events = [json.loads(line)["event"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert events == ["run_start"]  # no round began
+
+
+def test_a_relative_output_in_a_ray_job_is_refused_by_the_learning_bench(monkeypatch, capsys):
+    """Inside `ray job submit` the entrypoint's working directory is Ray's copy of the code, which the
+    next submission unpacks again: bench/learning.py refuses a relative --out as `flowpo train` does."""
+    import importlib.util
+    from pathlib import Path
+
+    from actors.launch import JOB_CONFIG_ENV
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "learning.py"
+    spec = importlib.util.spec_from_file_location("learning_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv(JOB_CONFIG_ENV, "{}")
+    assert bench.main(["--out", "runs/learning"]) == 2
+    assert "--out runs/learning is relative, and this is a Ray job" in capsys.readouterr().err
