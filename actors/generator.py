@@ -80,8 +80,10 @@ class Generator:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from actors.shm import remove_orphaned_shm
         from flowpo.model import resolve_model
 
+        remove_orphaned_shm()  # what a dead run's engines left on this node, before this one adds its own
         # model.path as written (a directory or a hub id), resolved on this replica's node; the dtype
         # for this node's device (fp32 for "auto" on a CPU that emulates bf16: flowpo.precision)
         llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"])),

@@ -108,8 +108,10 @@ class LLMServer:
     def start(self, timeout_s: float = 600.0) -> str:
         if self.process is not None:
             return self.base_url
+        from actors.shm import remove_orphaned_shm
         from flowpo.model import resolve_model
 
+        remove_orphaned_shm()  # what a dead run's engine left on this node
         self.model_path = str(resolve_model(self.model_path))  # a directory or a hub id, resolved on this node
         port = free_port(self.host)
         if self.log_path is None:
