@@ -45,6 +45,8 @@ class Evaluator:
         """Score in [0, 1]; ``None`` when infrastructure failed (never scored as a bad workflow)."""
         began = time.monotonic()
         score, details = await self._rule_score(execution, problem)
+        if execution.suspect:  # what the executor's host saw (a flood, a broken sandbox): counted per round
+            details["suspect"] = execution.suspect
         if self.broker is not None and score is not None:
             details.update(await self._judge(execution, problem))
         return ScoredSample(execution, score=score, evaluate_s=time.monotonic() - began, details=details)

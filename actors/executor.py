@@ -39,11 +39,13 @@ class Executor:
 
         start = {"code": workflow.code, "problem": problem.prompt, "entry_point": problem.entry_point}
         outcome = await self.pool.run_workflow(start, ask_llm)
-        failure, error = blame_queueing(outcome.failure, outcome.error, usage.queued_s, self.backend.limits.timeout_s)
+        self.broker.settle(usage)  # its queueing meters, up to the run's end (wall time)
+        failure, error, suspect = blame_queueing(outcome.failure, outcome.error, usage.queued_s,
+                                                 self.backend.limits.timeout_s, usage.self_queued_s)
         return Execution(workflow=workflow, answer=outcome.answer, failure=failure,
                          error=error[-2000:], execute_s=outcome.seconds, llm_calls=usage.calls,
                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                         cache_hits=usage.cache_hits, cost_usd=usage.cost_usd)
+                         cache_hits=usage.cache_hits, cost_usd=usage.cost_usd, suspect=suspect or outcome.suspect)
 
     async def execute_repeats(self, workflow: Workflow, problem: Problem, repeats: int) -> list[Execution]:
         """``repeats`` executions of one workflow, run concurrently (the pool bounds how many at once).

@@ -49,6 +49,7 @@ class Execution:
     execute_s: float
     cache_hits: int = 0  # LLM calls answered from the broker's cache (temperature 0)
     cost_usd: float = 0.0  # executor-LLM cost at the configured prices
+    suspect: str = ""  # what the host saw that looks like reward gaming (flood, broke_sandbox); "" if nothing
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ budget_exceeded, bad_llm_request (workflow-caused: may score low) and llm_error,
 (infrastructure: never scored as a bad workflow). Only the host decides the last two, from what it
 saw itself: the broker's record of a call that failed after its retries, a sandbox that died or
 stopped answering. A request the API refused for its content is bad_llm_request.
+
+A sandbox that breaks during a job is retried once on a fresh one. When that one breaks during the
+job too, a control job (a program that does nothing) runs on a third: if it runs, sandboxes work
+and the job broke them itself (a crash, suspect ``broke_sandbox``); if it fails too, sandbox_error.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class RunOutcome:
     output: str  # tail of the job's stdout+stderr
     seconds: float
     stray_processes: int = 0
+    suspect: str = ""  # what looks like gaming: broke_sandbox
 
 
 @dataclass
@@ -49,6 +54,7 @@ class PoolStats:
     sandboxes_replaced: int = 0
     start_failures: int = 0
     infra_retries: int = 0
+    control_jobs: int = 0  # run after a job broke two sandboxes, to tell whose doing it was
     stray_processes: int = 0
     failures: dict = field(default_factory=dict)
 
@@ -110,28 +116,44 @@ class SandboxPool:
 
     async def _run(self, job: dict, conversation: Callable[[], LLMCalls]) -> RunOutcome:
         began = time.monotonic()
-        for attempt in range(2):  # a broken sandbox is infrastructure: retry once on a fresh one
-            outcome = await self._run_once(job, conversation(), began)
+        broke = []  # what each sandbox that broke during this job said
+        for attempt in range(2):  # a broken sandbox may be the infrastructure's: retry once on a fresh one
+            outcome, during_job = await self._run_once(job, conversation(), began)
+            if during_job:
+                broke.append(outcome.error)
             if outcome.failure != "sandbox_error" or attempt == 1:
                 break
             self.stats.infra_retries += 1
+        if len(broke) == 2 and await self._control_runs():
+            outcome = RunOutcome("crash", "", f"the job broke two sandboxes in turn, while a control job ran on a "
+                                 f"fresh one: its own doing (first: {broke[0][:300]}; then: {broke[1][:300]})", "",
+                                 time.monotonic() - began, suspect="broke_sandbox")
         self.count(outcome)
         return outcome
+
+    async def _control_runs(self) -> bool:
+        """Whether a job that does nothing runs on a fresh sandbox (it is not counted as a job)."""
+        self.stats.control_jobs += 1
+        outcome, _ = await self._run_once({"type": "job", "kind": "program", "source": "pass\n"}, LLMCalls(None),
+                                          time.monotonic())
+        return outcome.failure == ""
 
     def count(self, outcome: RunOutcome) -> None:
         self.stats.jobs += 1
         self.stats.failures[outcome.failure or "ok"] = self.stats.failures.get(outcome.failure or "ok", 0) + 1
 
-    async def _run_once(self, job: dict, calls: LLMCalls, began: float) -> RunOutcome:
+    async def _run_once(self, job: dict, calls: LLMCalls, began: float) -> tuple[RunOutcome, bool]:
+        """The outcome, and whether the sandbox broke while it ran the job (not before)."""
         sandbox = await self.take()
         if isinstance(sandbox, RunOutcome):
-            return sandbox
+            return sandbox, False
         end = await self.converse(sandbox, job, calls.handle)
         if isinstance(end, RunOutcome):
-            return end
+            return end, end.failure == "sandbox_error"
         status, error = calls.judge(host_status(end), str(end.get("error", "")))
         return RunOutcome("" if status == "ok" else status, str(end.get("answer", "")), error,
-                          str(end.get("output", "")), time.monotonic() - began, int(end.get("stray_processes", 0)))
+                          str(end.get("output", "")), time.monotonic() - began,
+                          int(end.get("stray_processes", 0))), False
 
     async def take(self) -> "Sandbox | RunOutcome":
         """An idle sandbox, or the sandbox_error outcome when none could start."""

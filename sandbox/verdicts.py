@@ -2,15 +2,22 @@
 
 A job's ``end`` message comes from inside the sandbox, so the host accepts only known statuses
 (anything else is the job's crash) and decides the two that are nobody's fault but the
-infrastructure's or its own: ``llm_error`` only when the broker itself failed after its retries,
+infrastructure's or its own: ``llm_error`` only when the broker itself found the executor LLM
+failing (a call failed for good and so did its control request, flowpo/llm/broker.py),
 ``budget_exceeded`` only when the host stopped the job. ``sandbox_error`` is never read from a
-message at all: the pool alone reports it, when a sandbox died or stopped answering.
+message at all: the pool alone reports it, when a sandbox died or stopped answering and a control
+job failed as well (sandbox/pool.py).
+
+A meter that the workflow drives never excuses it: a timeout is excused only by the wall time during
+which *other* workflows held its calls back (``queued_s``, flowpo/llm/capacity.py); the time it
+queued behind its own calls (``self_queued_s``) is its own, and a timeout after much of it is
+suspected gaming (``flood``).
 """
 from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from flowpo.errors import BudgetExceeded, RequestRejected
+from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 
 # (messages, call number) -> {"content": str, ...}; raising BudgetExceeded stops the workflow as
 # budget_exceeded. The call number is the runtime's request id: the order in which the workflow
@@ -21,20 +28,30 @@ AskLLM = Callable[[list, int], Awaitable[dict]]
 # budget_exceeded from its own records (LLMCalls.judge), never from the sandbox's word.
 END_STATUSES = {"ok", "crash", "invalid_workflow", "timeout", "memory", "output_limit", "llm_error",
                 "budget_exceeded"}
-# A timeout is the infrastructure's when the workflow spent this share of its time limit waiting
-# for executor-LLM capacity (the shared rate limit, its actor's max_concurrency, 429 backoff).
+# A timeout is the infrastructure's when other workflows held the workflow's calls back for this
+# share of its time limit (wall time); a timeout after queueing this long behind its own calls is a
+# flood: its own failure, and suspected gaming.
 QUEUED_SHARE = 0.25
 
 
-def blame_queueing(failure: str, error: str, queued_s: float, timeout_s: float) -> tuple[str, str]:
-    """(failure, error) of a run, with a timeout that waiting for executor-LLM capacity caused made
-    llm_error (infrastructure: never scored as the workflow's failure). A workflow cannot make the
-    host queue its calls except by calling often, and its call budget bounds that."""
-    if failure == "timeout" and timeout_s > 0 and queued_s >= QUEUED_SHARE * timeout_s:
+def blame_queueing(failure: str, error: str, queued_s: float, timeout_s: float,
+                   self_queued_s: float = 0.0) -> tuple[str, str, str]:
+    """(failure, error, suspect) of a run. A timeout becomes llm_error (infrastructure: never scored)
+    when others held the workflow's executor-LLM calls back for QUEUED_SHARE of its limit
+    (``queued_s``: wall time, its fair share of its actor's slots and the run's limit taken into
+    account). Otherwise it stays a timeout, and one that queued that long behind its own calls
+    (``self_queued_s``) is suspected gaming, ``flood``."""
+    if failure != "timeout" or timeout_s <= 0:
+        return failure, error, ""
+    if queued_s >= QUEUED_SHARE * timeout_s:
         return "llm_error", (f"timed out after waiting {queued_s:.1f} s of its {timeout_s:g} s limit for executor-LLM "
-                             "capacity (the shared rate limit, the actor's concurrency or 429 backoff): not the "
-                             f"workflow's doing; {error}")[:2000]
-    return failure, error
+                             "capacity held by other workflows (the actor's concurrency beyond its fair share, the "
+                             f"run's rate limit): not the workflow's doing; {error}")[:2000], ""
+    if self_queued_s >= QUEUED_SHARE * timeout_s:
+        return failure, (f"{error}; its executor-LLM calls queued {self_queued_s:.1f} s behind its own (more at once "
+                         f"than its fair share of the actor's concurrency, or a run window it filled itself); "
+                         f"others held them back {queued_s:.1f} s")[:2000], "flood"
+    return failure, error, ""
 
 
 def host_status(end: dict) -> str:
@@ -44,13 +61,14 @@ def host_status(end: dict) -> str:
 
 class LLMCalls:
     """One job's executor-LLM calls, answered through ``ask_llm``, and the host's own record of how
-    they went: the only ground for calling the job's failure llm_error (the broker failed after its
-    retries) or budget_exceeded (the host stopped it), whatever the job reports."""
+    they went: the only ground for calling the job's failure llm_error (the broker raised
+    LLMCallError: the LLM failed, a control request included) or budget_exceeded (the host stopped
+    it), whatever the job reports. Any other error of a call is the workflow's request's."""
 
     def __init__(self, ask_llm: AskLLM | None):
         self.ask_llm = ask_llm
-        self.failures: list[str] = []  # infrastructure: the broker gave up
-        self.rejections: list[str] = []  # the workflow's own: malformed or refused requests
+        self.failures: list[str] = []  # infrastructure: the broker found the executor LLM failing
+        self.rejections: list[str] = []  # the workflow's own: malformed, refused or failing requests
         self.budget_kill = False
 
     async def handle(self, message: dict) -> dict | None:
@@ -67,9 +85,12 @@ class LLMCalls:
         except RequestRejected as exc:
             self.rejections.append(str(exc)[:500])
             reply.update(type="llm_error", error=self.rejections[-1])
-        except Exception as exc:  # noqa: BLE001 - the broker already retried; the workflow is told
+        except LLMCallError as exc:  # the broker retried, and its control request failed too
             self.failures.append(f"{type(exc).__name__}: {exc}"[:500])
             reply.update(type="llm_error", error=self.failures[-1])
+        except Exception as exc:  # noqa: BLE001 - nothing outside the request was seen failing
+            self.rejections.append(f"the host could not make this request: {type(exc).__name__}: {exc}"[:500])
+            reply.update(type="llm_error", error=self.rejections[-1])
         return reply
 
     def judge(self, status: str, error: str) -> tuple[str, str]:

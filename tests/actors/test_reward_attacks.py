@@ -12,6 +12,9 @@ every kind and forged protocol lines, reading the test or its expected values fr
 frames, files or the environment, patching builtins and modules, printing text that mimics a
 verdict, and spending the time budget so that a timeout might pass for infrastructure.
 
+Part two (at the end) attacks the other way out of a 0: a workflow that makes its own failure
+*unscored* (llm_error, sandbox_error) by its concurrency, its requests, or its sandbox's death.
+
 All evaluations of a backend run on one module-wide evaluator, in a few concurrent batches: the
 controls and a warm-up (the canonical solutions of the attacked problems: a training run evaluates
 each problem many times, so its warm sandboxes have run these problems' tests before), the attacks,
@@ -19,15 +22,26 @@ then more runs of HumanEval/23's test followed by the attacks that read memory, 
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from dataclasses import dataclass
 
 import pytest
 
+from actors.evaluator import Evaluator
+from actors.executor import Executor
 from flowpo.config import TaskConfig
+from flowpo.gaming import suspected_gaming
+from flowpo.llm.broker import LLMBroker
+from flowpo.llm.limiter import RateLimits, SharedRateLimiter
+from flowpo.records import Execution, Workflow
 from flowpo.tasks import load_problems
-from tests.actors.test_evaluator import evaluator_runner, execution
+from sandbox import pool as pool_module
+from tests.actors.test_evaluator import GSM8K, evaluator_runner, execution
+from tests.llm.test_broker import ChatServer, Scripted, completion, error
+from tests.sandbox.conftest import body, leftovers, make_backend
 
 PROBLEMS = {p.problem_id: p for p in load_problems(TaskConfig())}
 KINDS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
@@ -660,3 +674,298 @@ def test_attack_scores_zero_with_the_right_reason(kind, name, request):
         allowed = attack.suspect if isinstance(attack.suspect, tuple) else (attack.suspect,)
         assert details.get("suspect", "") in allowed, f"{kind}: {name!r}: {details}"
         assert re.search(attack.reason, details["test_reason"]), f"{kind}: {name!r}: {details}"
+
+
+# =============================================================================================
+# Part two: a workflow that makes its own failure unscored
+#
+# A run that ends llm_error or sandbox_error is not scored: it leaves training instead of scoring 0.
+# So every path to "unscored" is attacked here by a workflow that causes the failure itself: its
+# own concurrency, its own request sizes and the timeouts and retries they provoke, malformed but
+# allowed messages, a run window it fills itself, its own sandbox's death. Each runs in a real
+# sandbox (both backends) through a real broker over HTTP to a local stand-in server whose answers
+# depend on the request, as a real LLM's do; each must end as the workflow's own failure, scored 0.
+# Honest controls show that slow or failing infrastructure (another workflow or another actor
+# holding the capacity, an LLM that is down, a sandbox killed from outside) is still not scored
+# against the workflow.
+#
+# Found by this suite, since fixed: every attack below ended unscored on both backends (llm_error,
+# and sandbox_error for the sandbox killer). queued_s summed the waits of concurrent calls (12.7 s
+# "waited" in a 4 s run) and counted retry backoff, any failure of the broker was llm_error (a
+# UnicodeEncodeError too), and a sandbox that stopped answering twice was sandbox_error.
+
+
+WORKFLOW_TIMEOUT_S = 4  # QUEUED_SHARE of it, 1 s, held back by others excuses a timeout
+CONTROL_TIMEOUT_S = 8  # the held-back controls: room for a loaded machine's late job starts
+BROKER = dict(temperature=0.8, max_tokens=64, max_concurrency=2, timeout_s=1.0, max_retries=1, retry_base_s=0.05,
+              retry_cap_s=2.0)
+
+
+def respond(request: dict):
+    """The stand-in LLM: slow for a huge prompt, a 500 for a poisonous one, a 429 for one over the
+    per-request token limit, down for the model "down"; otherwise an echo after a latency."""
+    sent = request["body"]
+    text = sent["messages"][-1]["content"]
+    if sent["model"] == "down":
+        return error(503, "the executor LLM is down")
+    if text.startswith("x" * 100):
+        return Scripted(body=completion("late"), delay_s=5.0)
+    if "POISON" in text:
+        return error(500, "the model server crashed on this input")
+    if text.startswith("y" * 100):
+        return error(429, "Request too large for the tokens-per-minute limit", **{"Retry-After": "1.5"})
+    if text.startswith("window"):
+        return Scripted(body=completion("ok", prompt_tokens=600, completion_tokens=100))
+    delay = {"flood": 0.5, "big": 0.3, "hold": 4.0, "honest": 5.0}.get(text.split(" ")[0], 0.0)
+    return Scripted(body=completion("echo: " + text), delay_s=delay)
+
+
+@dataclass(frozen=True)
+class SelfMade:
+    name: str
+    path: str  # the unscored path it attacks: queueing, broker, sandbox
+    code: str
+    failure: str  # the failure the run must end with: the workflow's
+    suspect: str = ""
+    error: str = ""  # re.search over the recorded error
+    broker: tuple = ()  # broker settings over BROKER
+    tpm_window: tuple = ()  # (tpm, window_s): a shared rate limiter whose limits the broker knows
+
+
+SELF_MADE = [
+    SelfMade("24 calls at once into 2 slots, then hang", "queueing", body('''
+import asyncio
+await asyncio.gather(*(self.llm("flood %d" % i) for i in range(24)))
+await asyncio.sleep(60)
+'''), "timeout", "flood", r"queued \d+\.\d s behind its own"),
+    SelfMade("24 calls at once, each abandoned after 0.3 s and sent again, then hang", "queueing", body('''
+import asyncio
+async def impatient(i):
+    for attempt in range(3):
+        try:
+            return await asyncio.wait_for(self.llm("flood %d %d" % (i, attempt)), 0.3)
+        except Exception:
+            pass
+await asyncio.gather(*(impatient(i) for i in range(24)))
+await asyncio.sleep(60)
+'''), "timeout", "flood", r"queued \d+\.\d s behind its own"),
+    SelfMade("fills the run's token window itself, then waits for it", "queueing", body('''
+import asyncio
+await self.llm("window 0")
+await asyncio.gather(self.llm("window 1"), self.llm("window 2"))
+await asyncio.sleep(60)
+'''), "timeout", "flood", r"queued \d+\.\d s behind its own", broker=(("max_tokens", 400),), tpm_window=(1000, 2.0)),
+    SelfMade("a huge prompt that times out on every attempt", "broker", body('''
+return await self.llm("x" * 50000)
+'''), "bad_llm_request", "", r"request timed out.*answered a control request"),
+    SelfMade("a huge prompt that times out, the error swallowed, then hang", "broker", body('''
+import asyncio
+try:
+    await self.llm("x" * 50000)
+except Exception:
+    pass
+await asyncio.sleep(60)
+'''), "timeout"),
+    SelfMade("a prompt that makes the server fail with 500", "broker", body('''
+return await self.llm("please answer: POISON")
+'''), "bad_llm_request", "", r"500 .*answered a control request"),
+    SelfMade("a request over the per-request token limit: 429 with Retry-After, swallowed, then hang", "broker",
+             body('''
+import asyncio
+try:
+    await self.llm("y" * 30000)
+except Exception:
+    pass
+await asyncio.sleep(60)
+'''), "timeout"),
+    SelfMade("a lone surrogate in its message", "broker", body(r'''
+return await self.llm("hi \ud800 there")
+'''), "bad_llm_request", "", r"not valid Unicode"),
+    SelfMade("stops reading its replies: the supervisor blocks writing to it", "sandbox", body('''
+import asyncio, time
+calls = [asyncio.ensure_future(self.llm("big %d " % i + "z" * 8000)) for i in range(16)]
+await asyncio.sleep(0.2)
+time.sleep(100)
+'''), "crash", "broke_sandbox", r"^the job broke two sandboxes in turn", broker=(("max_concurrency", 4),)),
+]
+SELF_MADE_BY_NAME = {attack.name: attack for attack in SELF_MADE}
+assert len(SELF_MADE_BY_NAME) == len(SELF_MADE), "attack names must be unique"
+
+HONEST_ANSWER = 'return "72"'
+FAN_OUT = body('''
+import asyncio
+a, b = await asyncio.gather(self.llm("one"), self.llm("two"))
+''' + HONEST_ANSWER)
+ONE_CALL = body('await self.llm("honest wait")\n' + HONEST_ANSWER)
+
+
+def as_workflow(code: str, index: int = 0) -> Workflow:
+    return Workflow(problem_id=GSM8K.problem_id, round=1, sample_index=index, adapter="base", prompt="p",
+                    completion="c", code=code, generate_s=0.0)
+
+
+@contextlib.asynccontextmanager
+async def executor_for(kind: str, need, server: ChatServer, sandboxes: int = 1, model: str = "m",
+                       workflow_timeout_s: float = WORKFLOW_TIMEOUT_S, **overrides):
+    tpm_window, limiter = overrides.pop("tpm_window", ()), overrides.pop("limiter", None)
+    limits = RateLimits(tpm=tpm_window[0], window_s=tpm_window[1]) if tpm_window else None
+    broker = LLMBroker(server.url, "sk-attack", model, **{**BROKER, **overrides}, rate_limits=limits,
+                       limiter=SharedRateLimiter(limits) if limits else limiter)
+    executor = Executor(make_backend(kind, need, timeout_s=workflow_timeout_s), broker, sandboxes=sandboxes)
+    await executor.ready()
+    try:
+        yield executor
+    finally:
+        await executor.close()
+
+
+async def attack_run(kind, need, server, attack: SelfMade):
+    async with executor_for(kind, need, server, **dict(attack.broker), tpm_window=attack.tpm_window) as executor:
+        return await executor.execute(as_workflow(attack.code), GSM8K), executor.stats()
+
+
+async def held_back_by_another_workflow(kind, need, server):
+    """One slot. Another workflow's call holds it for 4 s; the honest one asks at 0.3 s, gets it at
+    4 s, and its own call (5 s) runs past its 8 s limit: 3.7 s held back by others (2 s excuse)."""
+    async with executor_for(kind, need, server, sandboxes=2, max_concurrency=1, timeout_s=10,
+                            workflow_timeout_s=CONTROL_TIMEOUT_S) as executor:
+        holder = asyncio.ensure_future(executor.execute(as_workflow(body('await self.llm("hold")\n' + HONEST_ANSWER),
+                                                                    1), GSM8K))
+        await asyncio.sleep(0.3)
+        honest = await executor.execute(as_workflow(ONE_CALL), GSM8K)
+        return honest, await holder
+
+
+async def held_back_by_another_actor(kind, need, server):
+    """The run's limit lets one request through; another actor's broker holds it for 4 s."""
+    limiter = SharedRateLimiter(RateLimits(max_concurrent=1))
+    other = LLMBroker(server.url, "sk-attack", "m", **{**BROKER, "timeout_s": 10}, limiter=limiter)
+    async with executor_for(kind, need, server, timeout_s=10, limiter=limiter,
+                            workflow_timeout_s=CONTROL_TIMEOUT_S) as executor:
+        holding = asyncio.ensure_future(other.complete([{"role": "user", "content": "hold"}]))
+        await asyncio.sleep(0.3)
+        honest = await executor.execute(as_workflow(ONE_CALL), GSM8K)
+        await holding
+        await other.close()
+        return honest
+
+
+async def llm_down(kind, need, server):
+    async with executor_for(kind, need, server, model="down") as executor:
+        return await executor.execute(as_workflow(body('await self.llm("hi")\n' + HONEST_ANSWER)), GSM8K)
+
+
+async def fan_out_within_share(kind, need, server):
+    async with executor_for(kind, need, server) as executor:
+        return await executor.execute(as_workflow(FAN_OUT), GSM8K)
+
+
+async def sandbox_killed_from_outside(kind, need, server):
+    """The infrastructure kills the sandbox mid-job: the job is retried on a fresh one and runs."""
+    async with executor_for(kind, need, server) as executor:
+        running = asyncio.ensure_future(executor.execute(as_workflow(body(
+            'import asyncio\nawait asyncio.sleep(1.5)\n' + HONEST_ANSWER)), GSM8K))
+        await asyncio.sleep(0.7)
+        for sandbox in list(executor.pool._all):
+            if sandbox.current_job is not None:
+                sandbox.proc.kill()
+        return await running, executor.stats()["pool"]
+
+
+def run_unscored_attacks(kind: str, need) -> dict:
+    server = ChatServer(respond)
+    server.start()
+
+    controls = {"held back by another workflow": held_back_by_another_workflow,
+                "held back by another actor": held_back_by_another_actor, "llm down": llm_down,
+                "fan-out within its share": fan_out_within_share,
+                "sandbox killed from outside": sandbox_killed_from_outside}
+
+    async def everything():
+        runs = await asyncio.gather(*(attack_run(kind, need, server, attack) for attack in SELF_MADE),
+                                    *(control(kind, need, server) for control in controls.values()))
+        results = dict(zip([a.name for a in SELF_MADE] + list(controls), runs))
+        evaluator = Evaluator(None, sandboxes=0)
+        scored = {}
+        for name, outcome in results.items():  # an Execution, or a tuple that starts with them
+            parts = outcome if isinstance(outcome, tuple) else (outcome,)
+            executions = [e for e in parts if isinstance(e, Execution)]
+            scored[name] = [await evaluator.evaluate(e, GSM8K) for e in executions]
+        return results, scored
+
+    # The host waits SUPERVISOR_SLACK_S past a job's limit for a supervisor that stopped answering;
+    # shorter here, so that the sandbox killer's two broken sandboxes cost seconds, not half a minute.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_module, "SUPERVISOR_SLACK_S", 3.0)
+        try:
+            results, scored = asyncio.run(everything())
+        finally:
+            server.stop()
+    assert leftovers(kind) == [], "sandboxes outlived their executors"
+    return {"runs": results, "scored": scored}
+
+
+@pytest.fixture(scope="module")
+def process_unscored(need):
+    return run_unscored_attacks("process", need)
+
+
+@pytest.fixture(scope="module")
+def docker_unscored(need):
+    return run_unscored_attacks("docker", need)
+
+
+def test_every_unscored_path_is_attacked():
+    assert {a.path for a in SELF_MADE} == {"queueing", "broker", "sandbox"}
+    assert {a.failure for a in SELF_MADE} <= {"timeout", "crash", "bad_llm_request"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(SELF_MADE_BY_NAME))
+def test_a_self_made_failure_is_the_workflows_and_scores_zero(kind, name, request):
+    attack = SELF_MADE_BY_NAME[name]
+    results = request.getfixturevalue(f"{kind}_unscored")
+    execution, stats = results["runs"][name]
+    (sample,) = results["scored"][name]
+    seen = f"{kind}: {name!r}: {execution.failure}: {execution.error[:600]}"
+    assert execution.failure == attack.failure, seen
+    assert re.search(attack.error, execution.error), seen
+    assert sample.score == 0.0 and "unscored" not in sample.details, (seen, sample.details)
+    assert execution.suspect == attack.suspect, seen
+    gaming = suspected_gaming([sample.to_log()])
+    assert gaming == ({attack.suspect: [f"{GSM8K.problem_id}#0"]} if attack.suspect else {}), (seen, gaming)
+    if attack.path == "sandbox":
+        assert stats["pool"]["control_jobs"] == 1 and stats["pool"]["infra_retries"] == 1, stats
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_others_holding_the_capacity_still_excuse_a_timeout(kind, request):
+    runs = request.getfixturevalue(f"{kind}_unscored")["runs"]
+    scored = request.getfixturevalue(f"{kind}_unscored")["scored"]
+    honest, holder = runs["held back by another workflow"]
+    assert holder.failure == "" and holder.answer == "72", holder.error
+    excused = r"^timed out after waiting \d\.\d s of its 8 s limit for executor-LLM capacity held by other"
+    for name, run_ in (("held back by another workflow", honest),
+                       ("held back by another actor", runs["held back by another actor"])):
+        assert run_.failure == "llm_error" and re.search(excused, run_.error), (kind, name, run_.error)
+        assert run_.suspect == "" and scored[name][0].score is None, (kind, name, scored[name][0].details)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_llm_that_is_down_is_still_infrastructure(kind, request):
+    results = request.getfixturevalue(f"{kind}_unscored")
+    down = results["runs"]["llm down"]
+    assert down.failure == "llm_error" and "503" in down.error and "a control request failed too" in down.error, \
+        down.error
+    assert results["scored"]["llm down"][0].score is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_honest_runs_are_told_apart(kind, request):
+    results = request.getfixturevalue(f"{kind}_unscored")
+    fan_out = results["runs"]["fan-out within its share"]
+    assert fan_out.failure == "" and fan_out.suspect == "", fan_out.error
+    assert results["scored"]["fan-out within its share"][0].score == 1.0
+    killed, pool_stats = results["runs"]["sandbox killed from outside"]
+    assert killed.failure == "" and killed.answer == "72", killed.error  # retried on a fresh sandbox
+    assert pool_stats["infra_retries"] == 1 and pool_stats["control_jobs"] == 0, pool_stats

@@ -4,6 +4,10 @@ The OpenAI cloud cannot be reached here, so each test runs the real ``openai.Asy
 over HTTP against a local server speaking the chat-completions protocol: a stdlib
 ``http.server.ThreadingHTTPServer`` on 127.0.0.1 (port 0) in a background thread. Each test scripts
 its answers (status, body, headers, delay) and reads back every request the server received.
+
+A call that fails for good is judged by a control request that the broker sends at once
+(``CONTROL_MESSAGES``): a test whose failure is the infrastructure's scripts the control's failure
+too, as a server that is really down would answer it.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
-from flowpo.llm.broker import Budget, LLMBroker, Pricing, WorkflowUsage
+from flowpo.llm.broker import CONTROL_MESSAGES, Budget, LLMBroker, Pricing, WorkflowUsage
+from flowpo.llm.capacity import FairCapacity
 from flowpo.llm.limiter import RateLimits, SharedRateLimiter
 
 API_KEY = "sk-test-4f9c2e-secret"
@@ -47,9 +52,11 @@ def error(status: int, message: str = "scripted error", **headers) -> Scripted:
 
 
 class ChatServer:
-    """Answers POST /v1/chat/completions from a script; unscripted requests get an echo completion."""
+    """Answers POST /v1/chat/completions from a script; unscripted requests get ``respond(request)``
+    when that is set and returns an answer, else an echo completion."""
 
-    def __init__(self):
+    def __init__(self, respond=None):
+        self.respond = respond  # request -> Scripted | None: answers that depend on the request
         self.script: deque[Scripted] = deque()
         self.requests: list[dict] = []
         self.in_flight = 0
@@ -69,7 +76,8 @@ class ChatServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.script:
                 return self.script.popleft()
-        return Scripted(body=completion("echo: " + request["body"]["messages"][-1]["content"]))
+        answer = self.respond(request) if self.respond is not None else None
+        return answer or Scripted(body=completion("echo: " + request["body"]["messages"][-1]["content"]))
 
     def _done(self) -> None:
         with self._lock:
@@ -171,13 +179,19 @@ def test_server_errors_are_retried_until_they_pass(server):
     assert len(server.requests) == 3 and usage.retries == 2
 
 
+def is_control(request: dict) -> bool:
+    return request["body"]["messages"] == CONTROL_MESSAGES
+
+
 def test_giving_up_names_the_failure_and_the_attempts(server):
-    server.answer(error(500), error(500), Scripted(body=completion("too late")))
+    server.answer(error(500), error(500), error(500), Scripted(body=completion("too late")))
     broker = broker_for(server, max_retries=1)
-    with pytest.raises(LLMCallError, match=r"after 2 attempts: 500 Internal Server Error"):
+    with pytest.raises(LLMCallError, match=r"after 2 attempts: 500 Internal Server Error.*; a control request "
+                                           r"failed too: 500 Internal Server Error"):
         run(broker.complete(ask("q")))
-    assert len(server.requests) == 2
-    assert broker.stats()["errors"] == 1
+    assert len(server.requests) == 3 and [is_control(r) for r in server.requests] == [False, False, True]
+    assert server.requests[2]["body"]["max_tokens"] == 1
+    assert broker.stats()["errors"] == 1 and broker.stats()["control_requests"] == 1
 
 
 @pytest.mark.parametrize("bad", [
@@ -195,7 +209,7 @@ def test_malformed_answers_are_retried(server, bad):
 
 
 def test_malformed_answers_give_up_with_the_reason(server):
-    server.answer(*[Scripted(body=json.dumps({"choices": []}))] * 2)
+    server.answer(*[Scripted(body=json.dumps({"choices": []}))] * 3)
     with pytest.raises(LLMCallError, match="after 2 attempts: malformed response: no choices"):
         run(broker_for(server, max_retries=1).complete(ask("q")))
 
@@ -210,7 +224,7 @@ def test_timeout_is_retried(server):
 
 
 def test_timeouts_give_up_with_the_reason(server):
-    server.answer(*[Scripted(body=completion(), delay_s=0.5)] * 2)
+    server.answer(*[Scripted(body=completion(), delay_s=0.5)] * 3)
     with pytest.raises(LLMCallError, match="after 2 attempts: request timed out"):
         run(broker_for(server, timeout_s=0.2, max_retries=1).complete(ask("q")))
 
@@ -220,19 +234,21 @@ def test_connection_refused_is_retried_then_reported(server):
     server.stop()  # nothing listens on its port now (stopping twice is harmless)
     broker = LLMBroker(url, API_KEY, "m", temperature=0.0, max_tokens=8, max_concurrency=1, timeout_s=1.0,
                        max_retries=2, retry_base_s=0.01, retry_cap_s=0.02)
-    with pytest.raises(LLMCallError, match="after 3 attempts: connection error"):
+    with pytest.raises(LLMCallError, match="after 3 attempts: connection error.*a control request failed too: "
+                                           "connection error"):
         run(broker.complete(ask("q")))
     assert broker.stats()["retries"] == 2
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_configuration_errors_fail_at_once_as_infrastructure(server, status):
-    """Key, permission, model name: nothing the workflow's request could change."""
-    server.answer(error(status, "bad request body"))
+    """Key, permission, model name: nothing the workflow's request could change, and the control
+    request meets them too."""
+    server.answer(error(status, "bad request body"), error(status, "bad request body"))
     broker = broker_for(server)
     with pytest.raises(LLMCallError, match=rf"after 1 attempt: {status} .*bad request body"):
         run(broker.complete(ask("q")))
-    assert len(server.requests) == 1 and broker.stats()["retries"] == 0
+    assert len(server.requests) == 2 and is_control(server.requests[1]) and broker.stats()["retries"] == 0
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
@@ -324,14 +340,14 @@ def test_concurrent_identical_calls_share_one_request(server):
 
 
 def test_concurrent_identical_calls_share_the_failure(server):
-    server.answer(error(404, "nope"))
+    server.answer(error(404, "nope"), error(404, "nope"))
     broker = broker_for(server, temperature=0.0)
 
     async def five():
         return await asyncio.gather(*[broker.complete(ask("same")) for _ in range(5)], return_exceptions=True)
 
     results = run(five())
-    assert len(server.requests) == 1
+    assert len(server.requests) == 2 and is_control(server.requests[1])  # one request, one shared control
     assert all(isinstance(r, LLMCallError) for r in results)
 
 
@@ -506,3 +522,216 @@ def test_a_cancelled_call_gives_its_shared_slot_back(server):
 
     freed, stats = run(scenario())
     assert freed and stats["in_flight"] == 0 and stats["released"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Whose failure: a call that fails for good is judged by a control request sent at once
+
+
+def test_a_failure_that_only_the_workflows_request_meets_is_its_own(server):
+    """500s for this request, and the control request answered: the request is at fault (its
+    content provoked the server), so the workflow's own bad_llm_request, never llm_error."""
+    server.answer(error(500), error(500))  # the unscripted control gets an answer
+    broker = broker_for(server, max_retries=1)
+    with pytest.raises(RequestRejected, match=r"failed on this request \(executor LLM failed after 2 attempts: 500 "
+                                              r".*answered a control request"):
+        run(broker.complete(ask("q")))
+    assert is_control(server.requests[-1]) and len(server.requests) == 3
+    stats = broker.stats()
+    assert (stats["request_faults"], stats["errors"], stats["control_requests"]) == (1, 0, 1)
+
+
+def test_a_huge_request_that_times_out_is_the_workflows(server):
+    """A request that makes the server slow (as a long prompt makes an LLM) times out on every
+    attempt; a plain request is answered at once: the workflow's request is at fault."""
+    server.respond = lambda r: Scripted(body=completion("late"), delay_s=3.0) if len(
+        r["body"]["messages"][-1]["content"]) > 10_000 else None
+    broker = broker_for(server, timeout_s=1.0, max_retries=1)
+    usage = WorkflowUsage()
+    with pytest.raises(RequestRejected, match="request timed out.*answered a control request"):
+        run(broker.complete(ask("x" * 20_000), usage))
+    assert usage.retries == 1 and usage.queued_s == 0.0  # its backoff excuses nothing
+    assert run(broker.complete(ask("plain")))["content"] == "echo: plain"  # the endpoint works
+
+
+def test_a_text_that_cannot_be_sent_is_rejected_before_any_request(server):
+    """JSON lets a sandbox send a lone surrogate; no UTF-8 body can carry it. Before, the client's
+    UnicodeEncodeError reached the pool as a broker failure: llm_error."""
+    broker = broker_for(server)
+    with pytest.raises(RequestRejected, match="not valid Unicode"):
+        run(broker.complete(ask("hi \ud800 there")))
+    assert server.requests == []
+
+
+def test_calls_that_fail_together_share_one_control_request(server):
+    server.respond = lambda r: None if is_control(r) else error(503, "overloaded")
+    broker = broker_for(server, max_retries=0)
+
+    async def many():
+        return await asyncio.gather(*[broker.complete(ask(str(i))) for i in range(4)], return_exceptions=True)
+
+    results = run(many())
+    assert all(isinstance(r, RequestRejected) for r in results), results
+    assert sum(is_control(r) for r in server.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting for capacity: fair shares of the actor's slots, metered in wall time (flowpo/llm/capacity.py)
+
+
+def test_a_flood_queues_behind_itself_and_is_never_excused(server):
+    """Twelve calls at once into two slots, 0.2 s each: about 1 s of waiting, all of it behind its
+    own calls. Before, queued_s summed the waits of every call (≈ 6 s, more than the wall time)."""
+    server.respond = lambda r: Scripted(body=completion("ok"), delay_s=0.2)
+    broker, usage = broker_for(server, max_concurrency=2), WorkflowUsage()
+
+    async def flood():
+        began = time.monotonic()
+        await asyncio.gather(*[broker.complete(ask(str(i)), usage) for i in range(12)])
+        broker.settle(usage)
+        return time.monotonic() - began
+
+    wall = run(flood())
+    assert usage.queued_s == 0.0
+    assert 0.7 < usage.self_queued_s <= wall  # wall time, never a sum over the calls
+    assert server.max_in_flight == 2
+
+
+def test_a_workflow_behind_anothers_flood_gets_the_next_slot_and_is_metered(server):
+    """F sends twelve calls into two slots (its second a long one); H sends one a little later.
+    When F's first call ends, the free slot goes to H (F holds more than H), not to F's ten older
+    waiters: H waits about one call (0.2 s), and that wait is others' doing."""
+    server.respond = lambda r: Scripted(body=completion("ok"), delay_s=1.5 if r["body"]["messages"][-1][
+        "content"] == "f1" else 0.3)
+    broker = broker_for(server, max_concurrency=2)
+    flood, honest = WorkflowUsage(), WorkflowUsage()
+
+    async def scenario():
+        flooding = asyncio.gather(*[broker.complete(ask(f"f{i}"), flood) for i in range(12)])
+        await asyncio.sleep(0.1)
+        await broker.complete(ask("h"), honest)
+        broker.settle(honest)
+        await flooding
+        broker.settle(flood)
+
+    run(scenario())
+    order = [r["body"]["messages"][-1]["content"] for r in server.requests]
+    assert order.index("h") == 2, order  # served right after F's first two, not after its twelve
+    assert 0.05 < honest.queued_s < 1.0 and honest.self_queued_s == 0.0
+    assert flood.queued_s < 0.05 < flood.self_queued_s  # F holds its share whenever it waits
+
+
+def test_calls_within_the_fair_share_wait_for_others_only(server):
+    """Four slots. The first workflow takes three (one of them long); the second sends four calls at
+    0.05 s: one takes the last slot, and while it holds fewer than its share (two of four), its
+    waiting is the first's doing. At 0.3 s two of the first's calls end: two more of the second's go
+    in, and its fourth, now beyond its share, waits behind its own until 0.65 s."""
+    delays = {"a0": 0.3, "a1": 0.3, "a2": 1.0}
+    server.respond = lambda r: Scripted(body=completion("ok"), delay_s=delays.get(
+        r["body"]["messages"][-1]["content"], 0.6))
+    broker = broker_for(server, max_concurrency=4)
+    first, second = WorkflowUsage(), WorkflowUsage()
+
+    async def scenario():
+        began = time.monotonic()
+        a = asyncio.gather(*[broker.complete(ask(f"a{i}"), first) for i in range(3)])
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*[broker.complete(ask(f"b{i}"), second) for i in range(4)])
+        broker.settle(second)
+        wall = time.monotonic() - began
+        await a
+        broker.settle(first)
+        return wall
+
+    wall = run(scenario())
+    assert first.queued_s == 0.0 and first.self_queued_s == 0.0  # it never waited
+    assert 0.1 < second.queued_s < 1.0, second  # about 0.25 s: 0.05 to 0.3
+    assert 0.1 < second.self_queued_s < 1.2, second  # about 0.35 s: 0.3 to 0.65
+    assert second.queued_s + second.self_queued_s <= wall
+
+
+def test_retry_backoff_is_not_queueing(server):
+    server.answer(error(429, **{"Retry-After": "0.3"}))
+    broker, usage = broker_for(server, retry_cap_s=1.0), WorkflowUsage()
+    run(broker.complete(ask("q"), usage))
+    assert usage.retries == 1 and usage.queued_s == 0.0 and usage.self_queued_s == 0.0
+
+
+def test_waiting_for_the_run_wide_limit_held_by_another_broker_is_metered(server):
+    """The shared limiter lets one request through at a time; another actor's request holds it for
+    0.5 s. The workflow's only call waits with nothing of its own on the wire: others' doing."""
+    server.respond = lambda r: Scripted(body=completion("ok"), delay_s=0.5 if "other" in str(r["body"]) else 0.0)
+    limits = RateLimits(max_concurrent=1)
+    limiter, other, mine = limited_pair(server, limits, rate_limits=limits)
+    usage = WorkflowUsage()
+
+    async def scenario():
+        holding = asyncio.ensure_future(other.complete(ask("other")))
+        await asyncio.sleep(0.1)
+        await mine.complete(ask("mine"), usage)
+        mine.settle(usage)
+        await holding
+
+    run(scenario())
+    assert 0.25 < usage.queued_s < 0.6 and usage.self_queued_s == 0.0
+
+
+def test_a_run_window_the_workflow_filled_itself_is_its_own_wait(server):
+    """A limit of 400 tokens per 0.5 s window; each answer reports 300 tokens used. After its first
+    call the workflow's own requests hold more than half of the window, so the wait of its next two
+    calls (estimated at 155 tokens each) until that request leaves the window, about 0.5 s, is its
+    own doing. Only the moments the limiter takes to answer count as others'."""
+    server.respond = lambda r: Scripted(body=completion("ok", prompt_tokens=250, completion_tokens=50))
+    limits = RateLimits(tpm=400, window_s=0.5)
+    limiter, broker, _ = limited_pair(server, limits, rate_limits=limits, max_tokens=150)
+    usage = WorkflowUsage()
+
+    async def scenario():
+        await broker.complete(ask("x"), usage)
+        await asyncio.gather(broker.complete(ask("y"), usage), broker.complete(ask("z"), usage))
+        broker.settle(usage)
+
+    run(scenario())
+    assert usage.queued_s < 0.05 and 0.35 < usage.self_queued_s < 3, usage
+
+
+def test_the_meters_by_hand():
+    """flowpo/llm/capacity.py on a clock of its own. Two slots. F asks four at t=0: it holds two,
+    two wait behind its own. H asks one at t=1: shares are now 1 each; H holds 0 < 1, held back by
+    F. At t=2 one of F's calls ends: the slot goes to H (it holds fewer), not to F's older waiters.
+    At t=3 everything ends. F: 3 s behind itself, 0 held back; H: 1 s held back."""
+    now = [0.0]
+    capacity = FairCapacity(2, clock=lambda: now[0])
+    flood, honest = WorkflowUsage(), WorkflowUsage()
+    order = []
+
+    async def call(meter, name, done: asyncio.Event):
+        async with capacity.slot(meter):
+            order.append(name)
+            await done.wait()
+
+    async def scenario():
+        ends = {name: asyncio.Event() for name in ("f0", "f1", "f2", "f3", "h")}
+        tasks = [asyncio.ensure_future(call(flood, f"f{i}", ends[f"f{i}"])) for i in range(4)]
+        await asyncio.sleep(0)
+        assert order == ["f0", "f1"] and not capacity.held_back(flood)
+        now[0] = 1.0
+        tasks.append(asyncio.ensure_future(call(honest, "h", ends["h"])))
+        await asyncio.sleep(0)
+        assert capacity.held_back(honest) and not capacity.held_back(flood)
+        now[0] = 2.0
+        ends["f0"].set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert order == ["f0", "f1", "h"]
+        now[0] = 3.0
+        for end in ends.values():
+            end.set()
+        await asyncio.gather(*tasks)
+        capacity.settle(flood)
+        capacity.settle(honest)
+
+    asyncio.run(scenario())
+    assert order == ["f0", "f1", "h", "f2", "f3"]
+    assert (flood.queued_s, flood.self_queued_s) == (0.0, 3.0)
+    assert (honest.queued_s, honest.self_queued_s) == (1.0, 0.0)

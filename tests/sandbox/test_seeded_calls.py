@@ -31,6 +31,9 @@ class RecordingBroker:
         self.calls.append((messages[-1]["content"], seed))
         return {"content": "x", "usage": {"prompt_tokens": 1, "completion_tokens": 1}, "cached": False}
 
+    def settle(self, usage):  # the broker's meters: nothing queues here
+        pass
+
     def stats(self):
         return {}
 
