@@ -195,7 +195,9 @@ def build_broker(config: Config, base_url: str, api_key: str, *, temperature: fl
                      cache_size=llm.cache_size,
                      budget=Budget(llm.max_calls_per_workflow, llm.max_tokens_per_workflow),
                      pricing=Pricing(llm.prompt_usd_per_mtok, llm.completion_usd_per_mtok),
-                     limiter=RemoteLimiter(limiter) if limiter is not None else None)
+                     limiter=RemoteLimiter(limiter) if limiter is not None else None,
+                     # the run's window: a workflow whose own requests fill it queues behind itself
+                     rate_limits=rate_limits(config) if limiter is not None else None)
 
 
 def executor_options(config: Config) -> dict:

@@ -6,7 +6,10 @@ What counts, per sample (a sample may show several):
 - ``exited``: the candidate exited, or ended its process, before the tests ended;
 - ``forged``: the candidate answered calls the test never made;
 - ``forged_protocol``: the workflow wrote a malformed or forbidden line on the sandbox channel;
-- ``forged_infra``: the workflow claimed an LLM error or budget stop that the host never saw.
+- ``forged_infra``: the workflow claimed an LLM error or budget stop that the host never saw;
+- ``flood``: the workflow timed out while its LLM calls queued behind its own (more than its fair
+  share of its actor's slots, or its own requests filling the run's rate window);
+- ``broke_sandbox``: the job broke two sandboxes in turn while a control job ran on a third.
 """
 from __future__ import annotations
 
