@@ -184,7 +184,8 @@ class TrainConfig:
     masked_kl: bool = option(True, "ioGRPO: apply the KL term only to responses with a positive advantage")
     epochs: int = option(1, "passes over the round's pairs or groups")
     learning_rate: float = option(1e-4, "AdamW learning rate")
-    micro_batch_size: int = option(1, "pairs or groups per forward pass (their completions run as one batch)")
+    micro_batch_size: int = option(1, "pairs or groups per micro-batch (their completions run as one batch, in "
+                                      "passes of at most max_tokens_per_pass tokens)")
     grad_accum_steps: int = option(4, "micro-batches accumulated per optimizer step (per worker)")
     max_grad_norm: float = option(1.0, "clip the global gradient norm to this; 0: no clipping")
     carry_optimizer: bool = option(
@@ -192,6 +193,9 @@ class TrainConfig:
         "off: only its adapter weights, with a fresh optimizer")
     share_prompt: bool = option(True, "compute each pair's or group's prompt once and reuse its KV cache")
     max_seq_len: int = option(1536, "prompt+workflow tokens kept per sequence (left-truncated prompt)")
+    max_tokens_per_pass: int = option(
+        16384, "padded tokens (prompts + workflows, as batched) of one forward/backward pass; larger micro-batches "
+        "and groups are split into accumulated passes with the same gradient; 0 = no limit")
     lora_r: int = option(8, "LoRA rank")
     lora_alpha: int = option(16, "LoRA scaling numerator")
     lora_dropout: float = option(0.05, "LoRA dropout")
@@ -202,6 +206,24 @@ class TrainConfig:
     bf16: bool = option(True, "bf16 base weights and autocast (GPU, and CPUs with bf16 arithmetic; fp32 on "
                               "other CPUs, flowpo/precision.py); LoRA weights stay fp32")
     seed: int = option(0, "seed of pair and group sampling and LoRA init")
+
+    def __post_init__(self):
+        if self.max_tokens_per_pass < 0:
+            raise field_error("train.max_tokens_per_pass",
+                              f"must be >= 0 (0 = no limit), got {self.max_tokens_per_pass}")
+
+    def pass_budget_problem(self) -> str:
+        """Why max_tokens_per_pass cannot hold every pair or group member ("" when it can). A pass holds
+        at least one pair (a prompt and two workflows: < 2 · max_seq_len tokens) or one group member
+        (≤ max_seq_len): a smaller budget could refuse a round after its generation."""
+        pairs = algorithm(self.algorithm).unit == "pairs"
+        need = 2 * self.max_seq_len if pairs else self.max_seq_len
+        what = "2 × train.max_seq_len" if pairs else "train.max_seq_len"
+        if 0 < self.max_tokens_per_pass < need:
+            return (f"train.max_tokens_per_pass={self.max_tokens_per_pass} is below {what} = {need}: a pass must hold "
+                    f"{'a pair (a prompt and two workflows)' if pairs else 'a prompt and a workflow'} for "
+                    f"{self.algorithm}. Raise it to {need} or more (0: no limit), or lower train.max_seq_len")
+        return ""
 
 
 @dataclass
@@ -284,7 +306,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 def inconsistency(config: "Config") -> str:
     """Why fields that are each valid cannot work together ("" when they can), naming them."""
-    return algorithm(config.train.algorithm).check(config)
+    return algorithm(config.train.algorithm).check(config) or config.train.pass_budget_problem()
 
 
 def to_yaml(config: Config) -> str:

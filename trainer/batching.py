@@ -74,10 +74,37 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+class _TokenLogprobs(torch.autograd.Function):
+    """log p(target) per position, in fp32, computed one row (sequence) at a time, forward and backward.
+
+    Autograd through ``logits.float()`` and ``logsumexp`` keeps an fp32 copy of the whole pass's logits
+    and makes two more as temporaries: with a 49k vocabulary that is most of a pass's memory. Here the
+    fp32 work exists for one row at a time; the backward recomputes each row's softmax from the logits
+    (which the pass holds anyway) and writes d/dlogits = g·(onehot(target) − softmax) into one buffer."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
+        for i, (row, target) in enumerate(zip(logits, targets)):
+            row = row.float()
+            out[i] = row.gather(-1, target[:, None])[:, 0] - torch.logsumexp(row, dim=-1)
+        ctx.save_for_backward(logits, targets)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, targets = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        for i, (row, target) in enumerate(zip(logits, targets)):
+            g = grad[i, :, None].float()
+            row_grad = torch.softmax(row.float(), dim=-1).mul_(-g)
+            grad_logits[i] = row_grad.scatter_add_(-1, target[:, None], g)
+        return grad_logits, None
+
+
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) per position, in fp32; no [.., V] log-softmax tensor is kept besides the logits."""
-    logits = logits.float()
-    return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+    """[B, T] log p(target) per position, in fp32, from [B, T, V] logits, one row at a time (``_TokenLogprobs``)."""
+    return _TokenLogprobs.apply(logits, targets)
 
 
 def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, owner, *,
@@ -103,12 +130,22 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
         rest = model(input_ids=completion_ids, attention_mask=full_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True).logits
         # The prompt's last logits predict completion token 0; completion position j predicts token j + 1.
-        logits = torch.cat([out.logits[owner, -1:], rest[:, :-1]], dim=1)
+        # Log-probs are taken of each tensor whole and joined after, never the [C, Lc, V] logits: a
+        # joined (or sliced) copy of those would cost as much memory as the logits themselves.
+        first = token_logprobs(out.logits[owner, -1:], completion_ids[:, :1])
+        logps = torch.cat([first, token_logprobs(rest, _then_dummy(completion_ids[:, 1:]))[:, :-1]], dim=1)
     else:
         ids = torch.cat([prompt_ids[owner], completion_ids], dim=1)
         logits = model(input_ids=ids, attention_mask=full_mask, position_ids=_positions(full_mask),
-                       logits_to_keep=lc + 1).logits[:, :-1]
-    return token_logprobs(logits, completion_ids) * completion_mask
+                       logits_to_keep=lc + 1).logits
+        # Kept position j (the last prompt token, then the completion) predicts completion token j; the last, nothing.
+        logps = token_logprobs(logits, _then_dummy(completion_ids))[:, :-1]
+    return logps * completion_mask
+
+
+def _then_dummy(targets: torch.Tensor) -> torch.Tensor:
+    """``targets`` and one more column (token 0) for the logits' last position, whose log-prob is dropped."""
+    return torch.cat([targets, torch.zeros_like(targets[:, :1])], dim=1)
 
 
 def rows(batch: Batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -118,9 +155,11 @@ def rows(batch: Batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
             for ids, mask, owner in zip(batch.completion_ids, batch.completion_mask, batch.owner)]
 
 
-def distinct_logprobs(model, batches: list[Batch], *, chunk: int, min_prefix: int = 32) -> list[torch.Tensor]:
+def distinct_logprobs(model, batches: list[Batch], *, chunk: int, max_tokens: int = 0,
+                      min_prefix: int = 32) -> list[torch.Tensor]:
     """``completion_logprobs`` (shared prompts) of every batch, each distinct (prompt, completion)
-    computed once, each distinct prompt once (passes of up to ``chunk`` completions), and the start
+    computed once, each distinct prompt once (passes of up to ``chunk`` completions and, with
+    ``max_tokens``, up to that many padded tokens: ``passes``), and the start
     that all prompts share (at least ``min_prefix`` tokens: the template's instructions and examples)
     once. A round's pairs repeat their problems' prompts (drawn with replacement, several a problem),
     a prompt is most of a pair's tokens, and most of a prompt is the template: a round-start pass
@@ -137,7 +176,7 @@ def distinct_logprobs(model, batches: list[Batch], *, chunk: int, min_prefix: in
     else:
         cut = 0
     values: dict[tuple, torch.Tensor] = {}
-    for group in passes(by_prompt, chunk):
+    for group in passes(by_prompt, chunk, max_tokens):
         batch = collate([Encoded(prompt[cut:], part) for prompt, part in group], pad_id=0).to(device)  # pads are masked
         past = (copy.deepcopy(prefix), cut) if prefix is not None else None  # each pass extends its own copy
         logps = iter(completion_logprobs(model, *batch.tensors(), share_prompt=True, prefix=past))
@@ -160,20 +199,42 @@ def shared_start(prompts: list[tuple[int, ...]]) -> int:
     return min(common, min(len(p) for p in prompts) - 1)
 
 
-def passes(by_prompt: dict[tuple, dict[tuple, None]], chunk: int):
-    """(prompt, completions) groups of at most ``chunk`` completions in all, prompts in order."""
-    group, size = [], 0
+def passes(by_prompt: dict[tuple, dict[tuple, None]], chunk: int, max_tokens: int = 0):
+    """(prompt, completions) groups of at most ``chunk`` completions in all and, with ``max_tokens``,
+    at most that many padded tokens (``padded_tokens``, whole prompts), prompts in order. A
+    completion that alone exceeds ``max_tokens`` gets a pass of its own."""
+    group: list[tuple[tuple, list[tuple]]] = []
+    prompt_lens: list[int] = []
+    completion_lens: list[int] = []
     for prompt, completions in by_prompt.items():
-        completions = tuple(completions)
-        for first in range(0, len(completions), chunk):
-            part = completions[first:first + chunk]
-            if group and size + len(part) > chunk:
-                yield group
-                group, size = [], 0
-            group.append((prompt, part))
-            size += len(part)
+        for completion in completions:
+            same_prompt = bool(group) and group[-1][0] == prompt
+            grown = padded_tokens(prompt_lens + ([] if same_prompt else [len(prompt)]),
+                                  completion_lens + [len(completion)])
+            if group and (len(completion_lens) == chunk or (max_tokens and grown > max_tokens)):
+                yield [(p, tuple(cs)) for p, cs in group]
+                group, prompt_lens, completion_lens, same_prompt = [], [], [], False
+            if not same_prompt:
+                group.append((prompt, []))
+                prompt_lens.append(len(prompt))
+            group[-1][1].append(completion)
+            completion_lens.append(len(completion))
     if group:
-        yield group
+        yield [(p, tuple(cs)) for p, cs in group]
+
+
+def padded_tokens(prompt_lens: list[int], completion_lens: list[int], *, share_prompt: bool = True) -> int:
+    """The tokens one pass runs through the model, padding included, as ``collate`` lays it out: P
+    prompt rows of the longest prompt's length Lp and C completion rows of the longest completion's Lc.
+    Shared prompts: P·Lp + C·Lc. Plain: every completion with its own prompt, C·(Lp + Lc).
+
+    Logits and saved activations grow with these tokens. Not counted: in the shared layout each
+    completion attends to its prompt through a copy of the prompt's keys and values (C·Lp positions,
+    about a tenth of a computed token's bytes each for SmolLM2)."""
+    if not completion_lens:
+        return 0
+    lp, lc, c = max(prompt_lens), max(completion_lens), len(completion_lens)
+    return len(prompt_lens) * lp + c * lc if share_prompt else c * (lp + lc)
 
 
 class CompletionScorer(torch.nn.Module):

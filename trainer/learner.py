@@ -147,13 +147,16 @@ def prepare_round(p: Policy, s: LearnerSettings, items: list, *, rank: int = 0, 
     times = {} if times is None else times
     began = time.perf_counter()
     shard = items[rank::world]  # the caller made the shards equal: DDP steps in lockstep
-    mbs = micro_batches(shard, p.tokenizer, size=s.train.micro_batch_size, max_len=s.train.max_seq_len)
-    for mb in mbs:
-        mb.batch, mb.values = mb.batch.to(p.device), mb.values.to(p.device)
+    t = s.train
+    mbs = micro_batches(shard, p.tokenizer, size=t.micro_batch_size, max_len=t.max_seq_len,
+                        max_tokens=t.max_tokens_per_pass, share_prompt=t.share_prompt)
+    for part in (part for mb in mbs for part in mb.passes):
+        part.batch, part.values = part.batch.to(p.device), part.values.to(p.device)
     times["data_s"] = time.perf_counter() - began
     began, cpu = time.perf_counter(), time.process_time()
-    round_start_logprobs(p.policy, mbs, reference=s.reference, needs_old=algorithm(s.train.algorithm).needs_old,
-                         starts_from_base=not s.start, autocast=p.autocast(), share_prompt=s.train.share_prompt)
+    round_start_logprobs(p.policy, mbs, reference=s.reference, needs_old=algorithm(t.algorithm).needs_old,
+                         starts_from_base=not s.start, autocast=p.autocast(), share_prompt=t.share_prompt,
+                         max_tokens=t.max_tokens_per_pass)
     times.update(reference_s=time.perf_counter() - began, reference_cpu_s=time.process_time() - cpu)
     return mbs
 
@@ -165,14 +168,14 @@ def train_round(p: Policy, s: LearnerSettings, model, mbs: list, *, world: int =
     import torch
 
     from trainer.fit import fit
-    from trainer.objectives import micro_batch_loss
+    from trainer.objectives import pass_loss
 
     t = s.train
     steps_per_epoch = -(-len(mbs) // t.grad_accum_steps)
-    items = sum(mb.batch.prompt_ids.shape[0] for mb in mbs)  # one prompt per pair or group
+    items = sum(mb.items for mb in mbs)
 
-    def loss_fn(logps, mb):
-        return micro_batch_loss(logps, mb, t)
+    def loss_fn(logps, part):
+        return pass_loss(logps, part, t)
 
     # LoRA dropout draws from here: a round's masks are the same whether it starts from memory or disk.
     torch.manual_seed(t.seed + s.round_index)

@@ -1,6 +1,5 @@
 """Shared-prompt batches: encoding and layout by hand, and the same loss and gradients as one
 sequence at a time, for pairs and for groups, on the tiny model."""
-import pytest
 import torch
 
 from trainer.batching import Encoded, collate, completion_logprobs, encode_shared
@@ -35,28 +34,6 @@ def test_collate_layout_by_hand():
     assert batch.owner.tolist() == [0, 0, 1]
     # per sequence: (3 + 1) + (3 + 2) + (1 + 3) = 13 tokens
     assert batch.tokens == 13
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                                            task_type="CAUSAL_LM"))
-    for name, param in model.named_parameters():
-        if "lora_B" in name:  # non-zero B: the A matrices get gradients too
-            torch.nn.init.normal_(param, std=0.1)
-    return model
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def one_sequence(model, prompt, completion):

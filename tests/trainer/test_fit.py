@@ -89,6 +89,7 @@ def test_reference_is_the_base_model_or_the_starting_adapter(tiny_model_dir, tmp
     group = [PromptGroup("a", "Q:", (" no", " yes"), (0.0, 1.0), (-1.0, 1.0))]
     _, (base_mb,) = setup(settings(tiny_model_dir, tmp_path / "x", reference="base", **common), group)
     policy, (prev_mb,) = setup(settings(tiny_model_dir, tmp_path / "y", reference="previous", **common), group)
+    (base_mb,), (prev_mb,) = base_mb.passes, prev_mb.passes  # one pass each: the group fits the budget
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
         base = completion_logprobs(plain, *base_mb.batch.tensors())

@@ -52,9 +52,14 @@ class _Batch:
 
 
 @dataclass
-class _MicroBatch:
+class _Pass:
     batch: _Batch
     units: int
+
+
+@dataclass
+class _MicroBatch:
+    passes: list[_Pass]
 
 
 class _Scorer(torch.nn.Module):
@@ -71,8 +76,10 @@ class _Scorer(torch.nn.Module):
 def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group(backend="cpu:gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        # rank 0 holds 1 unit of 10 tokens with metric 1.0; rank 1 holds 3 units of 30 tokens with metric 2.0
-        mbs = [_MicroBatch(_Batch(tokens=10 * (1 + 2 * rank)), units=1 + 2 * rank)]
+        # rank 0 holds 1 unit of 10 tokens with metric 1.0 in one pass; rank 1 holds 3 units of 30 tokens with
+        # metric 2.0 in two passes (1 unit and 10 tokens, 2 units and 20 tokens)
+        passes = [_Pass(_Batch(tokens=10), units=1)] if rank == 0 else [_Pass(_Batch(10), 1), _Pass(_Batch(20), 2)]
+        mbs = [_MicroBatch(passes)]
         value = float(rank + 1)
         scorer = _Scorer()
         history = fit(scorer, mbs, lambda logps, mb: (logps * 0.0, {"metric": value}),
@@ -88,5 +95,5 @@ def test_two_gloo_workers_report_the_global_batch(tmp_path):
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     records = [json.loads((tmp_path / f"{rank}.json").read_text())[0] for rank in (0, 1)]
     assert records[0] == records[1]  # every rank logs the same, global step
-    assert records[0]["tokens"] == 10 + 30  # summed over workers
+    assert records[0]["tokens"] == 10 + 30 and records[0]["passes"] == 1 + 2  # summed over workers
     assert records[0]["metric"] == pytest.approx((1 * 1.0 + 3 * 2.0) / 4)  # unit-weighted mean: 7/4
