@@ -74,7 +74,8 @@ class GeneratorConfig:
     return_logprobs: bool = option(False, "record each sampled workflow's per-token log-probs")
     dry_run: bool = option(False, "run each workflow on a tiny probe problem first; regenerate it if it fails")
     max_inflight_problems: int = option(8, "problems in flight per replica (the driver balances by this load)")
-    start_timeout_s: float = option(600.0, "how long a replica may wait for its resources and engine start")
+    start_timeout_s: float = option(600.0, "how long a replica may wait for its resources and engine start, "
+                                           "beyond the time the autoscaler spends launching and setting up nodes")
 
 
 @dataclass
