@@ -47,6 +47,7 @@ SCRATCH_ROOT = os.environ.get("FLOWPO_SCRATCH", "/tmp")
 CHILD_STATUSES = {"workflow": {"ok", "crash", "invalid_workflow", "timeout", "memory", "llm_error"},
                   "candidate": {"crash"}, "harness": {"ok"}, "program": set()}
 DRAIN_CAP = 1 << 22  # bytes taken from a finished child's pipes: a flood from its leftovers must end
+CHILD_BACKLOG_CAP = 64 << 20  # bytes of replies a job may leave unread (its own calls' answers) before it is a crash
 # What each job kind may send up (child → host) and receive (host → child), with the fields checked.
 UP = {"workflow": {"llm_request"}, "harness": {"call"}, "candidate": {"reply"}, "program": set()}
 DOWN = {"workflow": {"llm_response", "llm_error"}, "harness": {"reply"}, "candidate": {"call"}, "program": set()}
@@ -251,6 +252,8 @@ class Supervisor:
         self.job = None
         self.child = None
         self.to_child = None
+        self.child_backlog = bytearray()  # replies the job's process has not read yet
+        self.child_writable = False  # to_child is registered for EVENT_WRITE
 
     def send(self, message):
         data = (json.dumps(message) + "\n").encode()
@@ -266,7 +269,9 @@ class Supervisor:
                 if key.data == "host" and not self.read_host():
                     self.kill_job_processes()
                     return
-                if self.job is not None and key.data != "host":
+                if self.job is not None and key.data == "to_child":
+                    self.flush_child()
+                elif self.job is not None and key.data != "host":
                     self.read_child(key)
             if self.job is not None:
                 if time.monotonic() >= self.job.deadline:
@@ -295,12 +300,34 @@ class Supervisor:
         elif self.job is None or message.get("job") != self.job.id:
             return  # a late reply to a job that already ended
         elif kind in DOWN.get(self.job.message["kind"], ()) and self.to_child is not None:
-            try:
-                os.write(self.to_child, (json.dumps(message) + "\n").encode())
-            except OSError:  # the child is gone; its end is being handled
-                self.close_to_child()
+            self.child_backlog += (json.dumps(message) + "\n").encode()
+            self.flush_child()
         elif kind == "kill":
             self.job.decide(message.get("status", "crash"), error=message.get("error", ""))
+
+    def flush_child(self):
+        """Write what the job's process has not read yet, as far as its pipe takes it, never blocking:
+        a process that stops reading its replies must not stall the supervisor (its clock, the host's
+        messages), only itself. A backlog beyond CHILD_BACKLOG_CAP ends the job as its own crash."""
+        while self.child_backlog and self.to_child is not None:
+            try:
+                written = os.write(self.to_child, self.child_backlog)
+            except BlockingIOError:
+                break
+            except OSError:  # the child is gone; its end is being handled
+                self.close_to_child()
+                return
+            del self.child_backlog[:written]
+        waiting = bool(self.child_backlog) and self.to_child is not None
+        if waiting != self.child_writable:
+            if waiting:
+                self.selector.register(self.to_child, selectors.EVENT_WRITE, "to_child")
+            else:
+                self.selector.unregister(self.to_child)
+            self.child_writable = waiting
+        if len(self.child_backlog) > CHILD_BACKLOG_CAP and self.job.verdict is None:
+            self.job.decide("crash", error=f"the workflow left over {CHILD_BACKLOG_CAP} bytes of replies to its "
+                                           "own calls unread")
 
     # -- one job --------------------------------------------------------------------------
 
@@ -320,6 +347,8 @@ class Supervisor:
         for fd in (command_r, output_w, protocol_w):
             os.close(fd)
         self.job, self.child, self.to_child = job, pid, command_w
+        os.set_blocking(command_w, False)
+        self.child_backlog, self.child_writable = bytearray(), False
         os.set_blocking(output_r, False)
         os.set_blocking(protocol_r, False)
         self.selector.register(output_r, selectors.EVENT_READ, "output")
@@ -370,8 +399,12 @@ class Supervisor:
 
     def close_to_child(self):
         if self.to_child is not None:
+            if self.child_writable:
+                self.selector.unregister(self.to_child)
+                self.child_writable = False
             os.close(self.to_child)
             self.to_child = None
+        self.child_backlog = bytearray()
 
     def finish_job(self):
         job = self.job
@@ -383,7 +416,7 @@ class Supervisor:
         if oom and status in ("crash", "timeout"):
             status, error = "memory", "killed by the sandbox's memory limit"
         for key in list(self.selector.get_map().values()):
-            if key.data != "host":
+            if key.data not in ("host", "to_child"):
                 self.unregister(key.fd)
         self.close_to_child()
         clean = wipe(SCRATCH_ROOT)

@@ -781,12 +781,15 @@ await asyncio.sleep(60)
     SelfMade("a lone surrogate in its message", "broker", body(r'''
 return await self.llm("hi \ud800 there")
 '''), "bad_llm_request", "", r"not valid Unicode"),
-    SelfMade("stops reading its replies: the supervisor blocks writing to it", "sandbox", body('''
+    # Before the supervisor wrote replies without blocking, this stalled it until the pool gave the
+    # sandbox up (sandbox_error); then the control job made it crash/broke_sandbox. Now the
+    # supervisor keeps its clock and the job times out on one sandbox.
+    SelfMade("stops reading its replies: the supervisor must not block writing to it", "sandbox", body('''
 import asyncio, time
-calls = [asyncio.ensure_future(self.llm("big %d " % i + "z" * 8000)) for i in range(16)]
+calls = [asyncio.ensure_future(self.llm("big %d " % i + "z" * 8000)) for i in range(32)]
 await asyncio.sleep(0.2)
 time.sleep(100)
-'''), "crash", "broke_sandbox", r"^the job broke two sandboxes in turn", broker=(("max_concurrency", 4),)),
+'''), "timeout", "flood", r"wall time", broker=(("max_concurrency", 4),)),  # 32 calls into 4 slots: a flood too
 ]
 SELF_MADE_BY_NAME = {attack.name: attack for attack in SELF_MADE}
 assert len(SELF_MADE_BY_NAME) == len(SELF_MADE), "attack names must be unique"
@@ -934,8 +937,8 @@ def test_a_self_made_failure_is_the_workflows_and_scores_zero(kind, name, reques
     assert execution.suspect == attack.suspect, seen
     gaming = suspected_gaming([sample.to_log()])
     assert gaming == ({attack.suspect: [f"{GSM8K.problem_id}#0"]} if attack.suspect else {}), (seen, gaming)
-    if attack.path == "sandbox":
-        assert stats["pool"]["control_jobs"] == 1 and stats["pool"]["infra_retries"] == 1, stats
+    if attack.path == "sandbox":  # its sandbox held: the supervisor stayed responsive throughout
+        assert stats["pool"]["control_jobs"] == 0 and stats["pool"]["infra_retries"] == 0, stats
 
 
 @pytest.mark.parametrize("kind", KINDS)
