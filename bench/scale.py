@@ -9,7 +9,7 @@ for that latency (every sandbox always waiting on the API), the driver's own CPU
 (/proc/self/statm, sampled), the 429s the server sent and the brokers met, the workflows lost to
 them, and the CPU of every process of the bench per execution, by kind (process sandboxes only:
 Docker's run outside the bench's process tree); then the driver's cost per window of items, to show
-whether it grows as items are done. The README's "Scale" section has the figures.
+whether it grows as items are done. docs/performance.md, "Scale", has the figures.
 
     .venv/bin/python bench/scale.py            # 10,000 workflows; 8, 32, 128 sandboxes (~30 min here)
     .venv/bin/python bench/scale.py --quick    # 300 workflows, 8 and 32 sandboxes, 0.1–0.3 s calls

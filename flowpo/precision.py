@@ -3,7 +3,7 @@
 bf16 is the fast type on GPUs and on CPUs that multiply it natively (x86 with AVX512-BF16 or AMX).
 Other CPUs emulate it. Measured on an AMD EPYC (Zen 2, AVX2 only) with torch 2.13: a bf16 matmul
 ran 100x slower than fp32 (1.4 against 138 GFLOP/s), the learner's round went from about a minute
-to over twenty, and vLLM 0.32 generated 3.3x slower in bf16 (README, "Precision"). So the engines'
+to over twenty, and vLLM 0.32 generated 3.3x slower in bf16 (docs/performance.md, "Precision"). So the engines'
 "auto" and the learner's bf16 fall back to fp32 on such a CPU. Each actor decides for the node it
 runs on: a cluster's nodes differ. torch is imported only when asked (the driver never is)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`ray job submit`, end to end: a real two-node Ray cluster started with `ray start` the way a user
-starts one (token authentication on, the job API on 127.0.0.1), FlowPO submitted with the README's
+starts one (token authentication on, the job API on 127.0.0.1), FlowPO submitted with docs/cluster.md's
 own command line, stopped with `ray job stop` in the middle of round 1, resumed by a second
 submission of `flowpo train --resume RUN_DIR` that loses its executor node mid-round (the job fails
 with a message that says so), resumed again once the node is back, and nothing left behind.
@@ -316,25 +316,24 @@ def cluster(model_dir, docker_backend, vllm_available):
 
 
 def readme_commands() -> tuple[str, str]:
-    """(RAY_ADDRESS, `ray job submit` command line) from the README's cluster section, as written."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Running on a GPU cluster", 1)[1].split("\n## ", 1)[0]
+    """(RAY_ADDRESS, `ray job submit` command line) from docs/cluster.md, as written."""
+    section = (REPO / "docs" / "cluster.md").read_text()
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
         lines = [line.split(" # ")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
         submit = [line for line in lines if line.startswith("ray job submit ")]
         address = [m.group(1) for line in lines if (m := re.match(r"export RAY_ADDRESS=(\S+)$", line))]
         if submit and address:
             return address[0], submit[0]
-    raise AssertionError("README.md, Running on a GPU cluster: no bash block with `export RAY_ADDRESS=` "
+    raise AssertionError("docs/cluster.md: no bash block with `export RAY_ADDRESS=` "
                          "and `ray job submit`")
 
 
 class Submission:
-    """The README's `ray job submit` (it follows the job's logs until the job ends), in the background."""
+    """docs/cluster.md's `ray job submit` (it follows the job's logs until the job ends), in the background."""
 
     def __init__(self, cluster: Cluster, command: str):
         self.output: list[str] = []
-        # The README's command hands the submitting shell's key to the job; the driver gives it to the
+        # docs/cluster.md's command hands the submitting shell's key to the job; the driver gives it to the
         # executor LLM brokers (the test's vLLM server takes any key).
         env = {**cluster.env, "OPENAI_API_KEY": KEY}
         self.proc = subprocess.Popen(["bash", "-c", command], cwd=REPO, env=env, text=True,
@@ -410,7 +409,7 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", address), address
     cluster.env["RAY_ADDRESS"] = re.sub(r":\d+$", ":" + cluster.dashboard.rsplit(":", 1)[1], address)
     entry = re.search(r" -- flowpo train (\S+\.yaml)$", submit)
-    assert entry, f"the README's `ray job submit` does not end in `-- flowpo train CONFIG.yaml`: {submit}"
+    assert entry, f"docs/cluster.md's `ray job submit` does not end in `-- flowpo train CONFIG.yaml`: {submit}"
     first_command = submit[:entry.start(1)] + str(config_path)
     resume_command = submit[:entry.start(1)] + f"--resume {run_dir}"
     began = time.monotonic()

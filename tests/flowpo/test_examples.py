@@ -104,7 +104,8 @@ def test_examples_fit_the_cluster(name):
 
 
 def test_readme_documents_the_launch():
-    readme = (ROOT / "README.md").read_text()
+    assert "docs/cluster.md" in (ROOT / "README.md").read_text()  # the front door links the cluster page
+    readme = (ROOT / "docs" / "cluster.md").read_text()
     assert "ray up cluster.yaml" in readme
     assert re.search(r"ray job submit [^\n]*--working-dir \.", readme)
     assert "-- flowpo train examples/humaneval.yaml" in readme
@@ -116,7 +117,7 @@ def test_readme_documents_the_launch():
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_example_header_submits_as_the_readme_does(name):
     """The submit command in each example's header works as pasted: token authentication on (else
-    401), the same excludes as the README's (`.git` can exceed the working_dir upload limit)."""
+    401), the same excludes as docs/cluster.md's (`.git` can exceed the working_dir upload limit)."""
     header = "".join(line[1:] for line in (ROOT / "examples" / f"{name}.yaml").read_text().splitlines(True)
                      if line.startswith("#"))
     command = header.replace("\\\n", " ")
@@ -159,3 +160,13 @@ def test_the_constraints_are_what_this_environment_runs():
         if installed != pinned:
             stale.append(f"{name}: pinned {pinned}, installed {installed}")
     assert not stale, f"scripts/constraints.txt differs from this environment (scripts/freeze-constraints.sh): {stale}"
+
+
+def test_every_link_and_path_the_docs_name_exists():
+    """README.md and docs/*.md: every relative link, and every examples/ config they name, exists."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)#:]+)\)", text):
+            assert (page.parent / target).exists(), f"{page.name}: link to {target}"
+        for mentioned in set(re.findall(r"examples/[\w.-]+\.yaml", text)):
+            assert (ROOT / mentioned).is_file(), f"{page.name}: {mentioned}"
