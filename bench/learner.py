@@ -168,8 +168,8 @@ def items(args, model: str, warmup: int) -> tuple[list, list]:
     workflow-like completions."""
     from transformers import AutoTokenizer
 
-    from trainer.maths.groups import PromptGroup
-    from trainer.maths.pairs import PreferencePair
+    from flowpo.maths.groups import PromptGroup
+    from flowpo.maths.pairs import PreferencePair
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     texts = prompts(tokenizer, max(args.pairs, args.groups) + warmup, args.prompt_tokens)

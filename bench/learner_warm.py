@@ -47,7 +47,7 @@ def round_pairs(config, model: str, round_index: int) -> list:
     from flowpo.model import resolve_model
     from flowpo.prompts import workflow_messages
     from flowpo.tasks import load_problems
-    from trainer.maths.pairs import PreferencePair
+    from flowpo.maths.pairs import PreferencePair
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
     problems = load_problems(config.task)
@@ -157,7 +157,7 @@ def learner_rounds(config, model: str, rounds: int, generators: list, tmp: Path)
     """The learner alone: the same pairs cold and warm, round by round, interleaved (the same load for both)."""
     import ray
 
-    from flowpo.orchestration.learn import learner_settings, learner_stage_times, shipped
+    from driver.learn import learner_settings, learner_stage_times, shipped
 
     sides = {side: Rounds(side == "warm", model, config.train, tmp / "ray") for side in ("cold", "warm")}
     print(HEADER, flush=True)
@@ -179,8 +179,8 @@ def learner_rounds(config, model: str, rounds: int, generators: list, tmp: Path)
 def pipeline_rounds(config, model: str, rounds: int, tmp: Path) -> dict[str, Rounds]:
     """The config's whole rounds through ``run_rounds``, cold then warm, each on actors of its own."""
     from actors.launch import start_actors
-    from flowpo.orchestration.runlog import RunLog
-    from flowpo.orchestration.train import run_rounds
+    from driver.runlog import RunLog
+    from driver.train import run_rounds
     from flowpo.tasks import load_problems
 
     problems, sides = load_problems(config.task), {}

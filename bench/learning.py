@@ -37,11 +37,11 @@ from flowpo.algorithms import ALGORITHMS, group_sizes  # noqa: E402
 from flowpo.config import Config, TrainConfig, load_config, to_yaml  # noqa: E402
 from flowpo.errors import FlowPOError  # noqa: E402
 from flowpo.tasks import load_problems  # noqa: E402
-from flowpo.orchestration.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
+from driver.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
                                         plot_curves, render_curve, run_checkpoints)
-from flowpo.orchestration.evaluate import Checkpoint  # noqa: E402
-from flowpo.orchestration.cli import refuse_relative_run_dir_in_job  # noqa: E402
-from flowpo.orchestration.rundir import RunDir, read_tolerant, round_of  # noqa: E402
+from driver.evaluate import Checkpoint  # noqa: E402
+from driver.cli import refuse_relative_run_dir_in_job  # noqa: E402
+from driver.rundir import RunDir, read_tolerant, round_of  # noqa: E402
 from flowpo.records import BASE_ADAPTER as BASE  # noqa: E402
 
 # The 135M model's workflows pass almost nothing (measured, README): 2 of 88 base workflows and 4
@@ -154,7 +154,7 @@ def checkpoints_of(run_dir: Path) -> list[Checkpoint]:
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
     """Train (unless finished) and evaluate every checkpoint (unless finished); the seed's wall times."""
-    from flowpo.orchestration.train import train
+    from driver.train import train
 
     config = train_config(args, seed)
     run_dir = config.resolved_run_dir

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import learning  # noqa: E402
 from flowpo.baselines import LABELS  # noqa: E402
 from flowpo.errors import FlowPOError  # noqa: E402
-from flowpo.orchestration.curve import CurveRow, curve_rows, interval_text, plot_curves  # noqa: E402
+from driver.curve import CurveRow, curve_rows, interval_text, plot_curves  # noqa: E402
 from flowpo.stats import PairedDifference  # noqa: E402
 
 

@@ -58,7 +58,7 @@ def latency_server(latency_s: float) -> ThreadingHTTPServer:
 
 def run_mode(mode: str, config, problems, actors, log):
     from actors.streaming import Faults, StageClock
-    from flowpo.orchestration.train import stream_round
+    from driver.train import stream_round
     from flowpo.records import BASE_ADAPTER
 
     config.pipeline.mode = mode
@@ -72,7 +72,7 @@ def main(args) -> None:
 
     from actors.launch import start_actors
     from flowpo.config import load_config
-    from flowpo.orchestration.runlog import RunLog
+    from driver.runlog import RunLog
     from flowpo.tasks import load_problems
 
     server = latency_server(args.llm_latency)

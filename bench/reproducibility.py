@@ -87,7 +87,8 @@ def before_command(rev: str, root: Path) -> tuple[list[str], Path, dict]:
     tree = root / f"code-{rev}"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
                    stdout=subprocess.DEVNULL)
-    cli = "flowpo.orchestration.cli" if (tree / "flowpo" / "orchestration" / "cli.py").is_file() else "flowpo.cli"
+    cli = ("driver.cli" if (tree / "driver" / "cli.py").is_file() else  # each layout the CLI has had
+           "flowpo.orchestration.cli" if (tree / "flowpo" / "orchestration" / "cli.py").is_file() else "flowpo.cli")
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return [sys.executable, "-c", f"from {cli} import main; main()", "train"], tree, env
 

@@ -1,5 +1,5 @@
 """Execute → evaluate at dataset scale, without the generator: recorded workflows replayed through
-``flowpo.orchestration.execute.replay`` (what ``flowpo execute`` runs) against a local
+``driver.execute.replay`` (what ``flowpo execute`` runs) against a local
 OpenAI-compatible server (``python -m flowpo.llm.local_api``, in its own process) with a random
 latency per call and a rate limit that answers 429 with Retry-After.
 
@@ -44,7 +44,7 @@ from actors.launch import actor_name  # noqa: E402
 from bench.scale_measure import (Meter, Setup, flatness, ideal_rate, parse_setup, render_table, steady,  # noqa: E402
                                  windows)
 from flowpo.config import load_config  # noqa: E402
-from flowpo.orchestration.execute import Selection, replay, resolve_source  # noqa: E402
+from driver.execute import Selection, replay, resolve_source  # noqa: E402
 from flowpo.records import Execution, ScoredSample, Workflow  # noqa: E402
 
 CACHE = Path("~/.cache/flowpo/bench-scale").expanduser()

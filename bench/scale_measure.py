@@ -1,7 +1,7 @@
 """The measuring side of bench/scale.py, apart so that its pure parts are tested without Ray: the
 setups, the ideal throughput, the driver's cost over the run and per window of items, the table;
 and the meter, a thread of the driver that reads its CPU time, its memory and the replay's
-progress while ``flowpo.orchestration.execute.replay`` runs.
+progress while ``driver.execute.replay`` runs.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def one(k: int, budget: int, prompt_tokens: int, completion_tokens: int) -> dict
     from flowpo.config import TrainConfig
     from trainer.batching import CompletionScorer
     from trainer.learner import LearnerSettings, Policy, prepare_round, train_round
-    from trainer.maths.groups import PromptGroup
+    from flowpo.maths.groups import PromptGroup
     from trainer.memory import PeakTensorBytes
 
     torch.set_num_threads(os.cpu_count() or 1)

@@ -2,7 +2,7 @@
 a round's scored workflows), its loss, whether the loss needs π_old, the reference policy that
 ``train.reference: auto`` picks, and what the config must allow. Adding a variant is one entry here.
 
-The losses are pure functions of per-token log-probs (trainer/maths); torch loads only where a
+The losses are pure functions of per-token log-probs (flowpo/maths); torch loads only where a
 learner runs, so the driver and the CLI read this registry without it.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from trainer.maths.groups import sample_groups
-from trainer.maths.pairs import Candidate, sample_score_dpo_pairs
+from flowpo.maths.groups import sample_groups
+from flowpo.maths.pairs import Candidate, sample_score_dpo_pairs
 
 if TYPE_CHECKING:  # the config imports this registry for its list of names
     import torch
@@ -42,7 +42,7 @@ def score_dpo_pairs(candidates: list[Candidate], config: "Config", seed: int) ->
 
 
 def score_dpo_loss(logps, ref, old, mask, values, train: "TrainConfig"):
-    from trainer.maths.losses import power, score_dpo_loss
+    from flowpo.maths.losses import power, score_dpo_loss
 
     policy, ref = logps.sum(dim=1), ref.sum(dim=1)
     return score_dpo_loss(policy[0::2], policy[1::2], ref[0::2], ref[1::2], values[0::2], values[1::2],
@@ -50,7 +50,7 @@ def score_dpo_loss(logps, ref, old, mask, values, train: "TrainConfig"):
 
 
 def dpo_loss(logps, ref, old, mask, values, train: "TrainConfig"):
-    from trainer.maths.losses import dpo_loss
+    from flowpo.maths.losses import dpo_loss
 
     policy, ref = logps.sum(dim=1), ref.sum(dim=1)
     return dpo_loss(policy[0::2], policy[1::2], ref[0::2], ref[1::2], beta=train.beta)
@@ -71,7 +71,7 @@ def iogrpo_groups(candidates: list[Candidate], config: "Config", seed: int) -> l
 
 
 def iogrpo_loss(logps, ref, old, mask, values, train: "TrainConfig"):
-    from trainer.maths.grpo import iogrpo_loss
+    from flowpo.maths.grpo import iogrpo_loss
 
     return iogrpo_loss(logps, old, ref, mask, values, beta=train.beta, epsilon=train.epsilon,
                        masked_kl=train.masked_kl)

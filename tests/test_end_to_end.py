@@ -15,7 +15,7 @@ SAMPLE_FIELDS = {"problem_id", "round", "adapter", "workflow", "answer", "score"
 def test_two_rounds_end_to_end(model_dir, docker_backend, vllm_available, tmp_path):
     import ray
 
-    from flowpo.orchestration.train import train
+    from driver.train import train
 
     run_dir = tmp_path / "run"
     # The example config on its easiest problem (strlen): about a quarter of the generated workflows
@@ -57,7 +57,7 @@ def test_iogrpo_trains_on_the_local_config(model_dir, docker_backend, vllm_avail
     sizes derived from k): one round forms sharpened groups and trains an adapter on them."""
     import ray
 
-    from flowpo.orchestration.train import train
+    from driver.train import train
 
     run_dir = tmp_path / "run"
     # k = 16 on strlen: groups of n = 14 of the 16, sharpened to 4 + 4; a pass among 16 samples

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flowpo.baselines import BASELINES
-from flowpo.orchestration.evaluate import render_table, summarize_method
+from driver.evaluate import render_table, summarize_method
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
@@ -16,7 +16,7 @@ PROBLEMS = ["HumanEval/23", "HumanEval/53"]  # strlen and add: the easiest for t
 def test_evaluate_base_and_io_baseline(model_dir, docker_backend, vllm_available, tmp_path, capsys):
     import ray
 
-    from flowpo.orchestration.cli import main
+    from driver.cli import main
 
     run_dir = tmp_path / "run"
     if ray.is_initialized():

@@ -1,14 +1,14 @@
 """The layers of the house, one way down, checked on every import (at module level or inside a
 function) of every module, so that they hold without anyone remembering them:
 
-  orchestration  flowpo/orchestration: train, evaluate, CLI, run directory, reports    (top: anything)
+  driver         driver/: train, evaluate, CLI, run directory, reports              (top: anything)
   actors         actors/: generator, executor, evaluator, launch, the streaming engine  (infrastructure, core)
   infrastructure sandbox/, trainer/, flowpo/llm (the broker)                           (the core, and itself)
   core           flowpo/*.py: config, records, errors, tasks, scorers, prompts, ...    (the core, maths)
-  maths          trainer/maths: pairs, groups, losses: pure functions                  (itself only)
+  maths          flowpo/maths: pairs, groups, losses: pure functions                  (itself only)
   runtime        sandbox/runtime: runs inside the sandbox, standard library only      (nothing of ours)
 
-The learner's maths sits below the core so that the algorithm registry (flowpo/algorithms.py), which
+The pure maths sits in the core, below the rest of it, so that the algorithm registry (flowpo/algorithms.py), which
 the config reads for its list of names, holds each algorithm's items and loss in one entry.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("flowpo", "actors", "trainer", "sandbox")
+PACKAGES = ("driver", "flowpo", "actors", "trainer", "sandbox")
 ALLOWED = {
-    "orchestration": {"orchestration", "actors", "infrastructure", "core", "maths"},
+    "driver": {"driver", "actors", "infrastructure", "core", "maths"},
     "actors": {"actors", "infrastructure", "core", "maths"},
     "core": {"core", "maths"},
     "maths": {"maths"},
@@ -28,13 +28,13 @@ ALLOWED = {
 
 
 def layer(module: str) -> str:
-    if module.startswith("flowpo.orchestration"):
-        return "orchestration"
+    if module.startswith("driver"):
+        return "driver"
     if module.startswith("flowpo.llm"):
         return "infrastructure:flowpo.llm"
     if module.startswith("sandbox.runtime"):
         return "runtime"
-    if module.startswith("trainer.maths"):
+    if module.startswith("flowpo.maths"):
         return "maths"
     if module.startswith(("sandbox", "trainer")):
         return "infrastructure:" + module.split(".")[0]
@@ -80,11 +80,11 @@ def test_every_import_goes_down_the_layers():
 def test_the_rules_catch_a_wrong_import():
     assert not allowed(layer("flowpo.tasks"), layer("sandbox.pool"))  # core → infrastructure
     assert not allowed(layer("sandbox.pool"), layer("flowpo.llm.broker"))  # infrastructure → a sibling
-    assert not allowed(layer("actors.executor"), layer("flowpo.orchestration.train"))  # up
+    assert not allowed(layer("actors.executor"), layer("driver.train"))  # up
     assert not allowed(layer("sandbox.runtime.flowpo_tests"), layer("flowpo.errors"))  # runtime → anything
-    assert not allowed(layer("trainer.maths.pairs"), layer("flowpo.records"))  # maths → the core
+    assert not allowed(layer("flowpo.maths.pairs"), layer("flowpo.records"))  # maths → the core
     assert not allowed(layer("flowpo.algorithms"), layer("trainer.learner"))  # core → the learner
-    assert allowed(layer("flowpo.algorithms"), layer("trainer.maths.losses"))
+    assert allowed(layer("flowpo.algorithms"), layer("flowpo.maths.losses"))
     assert allowed(layer("trainer.learner"), layer("flowpo.model")) and allowed(layer("sandbox.pool"),
                                                                                  layer("sandbox.verdicts"))
     assert project_imports(ROOT / "tests" / "test_layers.py") == []  # this file imports none of ours

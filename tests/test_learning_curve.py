@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from flowpo.orchestration.curve import ALL, CURVE, curve_rows
-from flowpo.orchestration.report import write_round_report
+from driver.curve import ALL, CURVE, curve_rows
+from driver.report import write_round_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
@@ -17,7 +17,7 @@ PROBLEM = "HumanEval/23"  # strlen: in the test split, the easiest for the 135M 
 def test_all_checkpoints_of_a_run(model_dir, docker_backend, vllm_available, random_adapter, fresh_ray, tmp_path,
                                   capsys):
     from flowpo.config import load_config, to_yaml
-    from flowpo.orchestration.cli import main
+    from driver.cli import main
 
     run_dir = tmp_path / "run"
     shutil.copytree(random_adapter, run_dir / "adapters" / "round-1")

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from flowpo.config import load_config
-from flowpo.orchestration.runlog import RunLog
+from driver.runlog import RunLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
@@ -39,13 +39,13 @@ def records(path):
 
 def test_resume_after_crashes_in_execution_training_and_generation(model_dir, docker_backend, vllm_available,
                                                                     tmp_path, monkeypatch, local_ray):
-    import flowpo.orchestration.train
-    from flowpo.orchestration.train import train
+    import driver.train
+    from driver.train import train
 
     run_dir = tmp_path / "run"
     config = small_config(run_dir)
     original_sample, original_event = RunLog.sample, RunLog.event
-    original_train_round = flowpo.orchestration.train.train_round
+    original_train_round = driver.train.train_round
 
     # 1. Execution: the run dies after its third scored sample of round 1.
     def sample_then_crash(self, record):
@@ -65,7 +65,7 @@ def test_resume_after_crashes_in_execution_training_and_generation(model_dir, do
     def train_then_crash(*args, **kwargs):
         raise Crash("during training")
 
-    monkeypatch.setattr(flowpo.orchestration.train, "train_round", train_then_crash)
+    monkeypatch.setattr(driver.train, "train_round", train_then_crash)
     with pytest.raises(Crash):
         train(small_config(run_dir), resume=True)
     after_second = records(run_dir / "samples.jsonl")
@@ -73,7 +73,7 @@ def test_resume_after_crashes_in_execution_training_and_generation(model_dir, do
     assert len(after_second) == 6
 
     # 3. Generation: round 1 trains this time; the run dies as round 2 starts generating.
-    monkeypatch.setattr(flowpo.orchestration.train, "train_round", original_train_round)
+    monkeypatch.setattr(driver.train, "train_round", original_train_round)
 
     def event_then_crash(self, event, **fields):
         original_event(self, event, **fields)
@@ -104,7 +104,7 @@ def test_resume_after_crashes_in_execution_training_and_generation(model_dir, do
 def test_killed_actors_restart_and_their_items_are_retried(model_dir, docker_backend, vllm_available, tmp_path,
                                                           local_ray):
     ray = local_ray
-    from flowpo.orchestration.train import train
+    from driver.train import train
 
     run_dir = tmp_path / "run"
     config = small_config(run_dir, "rounds=1", "task.problem_ids=[HumanEval/23, HumanEval/53]",

@@ -18,7 +18,7 @@ from bench.scale_measure import (Meter, Setup, cpu_per_item, flatness, growth, i
                                  render_table, steady, windows)
 from flowpo.config import TaskConfig
 from flowpo.operators import Custom
-from flowpo.orchestration.execute import Selection, plan_replay, read_records
+from driver.execute import Selection, plan_replay, read_records
 from flowpo.tasks import load_problems
 from flowpo.validate import validate_workflow
 

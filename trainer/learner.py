@@ -193,7 +193,7 @@ def train_round(p: Policy, s: LearnerSettings, model, mbs: list, *, world: int =
 def save_round(p: Policy, s: LearnerSettings, out_dir: str, items: list, history: list[dict], world: int) -> None:
     """The round's checkpoint and metrics in ``out_dir``; ``items`` are all workers' pairs or groups.
     The metadata records ``s``'s (the caller's) paths."""
-    from trainer.maths.groups import PromptGroup
+    from flowpo.maths.groups import PromptGroup
 
     completions = sum(len(i.completions) if isinstance(i, PromptGroup) else 2 for i in items)
     meta = {"round": s.round_index, "step": p.step, "algorithm": s.train.algorithm, "reference": s.reference,

@@ -21,8 +21,8 @@ from flowpo.algorithms import algorithm
 from flowpo.config import TrainConfig
 from flowpo.errors import FlowPOError
 from trainer.batching import Batch, Encoded, collate, encode_shared, padded_tokens
-from trainer.maths.groups import PromptGroup
-from trainer.maths.pairs import PreferencePair
+from flowpo.maths.groups import PromptGroup
+from flowpo.maths.pairs import PreferencePair
 
 Atom = tuple[int, tuple[int, ...]]  # (item in the micro-batch, its completions that must share a pass)
 

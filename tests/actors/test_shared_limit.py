@@ -18,7 +18,7 @@ from flowpo.config import Config, ExecutorLLMConfig, load_config
 from flowpo.typed_config import apply_override
 from flowpo.errors import ConfigError, LLMCallError
 from flowpo.llm.local_api import LocalAPI
-from flowpo.orchestration.train import stage_stats
+from driver.train import stage_stats
 
 pytestmark = pytest.mark.ray
 

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 SHM = Path("/dev/shm")
 ROOT = Path(__file__).resolve().parents[2]
 
-# A driver as flowpo.orchestration.train.train runs one: on the test's Ray cluster, which outlives it, or on a
+# A driver as driver.train.train runs one: on the test's Ray cluster, which outlives it, or on a
 # Ray instance of its own (``local``), as `flowpo train` starts one. The test signals it while it waits.
 DRIVER = """
 import json, os, sys, time

@@ -11,9 +11,9 @@ import torch
 
 from flowpo.algorithms import ALGORITHMS, algorithm
 from flowpo.config import Config, TrainConfig, inconsistency
-from trainer.maths.grpo import iogrpo_loss
-from trainer.maths.losses import dpo_loss, score_dpo_loss
-from trainer.maths.pairs import Candidate
+from flowpo.maths.grpo import iogrpo_loss
+from flowpo.maths.losses import dpo_loss, score_dpo_loss
+from flowpo.maths.pairs import Candidate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -52,7 +52,7 @@ def snapshot_of(cache: Path) -> Path:
 
 def flowpo(*args, cache: Path):
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "flowpo.orchestration.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "driver.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
 
 

@@ -3,8 +3,8 @@ sequence at a time, for pairs and for groups, on the tiny model."""
 import torch
 
 from trainer.batching import Encoded, collate, completion_logprobs, encode_shared
-from trainer.maths.grpo import iogrpo_loss
-from trainer.maths.losses import score_dpo_loss
+from flowpo.maths.grpo import iogrpo_loss
+from flowpo.maths.losses import score_dpo_loss
 
 
 class CharTokenizer:

@@ -8,9 +8,9 @@ import torch
 
 from flowpo.config import TrainConfig
 from trainer.checkpoint import OPTIMIZER_FILE, read_meta
-from trainer.maths.groups import PromptGroup
+from flowpo.maths.groups import PromptGroup
 from trainer.learner import LearnerSettings, Policy, prepare_round, train_local
-from trainer.maths.pairs import PreferencePair
+from flowpo.maths.pairs import PreferencePair
 
 PAIRS = [PreferencePair("a", "Write a workflow:", " return solution.code", " return max(x)", 1.0, 0.0),
          PreferencePair("b", "Q:", " yes", " no no", 0.75, 0.25),

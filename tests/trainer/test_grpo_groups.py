@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from trainer.maths.groups import advantages, build_groups, sharpen
-from trainer.maths.grpo import iogrpo_loss
+from flowpo.maths.groups import advantages, build_groups, sharpen
+from flowpo.maths.grpo import iogrpo_loss
 
 
 def test_iogrpo_clipping_by_hand():

@@ -8,9 +8,9 @@ import pytest
 
 from flowpo.config import TrainConfig
 from trainer.checkpoint import META_FILE, OPTIMIZER_FILE, read_meta
-from trainer.maths.groups import PromptGroup
+from flowpo.maths.groups import PromptGroup
 from trainer.learner import METRICS_FILE, LearnerSettings, equal_shards, train_local
-from trainer.maths.pairs import PreferencePair
+from flowpo.maths.pairs import PreferencePair
 from trainer.warm import train_adapter
 
 pytestmark = pytest.mark.ray

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from trainer.maths.losses import dpo_loss, score_dpo_loss
+from flowpo.maths.losses import dpo_loss, score_dpo_loss
 
 
 def t(*values):
@@ -66,7 +66,7 @@ def test_dpo_by_hand():
 
 def test_power_score_transform():
     # f(s) = s²: Δ = 0.25·1 − (1 − 0.25)·(−1) = 1, as in the lambda above; p = 1 is the identity itself
-    from trainer.maths.losses import identity, power
+    from flowpo.maths.losses import identity, power
 
     loss, _ = score_dpo_loss(t(1.0), t(-1.0), t(0.0), t(0.0), t(0.5), t(0.5), beta=1.0, f=power(2.0))
     assert math.isclose(loss.item(), math.log(1 + math.exp(-1.0)), rel_tol=1e-12)

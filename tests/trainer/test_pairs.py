@@ -1,6 +1,6 @@
 from collections import Counter
 
-from trainer.maths.pairs import Candidate, candidate_pairs, sample_score_dpo_pairs
+from flowpo.maths.pairs import Candidate, candidate_pairs, sample_score_dpo_pairs
 
 
 def cand(pid, name, score):

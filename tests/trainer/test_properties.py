@@ -4,8 +4,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.maths.groups import build_groups
-from trainer.maths.pairs import Candidate, candidate_pairs, sample_score_dpo_pairs
+from flowpo.maths.groups import build_groups
+from flowpo.maths.pairs import Candidate, candidate_pairs, sample_score_dpo_pairs
 
 score = st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])
 problems = st.dictionaries(st.sampled_from(["a", "b", "c"]), st.lists(score, min_size=1, max_size=6), min_size=1)
@@ -53,7 +53,7 @@ def test_groups_are_sharpened_nonzero_variance_and_centred(scores, n, t, top_n):
 @settings(deadline=None)
 @given(problems, st.integers(1, 4))
 def test_sampled_groups_stay_within_one_problem(scores_by_problem, top_n):
-    from trainer.maths.groups import sample_groups
+    from flowpo.maths.groups import sample_groups
 
     cands = candidates(scores_by_problem)
     groups = sample_groups(cands, m=6, n=3, t=1, top_n=top_n, max_combinations=20, seed=0)

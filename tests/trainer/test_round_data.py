@@ -6,11 +6,11 @@ import json
 import pytest
 
 from flowpo.config import Config, TrainConfig
-from flowpo.orchestration.learn import learner_items, learner_settings, learner_stage_times, train_round
+from driver.learn import learner_items, learner_settings, learner_stage_times, train_round
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.orchestration.runlog import RunLog
-from trainer.maths.groups import PromptGroup, sample_groups
-from trainer.maths.pairs import Candidate, PreferencePair
+from driver.runlog import RunLog
+from flowpo.maths.groups import PromptGroup, sample_groups
+from flowpo.maths.pairs import Candidate, PreferencePair
 
 
 def sample(problem, index, score):

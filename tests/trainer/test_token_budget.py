@@ -8,8 +8,8 @@ from flowpo.config import Config, TrainConfig, inconsistency, load_config
 from flowpo.errors import ConfigError, FlowPOError
 from trainer.batching import CompletionScorer, collate, completion_logprobs, distinct_logprobs, encode_shared
 from trainer.fit import fit, round_start_logprobs
-from trainer.maths.groups import PromptGroup
-from trainer.maths.pairs import PreferencePair
+from flowpo.maths.groups import PromptGroup
+from flowpo.maths.pairs import PreferencePair
 from trainer.memory import PeakTensorBytes
 from trainer.objectives import micro_batches, pass_loss
 

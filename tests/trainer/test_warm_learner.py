@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from flowpo.config import TrainConfig
-from trainer.maths.groups import PromptGroup
+from flowpo.maths.groups import PromptGroup
 from trainer.learner import LearnerSettings, train_local
-from trainer.maths.pairs import PreferencePair
+from flowpo.maths.pairs import PreferencePair
 from trainer.warm import Learner, LearnerFailed
 
 pytestmark = pytest.mark.ray

@@ -6,8 +6,8 @@ import pytest
 
 from flowpo.errors import FlowPOError
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.orchestration.resume import read_run_state
-from flowpo.orchestration.rundir import read_repairing
+from driver.resume import read_run_state
+from driver.rundir import read_repairing
 
 
 def sample(round_index=1, problem="HumanEval/23", index=0, score=1.0) -> ScoredSample:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.rundir import RunDir, adapter_name, read_repairing
+from driver.rundir import RunDir, adapter_name, read_repairing
 from flowpo.records import BASE_ADAPTER
 
 

@@ -1,13 +1,13 @@
 """The per-round report's tables: pure functions of the run directory's records (samples.jsonl,
 metrics.jsonl, each round's train_metrics.json), so that they are unit-tested without a plot or a file.
-flowpo/orchestration/report.py writes them as markdown, flowpo/orchestration/report_plots.py draws them.
+driver/report.py writes them as markdown, driver/report_plots.py draws them.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
 
-from flowpo.orchestration.runlog import global_train_steps
+from driver.runlog import global_train_steps
 
 INFRASTRUCTURE = "unscored"  # failure class of a sample with score None and no failure recorded
 

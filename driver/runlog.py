@@ -1,6 +1,6 @@
 """The run directory contract: config.yaml, samples.jsonl, metrics.jsonl, adapters/round-<k>/, and
 the views made from them: tensorboard/ (every event's numbers as scalars, optionally W&B too) and
-reports/ (flowpo.orchestration.report). metrics.jsonl stays the source of truth; the sinks only mirror it."""
+reports/ (driver.report). metrics.jsonl stays the source of truth; the sinks only mirror it."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,7 @@ from typing import Literal, Protocol, Sequence
 
 from flowpo.config import Config, LoggingConfig, to_yaml
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.rundir import RunDir, read_train_metrics
+from driver.rundir import RunDir, read_train_metrics
 
 # Two x-axes: most events happen once per round; the learner's per-step metrics run on a global
 # optimizer step counted across rounds.

@@ -2,8 +2,8 @@
 
 Read from the run directory alone (samples.jsonl, metrics.jsonl, adapters/round-<k>/train_metrics.json),
 so it can be written after any round, again after a resume, or by hand for an old run. This module writes
-the markdown; the tables are pure functions of the records (flowpo/orchestration/report_tables.py,
-unit-tested) and matplotlib only draws them (flowpo/orchestration/report_plots.py).
+the markdown; the tables are pure functions of the records (driver/report_tables.py,
+unit-tested) and matplotlib only draws them (driver/report_plots.py).
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import yaml
 
 from flowpo.gaming import suspected_gaming
-from flowpo.orchestration.report_plots import (plot_cache_rate, plot_failures, plot_loss, plot_mean_score,
+from driver.report_plots import (plot_cache_rate, plot_failures, plot_loss, plot_mean_score,
                                                plot_scores, plot_usage)
-from flowpo.orchestration.report_tables import (RoundRow, as_number, dedupe_samples, extremes, failure_counts,
+from driver.report_tables import (RoundRow, as_number, dedupe_samples, extremes, failure_counts,
                                                 loss_points, round_rows, round_samples, scores)
-from flowpo.orchestration.rundir import RunDir, read_tolerant, read_train_metrics
+from driver.rundir import RunDir, read_tolerant, read_train_metrics
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -81,7 +81,7 @@ LEARNING_CURVE = "learning-curve"  # reports/learning-curve.md and .png, by flow
 
 def learning_curve_section(reports: Path) -> list[str]:
     """A link to the run's learning curve on held-out problems, once `flowpo evaluate --all-checkpoints`
-    wrote it (flowpo/orchestration/curve.py); nothing before that."""
+    wrote it (driver/curve.py); nothing before that."""
     if not (reports / f"{LEARNING_CURVE}.md").is_file():
         return []
     return ["## Learning curve (held-out problems)", "",

@@ -1,10 +1,10 @@
-"""The run directory's layout, adapter names and readers (flowpo/orchestration/rundir.py)."""
+"""The run directory's layout, adapter names and readers (driver/rundir.py)."""
 from __future__ import annotations
 
 import pytest
 
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.rundir import (RunDir, adapter_name, base_or_round, read_repairing, read_strict,
+from driver.rundir import (RunDir, adapter_name, base_or_round, read_repairing, read_strict,
                                          read_tolerant, round_of)
 
 

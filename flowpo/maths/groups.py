@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.maths.pairs import Candidate
+from flowpo.maths.pairs import Candidate
 
 
 @dataclass(frozen=True)

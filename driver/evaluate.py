@@ -1,7 +1,7 @@
 """`flowpo evaluate`: one workflow (or ``--samples N``) per test problem from a checkpoint, beside the
 IO, CoT and CoT-SC baselines, all run through the same executors and evaluators as training; the
 solve rates as a markdown table and JSON under ``<run_dir>/eval/<checkpoint>/``. Every checkpoint
-of a run at once (``--all-checkpoints``, one actor start) is flowpo/orchestration/curve.py.
+of a run at once (``--all-checkpoints``, one actor start) is driver/curve.py.
 
 The bookkeeping (checkpoint resolution, aggregation, the table) is pure and works on the lines of
 the per-method ``samples.jsonl``, so the reported numbers can always be recomputed from them.
@@ -19,7 +19,7 @@ from typing import Callable
 from flowpo.baselines import LABELS, baseline_workflow
 from flowpo.config import Config, to_yaml
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.rundir import RunDir, adapter_name
+from driver.rundir import RunDir, adapter_name
 from flowpo.records import BASE_ADAPTER, Problem, ScoredSample
 
 
@@ -166,7 +166,7 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
     from tqdm import tqdm
 
     from actors.streaming import Stream, after_dry_run, round_stages
-    from flowpo.orchestration.learn import shipped
+    from driver.learn import shipped
 
     # With every request (a restarted replica has lost it), packed: a generator may be on another node.
     adapter = shipped(checkpoint.name, checkpoint.path)

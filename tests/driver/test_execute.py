@@ -14,8 +14,8 @@ import json
 import pytest
 
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.execute import Selection, Source, output_dir, plan_replay, read_records, resolve_source
-from flowpo.orchestration.transfer import Tally, Transfer, render_table
+from driver.execute import Selection, Source, output_dir, plan_replay, read_records, resolve_source
+from driver.transfer import Tally, Transfer, render_table
 from flowpo.prompts import MATH_SIMPLE_WORKFLOW
 from flowpo.records import Execution, ScoredSample, Workflow
 from tests.llm.test_broker import ChatServer, Scripted, completion
@@ -177,7 +177,7 @@ def test_transfer_rows_per_round_and_the_total():
 
 
 def test_cli_names_a_bad_line(tmp_path, capsys):
-    from flowpo.orchestration.cli import main
+    from driver.cli import main
 
     path = tmp_path / "samples.jsonl"
     path.write_text(json.dumps(LINES[0]) + "\n" + json.dumps({"problem_id": "HumanEval/0", "round": 1}) + "\n")
@@ -223,7 +223,7 @@ def executor_llm():
 @pytest.mark.ray
 @pytest.mark.docker
 def test_replay_with_another_executor_model(tmp_path, executor_llm, docker_backend, ray_local, monkeypatch, capsys):
-    from flowpo.orchestration.cli import main
+    from driver.cli import main
 
     monkeypatch.setenv("FLOWPO_REPLAY_TEST_KEY", "sk-replay-test")
     (tmp_path / "gsm8k.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))

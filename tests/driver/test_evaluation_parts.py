@@ -9,7 +9,7 @@ import flowpo.operators as ops
 from flowpo.baselines import BASELINES, LABELS, baseline_workflow, parse_baselines
 from flowpo.config import Config, apply_override
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.evaluate import (Checkpoint, evaluation_config, render_table, resolve_checkpoint, run_usage,
+from driver.evaluate import (Checkpoint, evaluation_config, render_table, resolve_checkpoint, run_usage,
                              summarize_method)
 from flowpo.validate import validate_workflow
 
@@ -217,7 +217,7 @@ def test_cli_missing_round_is_a_short_error_and_overrides_may_follow_the_options
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "flowpo.orchestration.cli", "evaluate", "examples/local.yaml", "--checkpoint", "9",
+    result = subprocess.run([sys.executable, "-m", "driver.cli", "evaluate", "examples/local.yaml", "--checkpoint", "9",
                              f"run_dir={tmp_path}", "--baselines", "io"], capture_output=True, text=True,
                             env=dict(os.environ), timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -10,11 +10,11 @@ import ray
 
 from flowpo.algorithms import algorithm
 from flowpo.config import Config
-from flowpo.orchestration.runlog import RunLog
+from driver.runlog import RunLog
 from flowpo.records import ScoredSample
 from trainer.checkpoint import pack
 from trainer.learner import LearnerSettings  # its heavy imports wait until training
-from trainer.maths.pairs import Candidate
+from flowpo.maths.pairs import Candidate
 from trainer.warm import Learner, train_adapter
 
 

@@ -2,10 +2,10 @@
 import json
 
 from flowpo.config import Config
-from flowpo.orchestration.learn import candidates_of, train_round
-from flowpo.orchestration.train import add_counts, summarize
+from driver.learn import candidates_of, train_round
+from driver.train import add_counts, summarize
 from flowpo.records import Execution, ScoredSample, Workflow
-from flowpo.orchestration.runlog import RunLog
+from driver.runlog import RunLog
 
 
 def sample(index, score, failure=""):
@@ -36,7 +36,7 @@ def test_the_learners_items_do_not_depend_on_the_order_samples_finished_in():
     the same scored slots must give the same pairs (and groups) for the same seed."""
     import random
 
-    from flowpo.orchestration.learn import learner_items
+    from driver.learn import learner_items
 
     samples = [sample(i, score) for i, score in enumerate([0.0, 1.0, 0.5, 0.0, 1.0, 0.25, 0.75, 0.0])]
     config = Config()
@@ -72,7 +72,7 @@ def test_stats_of_several_actors_add_up_per_key():
 
 
 def test_the_round_line_speaks_of_groups_for_iogrpo():
-    from flowpo.orchestration.train import RoundSummary
+    from driver.train import RoundSummary
 
     grpo = RoundSummary(round=1, adapter="base", workflows=8, valid=8, scored=8, mean_score=0.5, pairs=3, loss=0.7,
                         unit="groups")

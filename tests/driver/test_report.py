@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from flowpo.orchestration.report import fenced, write_round_report
-from flowpo.orchestration.report_tables import (dedupe_samples, extremes, failure_counts, loss_points, round_rows,
+from driver.report import fenced, write_round_report
+from driver.report_tables import (dedupe_samples, extremes, failure_counts, loss_points, round_rows,
                                                 scores)
 
 

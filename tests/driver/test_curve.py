@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.cli import main
-from flowpo.orchestration.curve import (ALL, CURVE, curve_json, curve_rows, plot_curves, render_curve_table,
+from driver.cli import main
+from driver.curve import (ALL, CURVE, curve_json, curve_rows, plot_curves, render_curve_table,
                                         run_checkpoints, write_curve)
-from flowpo.orchestration.evaluate import Checkpoint
-from flowpo.orchestration.report import write_round_report
+from driver.evaluate import Checkpoint
+from driver.report import write_round_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,10 +20,10 @@ from flowpo.baselines import LABELS
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
 from flowpo.stats import Cell, Interval, PairedDifference, cell_means, natural, paired_difference, pass_rate
-from flowpo.orchestration.evaluate import (Checkpoint, EvalReport, evaluate_methods, load_eval_problems,
+from driver.evaluate import (Checkpoint, EvalReport, evaluate_methods, load_eval_problems,
                                            render_report, resolve_checkpoint, summarize_method, write_results)
-from flowpo.orchestration.report import LEARNING_CURVE, write_round_report
-from flowpo.orchestration.rundir import RunDir, round_of
+from driver.report import LEARNING_CURVE, write_round_report
+from driver.rundir import RunDir, round_of
 from flowpo.records import BASE_ADAPTER
 
 Runs = Mapping[Hashable, Mapping[str, list[dict]]]  # seed -> method -> evaluation sample lines

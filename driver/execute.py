@@ -5,7 +5,7 @@ workflows transfer to other executor models; this is how a user measures that.
 
 The recorded ``samples.jsonl`` is only read, one line at a time, and the streaming engine gets a
 bounded window of workflows, so a replay of 10,000+ workflows holds the window and the table's
-running sums (flowpo/orchestration/transfer.py), never every result. It writes
+running sums (driver/transfer.py), never every result. It writes
 ``<out>/samples.jsonl`` (the run's line format plus ``origin``), ``results.md``, ``results.json``
 and ``config.yaml``.
 """
@@ -29,8 +29,8 @@ from flowpo.config import Config, to_yaml
 from flowpo.errors import FlowPOError
 from flowpo.model import model_spec
 from flowpo.records import Problem, ScoredSample, Workflow
-from flowpo.orchestration.rundir import RunDir
-from flowpo.orchestration.transfer import Transfer, render_report
+from driver.rundir import RunDir
+from driver.transfer import Transfer, render_report
 from flowpo.tasks import load_problems
 
 REQUIRED = {"problem_id": str, "round": int, "sample_index": int, "workflow": str}  # what a replay needs

@@ -8,7 +8,7 @@ import time
 
 from flowpo.config import DEFAULT_MODEL_DIR, load_config
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.rundir import RunDir
+from driver.rundir import RunDir
 
 
 def refuse_relative_run_dir_in_job(run_dir, what: str = "run_dir") -> None:
@@ -30,7 +30,7 @@ def refuse_relative_run_dir_in_job(run_dir, what: str = "run_dir") -> None:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from flowpo.orchestration.train import train
+    from driver.train import train
 
     if args.resume:
         # The run's own config, so the resumed rounds are the same rounds; overrides still apply.
@@ -103,8 +103,8 @@ def evaluated_config(args):
 
 def cmd_evaluate(args) -> int:
     from flowpo.baselines import parse_baselines
-    from flowpo.orchestration.curve import evaluate_all
-    from flowpo.orchestration.evaluate import evaluate, evaluation_config, split_note
+    from driver.curve import evaluate_all
+    from driver.evaluate import evaluate, evaluation_config, split_note
 
     baselines = parse_baselines(args.baselines)
     loaded, overrides = evaluated_config(args)
@@ -123,7 +123,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_execute(args) -> int:
-    from flowpo.orchestration.execute import Selection, replay, resolve_source
+    from driver.execute import Selection, replay, resolve_source
 
     source = resolve_source(args.recorded, args.with_config)
     config = load_config(source.config, args.overrides)

@@ -19,9 +19,9 @@ from flowpo.config import Config
 from flowpo.errors import FlowPOError
 from flowpo.gaming import suspected_gaming
 from flowpo.records import Problem, ScoredSample
-from flowpo.orchestration.learn import learner_line, learner_stage_times, ship_adapter, shipped, train_round
-from flowpo.orchestration.resume import RunState, read_run_state
-from flowpo.orchestration.runlog import RunLog
+from driver.learn import learner_line, learner_stage_times, ship_adapter, shipped, train_round
+from driver.resume import RunState, read_run_state
+from driver.runlog import RunLog
 from flowpo.validate import reason_kind
 from actors.streaming import Faults, StageClock, Stream, after_dry_run, round_stages
 from trainer.warm import Learner
@@ -213,7 +213,7 @@ def end_round(summary: RoundSummary, samples: list[ScoredSample], actors, log: R
 
 def report(run_dir: Path, round_index: int) -> None:
     """The round's markdown report; a plotting failure is a warning, never the run's end."""
-    from flowpo.orchestration.report import write_round_report
+    from driver.report import write_round_report
 
     try:
         print(f"round {round_index} report: {write_round_report(run_dir, round_index)}")

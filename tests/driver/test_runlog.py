@@ -10,8 +10,8 @@ import pytest
 
 from flowpo.config import Config, LoggingConfig
 from flowpo.errors import FlowPOError
-from flowpo.orchestration.rundir import read_tolerant
-from flowpo.orchestration.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, 
+from driver.rundir import read_tolerant
+from driver.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, 
                            read_train_metrics)
 
 

@@ -1,4 +1,4 @@
-"""The per-round report's plots: one PNG per table of flowpo/orchestration/report_tables.py.
+"""The per-round report's plots: one PNG per table of driver/report_tables.py.
 
 Thin on purpose (the numbers are tested in the tables, not in the pictures): Agg through the Figure API,
 no pyplot global state, so that a report can be drawn from any thread or process without a display.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from flowpo.orchestration.report_tables import LossPoint, RoundRow
+from driver.report_tables import LossPoint, RoundRow
 
 
 def _figure():

@@ -9,7 +9,7 @@ import pytest
 def flowpo(*args, env=None, timeout=120):
     import os
 
-    return subprocess.run([sys.executable, "-m", "flowpo.orchestration.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "driver.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
