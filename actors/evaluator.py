@@ -16,6 +16,7 @@ from flowpo.scorers import parse_verdict
 from sandbox.backend import SandboxBackend
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 from flowpo.llm.broker import LLMBroker, WorkflowUsage
+from actors.executor import release_if_actor
 from sandbox.hidden_tests import HiddenTests
 from sandbox.pool import INFRA_FAILURES
 
@@ -129,6 +130,7 @@ class Evaluator:
             await self.pool.close()
         if self.broker is not None:
             await self.broker.close()
+        release_if_actor()
 
 
 def mean_or_none(values: list[float | None]) -> float | None:

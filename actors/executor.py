@@ -6,7 +6,7 @@ import dataclasses
 
 from flowpo.records import Execution, Problem, Workflow
 from flowpo.seeds import call_seed
-from sandbox.backend import SandboxBackend
+from sandbox.backend import SandboxBackend, release_node_files
 from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from sandbox.pool import SandboxPool
 from sandbox.verdicts import blame_queueing
@@ -72,3 +72,14 @@ class Executor:
     async def close(self) -> None:
         await self.pool.close()
         await self.broker.close()
+        release_if_actor()
+
+
+def release_if_actor() -> None:
+    """An actor's process owns the only pool it runs: remove what it staged on this node now, since
+    Actors.shutdown kills it next and a killed process runs no atexit hook (tests that build a plain
+    Executor keep theirs: other pools of the process may still use it)."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        release_node_files()

@@ -11,12 +11,12 @@ import itertools
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
+from flowpo.node_tmp import make_node_tmp
 from flowpo.precision import local_engine_dtype
 from flowpo.prompts import extract_workflow, generator_prompt, prompt_lengths
 from flowpo.records import BASE_ADAPTER, Problem, Workflow
@@ -95,7 +95,7 @@ class Generator:
         self._adapters = {}  # version -> LoRARequest
         self.version = BASE_ADAPTER
         self._request_ids = itertools.count()
-        self._adapter_root = Path(tempfile.mkdtemp(prefix="flowpo-adapters-"))  # this node's copies
+        self._adapter_root = make_node_tmp("flowpo-adapters-")  # this node's copies; a killed one's are swept
         self.served = {"requests": 0, "samples": 0}
 
     def shutdown(self) -> None:

