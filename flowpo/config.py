@@ -312,3 +312,17 @@ def inconsistency(config: "Config") -> str:
 
 def to_yaml(config: Config) -> str:
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every key of the config with its type, default and doc (tests/flowpo/test_config.py
+    fails when the file is stale; rewrite it with
+    `.venv/bin/python -c "from flowpo.config import reference_markdown as r; print(r(), end='')" > docs/config.md`)."""
+    from flowpo.typed_config import reference
+
+    header = ["# Configuration reference", "",
+              "Every key of a run's YAML config (`flowpo/config.py`), with its type, default and the one line the",
+              "code documents it with; generated from the code. Dotted overrides on the command line name the same",
+              "keys: `flowpo train CONFIG train.beta=0.2`.", "",
+              "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    return "\n".join(header + reference(Config)) + "\n"

@@ -122,3 +122,27 @@ def yaml_line(text: str, dotted: str) -> int | None:
         else:
             break
     return line
+
+
+
+def reference(cls: type, prefix: str = "") -> list[str]:
+    """Markdown table rows (key, type, default, doc) of dataclass ``cls`` and its nested sections,
+    from the fields' own one-line docs: the configuration reference cannot drift from the code."""
+    import dataclasses
+    import json
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    rows, sections = [], []
+    for f in dataclasses.fields(cls):
+        key, kind = f"{prefix}{f.name}", hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            sections.append((key, f, kind))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        name = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+        rows.append(f"| `{key}` | `{name}` | `{json.dumps(default, ensure_ascii=False)}` | "
+                    f"{f.metadata.get('doc', '')} |")
+    for key, f, kind in sections:
+        rows += [f"| **`{key}`** | | | {f.metadata.get('doc', '')} |", *reference(kind, f"{key}.")]
+    return rows

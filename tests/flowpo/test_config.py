@@ -106,3 +106,16 @@ def test_iogrpo_group_sizes_follow_k_in_spogws_proportions_unless_set():
     assert group_sizes(load_config(local, ["train.algorithm=iogrpo", "generator.k=16"])) == (16, 14, 4)  # SPOGW
     assert group_sizes(load_config(local, ["train.algorithm=iogrpo"])) == (8, 6, 2)  # the local run, k = 8
     assert group_sizes(load_config(local, ["train.algorithm=iogrpo", "train.group_n=5"])) == (8, 5, 1)
+
+
+def test_the_configuration_reference_is_generated_from_the_code():
+    """docs/config.md lists every key with its type, default and doc, as the code has them now."""
+    from pathlib import Path
+
+    from flowpo.config import reference_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert page.read_text() == reference_markdown(), (
+        "docs/config.md is stale: .venv/bin/python -c \"from flowpo.config import reference_markdown as r; "
+        "print(r(), end='')\" > docs/config.md")
+    assert "| `train.max_tokens_per_pass` | `int` | `16384` |" in page.read_text()
