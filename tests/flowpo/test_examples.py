@@ -164,7 +164,7 @@ def test_the_constraints_are_what_this_environment_runs():
 
 def test_every_link_and_path_the_docs_name_exists():
     """README.md and docs/*.md: every relative link, and every examples/ config they name, exists."""
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for page in [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = page.read_text()
         for target in re.findall(r"\]\(([^)#:]+)\)", text):
             assert (page.parent / target).exists(), f"{page.name}: link to {target}"
