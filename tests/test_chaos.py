@@ -29,13 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.docker, pytest.mark
 REPO = Path(__file__).resolve().parents[1]
 PROBLEMS = ["HumanEval/23", "HumanEval/53"]
 K = 4
-# Known leaks, reported and not fixed here: directories an actor makes in the temporary directory and
-# leaves to its own exit to remove, which a Ray actor ended by ray.kill (as Actors.shutdown ends them)
-# or by SIGKILL never reaches: the sandbox runtime an executor or evaluator stages (sandbox/backend.py
-# runtime_stage: atexit; every start leaves one, a fault-free run too) and a generator's adapter copies
-# (actors/generator.py, flowpo-adapters-*: left when the generator is killed). Once they are removed,
-# this test passes instead of xfailing.
-KNOWN_TMP_LEAKS = ("flowpo-runtime-", "flowpo-adapters-")
 
 
 def test_a_run_killed_three_ways_ends_as_the_fault_free_run_and_leaves_nothing(
@@ -69,9 +62,6 @@ def test_a_run_killed_three_ways_ends_as_the_fault_free_run_and_leaves_nothing(
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"runs kept in {root}")
-    leaked = clean.leftovers["tmp"] + chaos.leftovers["tmp"]
-    if leaked:  # all of the known kind (asserted above); the test passes once it is fixed
-        pytest.xfail(f"known leak: actors' directories left in the temporary directory: {leaked}")
 
 
 def check(clean, chaos, clean_samples, chaos_samples, slots, faults, legs) -> None:
@@ -100,6 +90,5 @@ def check(clean, chaos, clean_samples, chaos_samples, slots, faults, legs) -> No
 
     for run in (clean, chaos):
         left = run.leftovers
-        for kind in ("processes", "containers", "shm"):
+        for kind in ("processes", "containers", "shm", "tmp"):
             assert left[kind] == [], f"the {run.name} run left {kind}: {left[kind]}"
-        assert [e for e in left["tmp"] if not e.startswith(KNOWN_TMP_LEAKS)] == [], left["tmp"]
