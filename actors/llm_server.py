@@ -6,17 +6,19 @@ import os
 import signal
 import socket
 import subprocess
+import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
+from flowpo.node_tmp import make_node_tmp
 from flowpo.precision import local_engine_dtype
 
 PR_SET_PDEATHSIG = 1
 LOG_TAIL_BYTES = 4000  # of the server's log in an error message
+LOG_PREFIX = "flowpo-executor-llm-"
 # vLLM's api_server gives its engine process this long to stop (its default, 0, kills it at once,
 # before the engine has unlinked its shared memory); stop() waits longer than that.
 ENGINE_SHUTDOWN_S = 30
@@ -114,10 +116,8 @@ class LLMServer:
         remove_orphaned_shm()  # what a dead run's engine left on this node
         self.model_path = str(resolve_model(self.model_path))  # a directory or a hub id, resolved on this node
         port = free_port(self.host)
-        if self.log_path is None:
-            handle, name = tempfile.mkstemp(prefix="flowpo-executor-llm-", suffix=".log")
-            os.close(handle)
-            self.log_path, self._own_log = Path(name), True
+        if self.log_path is None:  # in a directory of this process's, swept once a killed one is gone
+            self.log_path, self._own_log = make_node_tmp(LOG_PREFIX) / "executor_llm.log", True
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(port), stdout=log, stderr=subprocess.STDOUT,
@@ -160,7 +160,7 @@ class LLMServer:
         """All of the log, for the driver's run directory; a temporary log of this node's is removed."""
         text = self.log_text()
         if self._own_log and self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
             self.log_path, self._own_log = None, False
         return text
 
