@@ -80,16 +80,21 @@ class Generator:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from actors.shm import remove_orphaned_shm
+        from actors.shm import OWNER_ENV, kill_orphaned_engines, remove_orphaned_shm
         from flowpo.model import resolve_model
 
+        kill_orphaned_engines()  # a killed generator's engine outlives it: its processes, then their memory
         remove_orphaned_shm()  # what a dead run's engines left on this node, before this one adds its own
         # model.path as written (a directory or a hub id), resolved on this replica's node; the dtype
         # for this node's device (fp32 for "auto" on a CPU that emulates bf16: flowpo.precision)
         llm_kwargs = {**llm_kwargs, "model": str(resolve_model(llm_kwargs["model"])),
                       "dtype": local_engine_dtype(llm_kwargs.get("dtype", "auto"))}
         use_detached_resource_tracker()  # before the engine's processes start and register with it
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
+        os.environ[OWNER_ENV] = str(os.getpid())  # the engine's processes inherit it: see kill_orphaned_engines
+        try:
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
+        finally:
+            os.environ.pop(OWNER_ENV, None)
         self.tokenizer = self.engine.get_tokenizer()
         self.sampling = sampling
         self._adapters = {}  # version -> LoRARequest

@@ -64,3 +64,38 @@ def remove_orphaned_shm(shm: Path = SHM, *, min_age_s: float = MIN_AGE_S) -> lis
     if removed:
         print(f"removed {len(removed)} shared-memory entries in {shm} that an earlier, dead run left on this node")
     return removed
+
+
+# An engine's processes carry their owner's pid in this variable (set while the owner starts them),
+# so that the next start on the node can tell a dead owner's engines from anyone else's.
+OWNER_ENV = "FLOWPO_ENGINE_OWNER"
+
+
+def kill_orphaned_engines(proc: Path = Path("/proc")) -> list[int]:
+    """SIGKILL processes of this user whose FLOWPO_ENGINE_OWNER is a pid that is gone: a vLLM engine
+    core and its workers outlive a generator killed by SIGKILL (they hold GBs of memory and the ring
+    buffers ``remove_orphaned_shm`` cannot remove while they map them)."""
+    import signal
+
+    from flowpo.node_tmp import pid_alive
+
+    marker, killed = f"{OWNER_ENV}=".encode(), []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        owner = next((v[len(marker):] for v in environ if v.startswith(marker)), b"")
+        if owner.isdigit() and not pid_alive(int(owner)):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+            except ProcessLookupError:
+                continue
+    if killed:
+        print(f"killed {len(killed)} engine processes that a dead generator left on this node: {killed}")
+    return killed

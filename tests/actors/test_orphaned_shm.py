@@ -49,3 +49,34 @@ def test_only_unmapped_old_engine_entries_are_removed():
         holder.wait()
         for path in (dead_ring, dead_lock, fresh, live, other):
             path.unlink(missing_ok=True)
+
+
+# A "generator" that starts an "engine" carrying its pid, then dies at once (as a SIGKILLed one does).
+DYING_OWNER = """
+import os, subprocess, sys
+engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "FLOWPO_ENGINE_OWNER": str(os.getpid())})
+print(engine.pid, flush=True)
+os._exit(0)
+"""
+
+
+def test_an_engine_whose_generator_died_is_killed_and_a_live_ones_is_not():
+    import psutil
+
+    from actors.shm import kill_orphaned_engines
+
+    owner = subprocess.run([sys.executable, "-c", DYING_OWNER], capture_output=True, text=True, timeout=60)
+    orphan = psutil.Process(int(owner.stdout.split()[0]))
+    kept = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            env={**os.environ, "FLOWPO_ENGINE_OWNER": str(os.getpid())})  # its owner lives
+    try:
+        killed = kill_orphaned_engines()
+        assert orphan.pid in killed and kept.pid not in killed
+        orphan.wait(10)
+        assert kept.poll() is None
+    finally:
+        kept.kill()
+        kept.wait()
+        if orphan.is_running():
+            orphan.kill()
