@@ -84,15 +84,24 @@ class NodeDisk:
         self.tmp.chmod(0o1777)
 
 
-def node_argv(argv: list[str], *, own_tmp: Path | None, hide: list[Path], binds: dict[Path, Path]) -> list[str]:
+def node_argv(argv: list[str], *, own_tmp: Path | None, hide: list[Path], binds: dict[Path, Path],
+              keep: Path | None = None) -> list[str]:
     """``argv`` in a private mount namespace, as on a machine of its own: a fresh /dev/shm, ``own_tmp``
     mounted on /tmp, every path of ``hide`` (the other nodes' disks) an empty tmpfs, and ``binds``
     (host path -> path on the node, read-only) for what a node's set-up installs on it. Everything
-    the command starts (Ray's daemons, workers, actors) stays in that namespace."""
+    the command starts (Ray's daemons, workers, actors) stays in that namespace. The checkout and
+    its virtualenv (REPO) stay where they are, as `ray up` installs them on every node, also when
+    they lie under /tmp (``keep``: a directory outside /tmp to carry it across the new /tmp)."""
     steps = ["set -eu", "mount -t tmpfs -o size=8g,mode=1777 fpc-shm /dev/shm"]
     steps += [f"mount -t tmpfs -o size=1m,mode=0555,ro fpc-elsewhere {shlex.quote(str(p))}" for p in hide]
     if own_tmp is not None:
+        carried = own_tmp is not None and keep is not None and REPO.is_relative_to("/tmp")
+        repo, kept = shlex.quote(str(REPO)), shlex.quote(str(keep))
+        if carried:  # hold the checkout by another path while /tmp is covered, then put it back
+            steps += [f"mkdir -p {kept}", f"mount --bind {repo} {kept}"]
         steps.append(f"mount --bind {shlex.quote(str(own_tmp))} /tmp")
+        if carried:
+            steps += [f"mkdir -p {repo}", f"mount --bind {kept} {repo}"]
     for source, target in binds.items():
         source, target = shlex.quote(str(source)), shlex.quote(str(target))
         steps += [f"mkdir -p {target}", f"mount --bind {source} {target}", f"mount -o remount,bind,ro {target}"]
@@ -139,7 +148,7 @@ class Cluster:
         binds = {}
         if node == "head":  # the embedded model, where `make model` puts it on the node
             binds[Path(self.model_dir)] = disk.home / Path(self.model_dir).relative_to(Path.home())
-            return node_argv(argv, own_tmp=disk.tmp, hide=[other.root], binds=binds), env
+            return node_argv(argv, own_tmp=disk.tmp, hide=[other.root], binds=binds, keep=disk.root / "checkout"), env
         env["TMPDIR"] = str(disk.tmp)
         return node_argv(argv, own_tmp=None, hide=[other.root], binds=binds), env
 
