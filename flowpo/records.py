@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-Family = Literal["code", "math", "qa"]
+Family = Literal["code", "math", "qa", "text"]  # text: any other task (a plain answer, any scorer)
 BASE_ADAPTER = "base"  # the adapter version that means the base model, no adapter
 
 
@@ -20,6 +20,15 @@ class Problem:
     # Gold answers, never shown to the workflow: math one, QA its alternatives (F1 takes the best),
     # code the reference program (the optional LLM judge compares against it).
     answers: tuple[str, ...] = ()
+    # How a non-code answer is scored: a built-in scorer's name (flowpo.scorers), a user's
+    # "package.module:function", or "judge" (the LLM judge with the task's rubric). Code problems run
+    # their hidden test instead.
+    scorer: str = ""
+    prelude: str = ""  # code: trusted code the hidden test leans on (HumanEval: the prompt's helpers)
+    check: str = ""  # code: the function the test defines and calls with the candidate; "": asserts run top to bottom
+    description: str = ""  # the task's own description, put in the generator's prompt; "" for none
+    # The row's other columns, for a user's scorer; never shown to the generator or the workflow.
+    extra: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
