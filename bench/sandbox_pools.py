@@ -12,25 +12,21 @@ Workloads:
              sandbox's stdio); the LLM is an in-process answerer with no latency, so the figures
              are the sandbox's cost, not a model's
 
-    .venv/bin/python bench/sandbox.py [--runs 40] [--pool 2]
+    .venv/bin/python -m bench.sandbox_pools [--runs 40] [--pool 2] [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flowpo.prompts import EXAMPLE_WORKFLOW  # noqa: E402
-from sandbox.backend import SandboxLimits  # noqa: E402
-from sandbox.docker_backend import DockerBackend  # noqa: E402
-from sandbox.pool import SandboxPool  # noqa: E402
-from sandbox.supervised import Sandbox  # noqa: E402
-from sandbox.process_backend import ProcessBackend  # noqa: E402
+from bench import common
+from flowpo.prompts import EXAMPLE_WORKFLOW
+from sandbox.backend import SandboxLimits
+from sandbox.docker_backend import DockerBackend
+from sandbox.pool import SandboxPool
+from sandbox.process_backend import ProcessBackend
 
 TRIVIAL = "class Workflow:\n    def __init__(self, llm):\n        pass\n\n    async def __call__(self, problem, entry_point):\n        return 'ok'\n"
 PROBLEM = 'def add(a, b):\n    """Return a + b."""\n'
@@ -81,7 +77,7 @@ async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
             "per_s": runs / wall}
 
 
-async def main(runs: int, pool_size: int) -> None:
+async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str], dict]:
     limits = SandboxLimits(timeout_s=30)
     docker, process = DockerBackend("flowpo-sandbox:latest", limits), ProcessBackend(limits)
     docker.check()
@@ -99,26 +95,48 @@ async def main(runs: int, pool_size: int) -> None:
         for workload, code in [("trivial", TRIVIAL), ("realistic", EXAMPLE_WORKFLOW)]:
             n = max(runs // 4, 8) if cold else runs  # cold starts are slow; fewer runs say enough
             await measure(runner, code, 2, 1)  # warm-up: page cache, image layers, imports
-            results[(mode, workload)] = await measure(runner, code, n, pool_size)
+            results[(mode, workload)] = {"runs": n, **await measure(runner, code, n, pool_size)}
         if isinstance(runner, SandboxPool):
             await runner.close()
-    print(f"sandbox benchmark: {runs} runs per warm mode, concurrency {pool_size}, "
-          "LLM answered in-process with no latency (sandbox cost only)")
-    print(f"{'mode':<16}{'workload':<11}{'median ms':>10}{'p90 ms':>9}{'runs/s':>9}")
+        print(f"{mode}: done", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("sandbox_pools", __doc__, quick="8 runs per warm mode (cold modes: 8)")
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--pool", type=int, default=2, help="sandboxes in a warm pool (and jobs at once)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = 8
+    results = asyncio.run(measure_all(args.runs, args.pool))
+    lines = [f"{args.runs} runs per warm mode, concurrency {args.pool}, LLM answered in-process with no latency "
+             "(sandbox cost only).", "", "| mode | workload | runs | median ms | p90 ms | runs/s |",
+             "|---|---|---:|---:|---:|---:|"]
     for (mode, workload), r in results.items():
-        print(f"{mode:<16}{workload:<11}{r['median_ms']:>10.1f}{r['p90_ms']:>9.1f}{r['per_s']:>9.1f}")
+        lines.append(f"| {mode} | {workload} | {r['runs']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} "
+                     f"| {r['per_s']:.1f} |")
+    lines.append("")
+    ratios = {}
     for workload in ("trivial", "realistic"):
-        warm = results[("warm-docker", workload)]
-        print(f"{workload}: warm Docker pool median overhead {warm['median_ms']:.1f} ms; "
-              f"runs/s vs docker-per-run {warm['per_s'] / results[('docker-per-run', workload)]['per_s']:.1f}x, "
-              f"vs plain-process {warm['per_s'] / results[('plain-process', workload)]['per_s']:.1f}x; "
-              f"warm-process vs docker-per-run "
-              f"{results[('warm-process', workload)]['per_s'] / results[('docker-per-run', workload)]['per_s']:.1f}x")
+        warm, per_run = results[("warm-docker", workload)], results[("docker-per-run", workload)]
+        ratios[workload] = {"warm_docker_vs_docker_per_run": warm["per_s"] / per_run["per_s"],
+                            "warm_docker_vs_plain_process": warm["per_s"] / results[("plain-process", workload)]["per_s"],
+                            "warm_process_vs_docker_per_run":
+                                results[("warm-process", workload)]["per_s"] / per_run["per_s"]}
+        r = ratios[workload]
+        lines.append(f"- {workload}: warm Docker pool median overhead {warm['median_ms']:.1f} ms; runs/s vs "
+                     f"docker-per-run {r['warm_docker_vs_docker_per_run']:.1f}×, vs plain-process "
+                     f"{r['warm_docker_vs_plain_process']:.1f}×; warm-process vs docker-per-run "
+                     f"{r['warm_process_vs_docker_per_run']:.1f}×")
+    table = "\n".join(lines)
+    print(table)
+    common.write_results(args.out, "sandbox_pools", {
+        "runs": args.runs, "pool": args.pool, "ratios": ratios,
+        "rows": [{"mode": m, "workload": w, **r} for (m, w), r in results.items()]},
+        table, common.command("sandbox_pools", argv), title="Warm sandbox pools against a sandbox per execution")
+    return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--pool", type=int, default=2, help="sandboxes in a warm pool (and jobs at once)")
-    args = parser.parse_args()
-    asyncio.run(main(args.runs, args.pool))
+    sys.exit(main())
