@@ -10,27 +10,24 @@ against the single-program path it replaced, side by side in one run, on both ba
 Both get 2 × --tests sandboxes (paired: --tests candidates and --tests harnesses, roles fixed)
 and the same limits. Prints tests/s per mode and the ratio paired/single.
 
-    .venv/bin/python bench/hidden_tests.py [--tests 4] [--backends process,docker] [--repeat 2]
+    .venv/bin/python -m bench.hidden_tests [--tests 4] [--backends process,docker] [--repeat 2] [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flowpo.config import TaskConfig  # noqa: E402
-from flowpo.benchmarks import hidden_test  # noqa: E402
-from flowpo.tasks import load_problems  # noqa: E402
-from sandbox.backend import SandboxLimits  # noqa: E402
-from sandbox.docker_backend import DockerBackend  # noqa: E402
-from sandbox.hidden_tests import HiddenTests  # noqa: E402
-from sandbox.pool import SandboxPool  # noqa: E402
-from sandbox.process_backend import ProcessBackend  # noqa: E402
+from bench import common
+from flowpo.benchmarks import hidden_test
+from flowpo.config import TaskConfig
+from flowpo.tasks import load_problems
+from sandbox.backend import SandboxLimits
+from sandbox.docker_backend import DockerBackend
+from sandbox.hidden_tests import HiddenTests
+from sandbox.pool import SandboxPool
+from sandbox.process_backend import ProcessBackend
 
 
 def single_program(problem, solution: str, marker: str) -> str:
@@ -69,23 +66,50 @@ def make_backend(kind: str):
     return backend
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=4, help="hidden tests at once (paired: 2 sandboxes each)")
-    parser.add_argument("--backends", default="process,docker")
-    parser.add_argument("--repeat", type=int, default=2, help="passes over the 164 problems per mode (best kept)")
-    args = parser.parse_args()
-    problems = load_problems(TaskConfig(name="humaneval", split="all"))
-    print(f"{len(problems)} HumanEval canonical solutions, {args.tests} tests at once, {2 * args.tests} sandboxes")
+async def measure_all(args, problems) -> list[dict]:
+    rows = []
     for kind in args.backends.split(","):
         backend = make_backend(kind)
         results = {}
         for name, mode in (("single", run_single), ("paired", run_paired)):
             runs = [await measure(backend, problems, args.tests, mode) for _ in range(args.repeat)]
             results[name] = max(runs)
-            print(f"{kind:8s} {name:7s} {results[name][0]:7.1f} tests/s   passed {results[name][1]}/{len(problems)}")
-        print(f"{kind:8s} paired/single throughput ratio: {results['paired'][0] / results['single'][0]:.2f}")
+            print(f"{kind:8s} {name:7s} {results[name][0]:7.1f} tests/s   passed {results[name][1]}/{len(problems)}",
+                  flush=True)
+        ratio = results["paired"][0] / results["single"][0]
+        print(f"{kind:8s} paired/single throughput ratio: {ratio:.2f}", flush=True)
+        rows.append({"backend": kind, "single_per_s": results["single"][0], "single_passed": results["single"][1],
+                     "paired_per_s": results["paired"][0], "paired_passed": results["paired"][1],
+                     "paired_over_single": ratio})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("hidden_tests", __doc__, quick="the first 40 problems, one pass per mode")
+    parser.add_argument("--tests", type=int, default=4, help="hidden tests at once (paired: 2 sandboxes each)")
+    parser.add_argument("--backends", default="process,docker")
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the problems per mode (best kept)")
+    parser.add_argument("--problems", type=int, default=0, help="the first N HumanEval problems (0: all 164)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.problems, args.repeat = 40, 1
+    problems = load_problems(TaskConfig(name="humaneval", split="all"))
+    problems = problems[:args.problems] if args.problems else problems
+    print(f"{len(problems)} HumanEval canonical solutions, {args.tests} tests at once, {2 * args.tests} sandboxes")
+    rows = asyncio.run(measure_all(args, problems))
+    n = len(problems)
+    table = "\n".join([
+        f"{n} HumanEval canonical solutions, {args.tests} tests at once, {2 * args.tests} sandboxes, best of "
+        f"{args.repeat} pass(es) per mode.", "",
+        "| backend | single tests/s | passed | paired tests/s | passed | paired / single |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {r['backend']} | {r['single_per_s']:.1f} | {r['single_passed']}/{n} | {r['paired_per_s']:.1f} "
+          f"| {r['paired_passed']}/{n} | {r['paired_over_single']:.2f} |" for r in rows)])
+    common.write_results(args.out, "hidden_tests", {"problems": n, "tests": args.tests, "repeat": args.repeat,
+                                                    "rows": rows}, table, common.command("hidden_tests", argv),
+                         title="The two-sandbox hidden-test harness against the single-program path")
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

