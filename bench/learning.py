@@ -4,10 +4,10 @@ checkpoint, beside the IO and CoT baselines, on test-split problems it never tra
 seeds. Prints each checkpoint's mean pass rate with its 95% interval, the paired difference
 base → final with its intervals, crash and invalid rates; writes a plot and a JSON of every number.
 
-    .venv/bin/python bench/learning.py                     # Score-DPO, the defaults below
-    .venv/bin/python bench/learning.py --algorithm iogrpo  # SPOGW's ioGRPO: same problems, seeds, rounds, k
-    .venv/bin/python bench/learning.py --tiny              # smallest end-to-end run (1 seed, 1 round)
-    .venv/bin/python bench/learning.py --report-only       # aggregate the finished seeds under --out again
+    .venv/bin/python -m bench.learning                     # Score-DPO, the defaults below
+    .venv/bin/python -m bench.learning --algorithm iogrpo  # SPOGW's ioGRPO: same problems, seeds, rounds, k
+    .venv/bin/python -m bench.learning --tiny              # smallest end-to-end run (1 seed, 1 round)
+    .venv/bin/python -m bench.learning --report-only       # aggregate the finished seeds under --out again
 
 Each seed is one training run, ``<out>/<algorithm>/seed-<s>/`` (run seed, generator.seed and
 train.seed set to s), evaluated with ``flowpo evaluate --all-checkpoints`` (one actor start for
@@ -28,21 +28,17 @@ import sys
 import time
 from pathlib import Path
 
-# The repository root first: run as a script, bench/ heads sys.path and bench/sandbox.py would
-# shadow the sandbox package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flowpo.baselines import LABELS, parse_baselines  # noqa: E402
-from flowpo.algorithms import ALGORITHMS, group_sizes  # noqa: E402
-from flowpo.config import Config, TrainConfig, load_config, to_yaml  # noqa: E402
-from flowpo.errors import FlowPOError  # noqa: E402
-from flowpo.tasks import load_problems  # noqa: E402
-from driver.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,  # noqa: E402
+from flowpo.baselines import LABELS, parse_baselines
+from flowpo.algorithms import ALGORITHMS, group_sizes
+from flowpo.config import Config, TrainConfig, load_config, to_yaml
+from flowpo.errors import FlowPOError
+from flowpo.tasks import load_problems
+from driver.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,
                                         plot_curves, render_curve, run_checkpoints)
-from driver.evaluate import Checkpoint  # noqa: E402
-from driver.cli import refuse_relative_run_dir_in_job  # noqa: E402
-from driver.rundir import RunDir, read_tolerant, round_of  # noqa: E402
-from flowpo.records import BASE_ADAPTER as BASE  # noqa: E402
+from driver.evaluate import Checkpoint
+from driver.cli import refuse_relative_run_dir_in_job
+from driver.rundir import RunDir, read_tolerant, round_of
+from flowpo.records import BASE_ADAPTER as BASE
 
 # The 135M model's workflows pass almost nothing (measured, README): 2 of 88 base workflows and 4
 # of 88 IO runs on 22 easy problems, none on split seed 0's validation problems, so training there
@@ -313,11 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             import ray
 
-            from actors.launch import withhold_from_workers
+            from driver.session import connect
 
-            config = train_config(args, 0)
-            withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
-            ray.init(include_dashboard=False, log_to_driver=False)
+            connect(train_config(args, 0))  # one Ray for every seed's train and evaluate
             try:
                 for seed in range(args.seeds):
                     print(f"seed {seed}: {run_seed(args, seed)}")

@@ -2,9 +2,9 @@
 each checkpoint's held-out pass rate, and the paired difference base → final with its interval,
 on the same seeds and problems.
 
-    .venv/bin/python bench/learning_sweep.py                         # every setting below, seed 0
-    .venv/bin/python bench/learning_sweep.py --seeds 3 --only reference,pairs-16
-    .venv/bin/python bench/learning_sweep.py --report-only           # the table again, no training
+    .venv/bin/python -m bench.learning_sweep                         # every setting below, seed 0
+    .venv/bin/python -m bench.learning_sweep --seeds 3 --only reference,pairs-16
+    .venv/bin/python -m bench.learning_sweep --report-only           # the table again, no training
 
 Each setting is one bench/learning.py invocation with its own flags and its own --out
 (``<out>/<setting>``), so its seeds are reused like the bench's own; ``reference`` and ``iogrpo`` are
@@ -22,15 +22,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repository root first: run as a script, bench/ heads sys.path and bench/sandbox.py would
-# shadow the sandbox package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import learning  # noqa: E402
-from flowpo.baselines import LABELS  # noqa: E402
-from flowpo.errors import FlowPOError  # noqa: E402
-from driver.curve import CurveRow, curve_rows, interval_text, plot_curves  # noqa: E402
-from flowpo.stats import PairedDifference  # noqa: E402
+from bench import learning
+from flowpo.baselines import LABELS
+from flowpo.errors import FlowPOError
+from driver.curve import CurveRow, curve_rows, interval_text, plot_curves
+from flowpo.stats import PairedDifference
 
 
 @dataclass(frozen=True)

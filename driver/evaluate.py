@@ -160,64 +160,27 @@ def run_methods(problems: list[Problem], checkpoint: Checkpoint, baselines: list
                 on_sample: Callable[[str, ScoredSample], None], *, samples: int = 1) -> Counter:
     """Generate ``samples`` workflows per problem with the checkpoint and run them, and run each
     baseline ``samples`` times per problem (sample indices 0.., so each run has its own executor-LLM
-    seeds, the same for every method), on the streaming engine that training uses; each scored
-    sample goes to ``on_sample(method, sample)`` as it arrives. Items are (method, payload). Returns
-    the items re-sent per stage because their actor died."""
+    seeds, the same for every method): one round without training, each method a lane of the
+    round's flow (driver/flow.py); each scored sample goes to ``on_sample(method, sample)`` as it
+    arrives. Returns the items re-sent per stage because their actor died."""
     from tqdm import tqdm
 
-    from actors.streaming import Stream, after_dry_run, round_stages
+    from driver.flow import Generate, stream_flow
     from driver.learn import shipped
 
-    # With every request (a restarted replica has lost it), packed: a generator may be on another node.
-    adapter = shipped(checkpoint.name, checkpoint.path)
-    by_id = {p.problem_id: p for p in problems}
-    repeats = config.evaluator.repeats
-    stream = Stream(round_stages(
-        actors, config,
-        generate=lambda h, item: h.generate_for.remote(item[1][0], 0, item[1][1], item[1][2], adapter),
-        dry_run=lambda h, item: h.dry_run.remote(item[1], by_id[item[1].problem_id].family),
-        execute=lambda h, item: h.execute_repeats.remote(item[1], by_id[item[1].problem_id], repeats),
-        evaluate=lambda h, item: h.evaluate_repeats.remote(item[1], by_id[item[1][0].workflow.problem_id])),
-        key=lambda stage, item: (item[0], *_slot(stage, item[1])), barrier=config.pipeline.mode == "barrier",
-        actor_timeout_s=config.pipeline.actor_timeout_s)
     slots = list(range(samples))
-    for problem in problems:
-        stream.put("generate", (checkpoint.name, (problem, slots, 1)))
-        for baseline in baselines:
-            workflow = baseline_workflow(baseline, problem.problem_id, problem.family)
-            for j in slots:
-                stream.put("execute", (baseline, dataclasses.replace(workflow, sample_index=j)))
+    fixed = [(baseline, dataclasses.replace(workflow, sample_index=j))
+             for problem in problems for baseline in baselines
+             for workflow in [baseline_workflow(baseline, problem.problem_id, problem.family)] for j in slots]
     bar = tqdm(total=len(problems) * samples * (1 + len(baselines)), desc=f"evaluate {checkpoint.name}",
                unit="workflow", dynamic_ncols=True)
-
-    def on_result(stage: str, item, result) -> None:
-        method = item[0]
-        if stage == "generate":
-            for workflow in result:
-                dry = config.generator.dry_run and not workflow.invalid_reason
-                stream.put("dry_run" if dry else "execute", (method, workflow))
-        elif stage == "dry_run":
-            after, workflow = after_dry_run(item[1], result, config.generator.max_attempts)
-            stream.put(after, (method, workflow if after == "execute" else
-                               (by_id[workflow.problem_id], [workflow.sample_index], workflow.attempts + 1)))
-        elif stage == "execute":
-            stream.put("evaluate", (method, result))
-        else:
-            on_sample(method, result)
-            bar.update(1)
-
-    stream.run(on_result)
+    faults = stream_flow(actors, config, round_index=0,
+                         adapters={checkpoint.name: shipped(checkpoint.name, checkpoint.path)},
+                         generate=[Generate(checkpoint.name, problem, slots) for problem in problems],
+                         fixed=fixed, on_sample=on_sample,
+                         on_progress=lambda stage, count: bar.update(count) if stage == "scored" else None)
     bar.close()
-    return stream.faults.by_stage
-
-
-def _slot(stage: str, item) -> tuple:
-    """(problem, slots) of a generate payload (problem, slots, attempt); (problem, sample index) of
-    a Workflow (dry_run, execute) or of its Executions (evaluate)."""
-    if stage == "generate":
-        return item[0].problem_id, tuple(item[1])
-    workflow = item[0].workflow if stage == "evaluate" else item
-    return workflow.problem_id, workflow.sample_index
+    return faults.by_stage
 
 
 def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: list[str], problems: list[Problem],
@@ -226,13 +189,10 @@ def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: l
     adapter, which the generators load on first use; the baselines run once, beside the first);
     each method's lines go to ``out_dir/<method>/samples.jsonl`` as they arrive (rewritten).
     Returns the lines by method, and what the results record about the run."""
-    import ray
+    from actors.launch import check_prompts_fit
+    from driver.session import prepare, session
 
-    from actors.launch import check_local_sandbox, check_prompts_fit, start_actors, withhold_from_workers
-    from flowpo.model import model_spec
-
-    model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
-    check_local_sandbox(config)  # a cluster's executors check their own nodes
+    model_path = prepare(config)
     records: dict[str, list[dict]] = {m: [] for m in [c.name for c in checkpoints] + baselines}
     for method in records:
         (out_dir / method).mkdir(parents=True, exist_ok=True)
@@ -246,17 +206,11 @@ def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: l
             handle.write(json.dumps(line) + "\n")
 
     began, resent = time.monotonic(), Counter()
-    if not ray.is_initialized():
-        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
-        ray.init(include_dashboard=False, log_to_driver=False)
-    actors = start_actors(config, model_path, out_dir)
-    try:
+    with session(config, out_dir, model_path) as actors:
         check_prompts_fit(actors, problems, config)
         for i, checkpoint in enumerate(checkpoints):
             resent += run_methods(problems, checkpoint, baselines if i == 0 else [], actors, config, on_sample,
                                   samples=samples)
-    finally:
-        actors.shutdown()
     return records, {"task": config.task.name, "split": config.task.split, "repeats": config.evaluator.repeats,
                      "samples": samples, "seed": config.seed, "wall_s": round(time.monotonic() - began, 1),
                      "resent_after_actor_death": dict(resent), "problem_ids": [p.problem_id for p in problems]}

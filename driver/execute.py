@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import ray
 from tqdm import tqdm
 
-from actors.launch import check_local_sandbox, start_actors, withhold_from_workers
 from actors.streaming import Stream, round_stages
 from flowpo.config import Config, to_yaml
 from flowpo.errors import FlowPOError
-from flowpo.model import model_spec
 from flowpo.records import Problem, ScoredSample, Workflow
 from driver.rundir import RunDir
+from driver.session import prepare, session
 from driver.transfer import Transfer, render_report
 from flowpo.tasks import load_problems
 
@@ -234,19 +232,14 @@ def replay(config: Config, source: Source, selection: Selection, *, out: str | N
     by_id = {p.problem_id: p for p in load_problems(task)}
     plan = plan_replay(source.samples, selection, set(by_id), f"{task.name} ({task.split} split)",
                        skip_missing=skip_missing)
-    check_local_sandbox(config)  # a cluster's executors check their own nodes
     # Only a hosted executor LLM needs the model: a replay against an API runs without it.
-    model_path = model_spec(config.model.path) if config.executor_llm.backend == "vllm" else ""
+    model_path = prepare(config, generators=False)
     out_dir = output_dir(source, out)
     (out_dir / "config.yaml").write_text(to_yaml(config))
     items = ((origin_of(source.samples, n, r), workflow_of(r)) for n, r in read_records(source.samples, plan.lines)
              if selection.keeps(r) and r["problem_id"] in by_id)
     transfer, began = Transfer(), time.monotonic()
-    if not ray.is_initialized():
-        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
-        ray.init(include_dashboard=False, log_to_driver=False)
-    actors = start_actors(config, model_path, out_dir, generators=False)
-    try:
+    with session(config, out_dir, model_path, generators=False) as actors:
         with open(out_dir / "samples.jsonl", "x") as handle:
             def on_sample(origin: dict, sample: ScoredSample) -> None:
                 line = {**sample.to_log(), "origin": origin}
@@ -255,8 +248,6 @@ def replay(config: Config, source: Source, selection: Selection, *, out: str | N
                 transfer.add(origin, line)
 
             resent = replay_stream(items, by_id, actors, config, on_sample, total=plan.selected)
-    finally:
-        actors.shutdown()
     llm = config.executor_llm
     meta = {"source": str(source.samples), "lines_read": plan.lines, "selection": selection.describe(),
             "selected": plan.selected, "skipped_missing": plan.missing, "task": task.name, "split": task.split,

@@ -23,10 +23,12 @@ from driver.learn import learner_line, learner_stage_times, ship_adapter, shippe
 from driver.resume import RunState, read_run_state
 from driver.runlog import RunLog
 from flowpo.validate import reason_kind
-from actors.streaming import Faults, StageClock, Stream, after_dry_run, round_stages
+from actors.streaming import Faults, StageClock
+from driver.flow import Generate, stream_flow
+from driver.session import prepare, session
 from trainer.warm import Learner
 
-
+TRAIN_LANE = "train"  # the one lane of a training round: the round's adapter
 
 @dataclass(frozen=True)
 class RoundSummary:
@@ -69,60 +71,26 @@ def stage_stats(actors) -> dict:
 def stream_round(round_index: int, todo: list[tuple[Problem, list[int] | None]], actors, config: Config,
                  log: RunLog, adapter: tuple[str, str], faults: Faults,
                  clock: StageClock | None = None) -> list[ScoredSample]:
-    """Generate → (dry run) → execute → evaluate the ``todo`` slots (None: all k) of each problem,
-    on the streaming engine (``actors/streaming.py``); ``pipeline.mode: barrier`` runs the same
-    work one stage at a time, for comparison."""
-    by_id = {p.problem_id: p for p, _ in todo}
+    """Generate → (dry run) → execute → evaluate the ``todo`` slots (None: all k) of each problem
+    with the round's ``adapter`` (driver/flow.py), each sample logged as it is scored;
+    ``pipeline.mode: barrier`` runs the same work one stage at a time, for comparison."""
     total = sum(config.generator.k if slots is None else len(slots) for _, slots in todo)
     bars = {stage: tqdm(total=total, desc=f"round {round_index} {stage:>9}", unit="wf", position=i, leave=True,
                         dynamic_ncols=True)
             for i, stage in enumerate(("generated", "executed", "scored"))}
-    repeats = config.evaluator.repeats  # executions per workflow, scored together (their mean)
-    stream = Stream(round_stages(
-        actors, config,
-        generate=lambda h, item: h.generate_for.remote(item[0], round_index, item[1], item[2], adapter),
-        dry_run=lambda h, wf: h.dry_run.remote(wf, by_id[wf.problem_id].family),
-        execute=lambda h, wf: h.execute_repeats.remote(wf, by_id[wf.problem_id], repeats),
-        evaluate=lambda h, runs: h.evaluate_repeats.remote(runs, by_id[runs[0].workflow.problem_id])),
-        key=item_key, barrier=config.pipeline.mode == "barrier", faults=faults, clock=clock,
-        actor_timeout_s=config.pipeline.actor_timeout_s,
-        advice=", then resume with `flowpo train --resume RUN_DIR`")
-    for problem, slots in todo:
-        stream.put("generate", (problem, slots, 1))
     samples: list[ScoredSample] = []
-    generated: set = set()  # (problem, sample index): a slot regenerated after a dry run counts once
 
-    def on_result(stage: str, item, result) -> None:
-        if stage == "generate":
-            for workflow in result:
-                dry = config.generator.dry_run and not workflow.invalid_reason
-                stream.put("dry_run" if dry else "execute", workflow)
-            new = {(w.problem_id, w.sample_index) for w in result} - generated
-            generated.update(new)
-            bars["generated"].update(len(new))
-        elif stage == "dry_run":
-            after, workflow = after_dry_run(item, result, config.generator.max_attempts)
-            stream.put(after, workflow if after == "execute" else
-                       (by_id[workflow.problem_id], [workflow.sample_index], workflow.attempts + 1))
-        elif stage == "execute":
-            stream.put("evaluate", result)
-            bars["executed"].update(1)
-        else:
-            samples.append(result)
-            log.sample(result.to_log())
-            bars["scored"].update(1)
+    def on_sample(lane: str, sample: ScoredSample) -> None:
+        samples.append(sample)
+        log.sample(sample.to_log())
 
-    stream.run(on_result)
+    stream_flow(actors, config, round_index=round_index, adapters={TRAIN_LANE: adapter},
+                generate=[Generate(TRAIN_LANE, problem, slots) for problem, slots in todo], on_sample=on_sample,
+                on_progress=lambda stage, count: bars[stage].update(count), faults=faults, clock=clock,
+                advice=", then resume with `flowpo train --resume RUN_DIR`")
     for bar in bars.values():
         bar.close()
     return samples
-
-
-def item_key(stage: str, item) -> tuple:
-    if stage == "generate":
-        return (item[0].problem_id, tuple(item[1] or ()))
-    workflow = item[0].workflow if stage == "evaluate" else item
-    return (workflow.problem_id, workflow.sample_index)
 
 
 def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs: int,
@@ -224,31 +192,25 @@ def report(run_dir: Path, round_index: int) -> None:
 def train(config: Config, resume: bool = False) -> list[RoundSummary]:
     """Everything ``flowpo train`` does: checks, actors, rounds, shutdown. With ``resume`` the
     run directory's records say what is already done."""
-    from actors.launch import check_local_sandbox, check_prompts_fit, start_actors, withhold_from_workers
-    from flowpo.model import model_spec
+    from actors.launch import check_prompts_fit
     from flowpo.tasks import load_problems
 
-    model_path = model_spec(config.model.path)  # a hub id stays an id: each node resolves it itself
     problems = load_problems(config.task)
-    check_local_sandbox(config)  # a cluster's executors check their own nodes
+    model_path = prepare(config)
     state = read_run_state(config.resolved_run_dir) if resume else None
     log = RunLog.from_config(config)
     if not resume:
         log.write_config(config)
     log.event("run_start", name=config.name, problems=[p.problem_id for p in problems], resumed=resume)
-    if not ray.is_initialized():
-        withhold_from_workers([config.executor_llm.api_key_env])  # only the brokers get the key
-        ray.init(include_dashboard=False, log_to_driver=False)
     try:
-        actors = start_actors(config, model_path, Path(log.run_dir))
-        # One worker group for the run, started by the first round that trains.
-        learner = Learner(model_path, config.train, storage_dir=log.run_dir / "ray_train")
-        try:
-            check_prompts_fit(actors, problems, config, training=True)
-            summaries = run_rounds(config, problems, actors, log, model_path, state, learner)
-        finally:
-            learner.close()
-            actors.shutdown()
+        with session(config, Path(log.run_dir), model_path) as actors:
+            # One worker group for the run, started by the first round that trains.
+            learner = Learner(model_path, config.train, storage_dir=log.run_dir / "ray_train")
+            try:
+                check_prompts_fit(actors, problems, config, training=True)
+                summaries = run_rounds(config, problems, actors, log, model_path, state, learner)
+            finally:
+                learner.close()
         log.event("run_end", rounds=len(summaries))
     finally:
         log.close()
