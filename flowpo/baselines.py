@@ -106,7 +106,17 @@ class Workflow:
         return best.response""",
 }
 
-BASELINES = {"code": CODE, "math": MATH, "qa": QA}
+# Any other task (the text family): the answer alone, in the form the task asks for.
+TEXT = {**QA, "io": """\
+class Workflow:
+    def __init__(self, llm):
+        self.custom = Custom(llm)
+
+    async def __call__(self, problem, entry_point):
+        solution = await self.custom(input=problem, instruction="Give only the final answer, without explanation.")
+        return solution.response"""}
+
+BASELINES = {"code": CODE, "math": MATH, "qa": QA, "text": TEXT}
 LABELS = {"io": "IO", "cot": "CoT", "cot_sc": "CoT-SC"}  # in the order the table lists them
 ADAPTER = "baseline"  # a baseline's samples record this as their adapter: no generator wrote them
 

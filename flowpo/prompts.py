@@ -1,5 +1,5 @@
-"""The generator's template prompts (ScoreFlow style), one per task family (code, math, qa), the
-LLM judge's prompt, extraction of the workflow code, and whether a prompt fits the generator's context."""
+"""The generator's template prompts (ScoreFlow style), one per task family (code, math, qa, text), with
+the task's own description when it has one, the LLM judge's prompt, extraction of the workflow code, and whether a prompt fits the generator's context."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +43,7 @@ class Workflow:
         return best.response"""
 
 SYSTEM = """\
-You design agent workflows in Python. A workflow is a class named Workflow: __init__(self, llm) builds operators, and async __call__(self, problem, entry_point) {goal}
+You design agent workflows in Python. A workflow is a class named Workflow: __init__(self, llm) builds operators, and async __call__(self, problem, entry_point) {goal}{task}
 
 {operators}
 
@@ -56,7 +56,10 @@ GOALS = {
              "\\boxed{answer}; entry_point is empty."),
     "qa": ("answers a question about the given passage or context with them and returns a short answer as a "
            "string (a few words: a name, a number or a date); entry_point is empty."),
+    "text": ("solves the task's problem with them and returns the final answer alone as a string, in the form "
+             "the task asks for; entry_point is empty."),
 }
+TASK_DESCRIPTION = "\n\nThe task: {description}"  # a task's own description (task.description), when given
 
 SIMPLE_WORKFLOW = """\
 class Workflow:
@@ -124,7 +127,37 @@ QA_FEW_SHOT = [
     ("Context:\nAda Lovelace: Ada Lovelace was an English mathematician. She wrote the first published program.\n\n"
      "Question: What nationality was the author of the first published program?", QA_EXAMPLE_WORKFLOW),
 ]
-TEMPLATES = {"code": FEW_SHOT, "math": MATH_FEW_SHOT, "qa": QA_FEW_SHOT}
+TEXT_SIMPLE_WORKFLOW = """\
+class Workflow:
+    def __init__(self, llm):
+        self.custom = Custom(llm)
+
+    async def __call__(self, problem, entry_point):
+        solution = await self.custom(input=problem, instruction="Give only the final answer, without explanation.")
+        return solution.response"""
+
+TEXT_EXAMPLE_WORKFLOW = """\
+class Workflow:
+    def __init__(self, llm):
+        self.answer_generate = AnswerGenerate(llm)
+        self.sc_ensemble = ScEnsemble(llm)
+
+    async def __call__(self, problem, entry_point):
+        answers = []
+        for _ in range(3):
+            solution = await self.answer_generate(input=problem)
+            answers.append(solution.answer)
+        best = await self.sc_ensemble(solutions=answers, problem=problem)
+        return best.response"""
+
+# The text family is everything else (classification, extraction, short generation): its examples
+# are two such tasks, answered with the answer alone, which is what an exact or a user's scorer reads.
+TEXT_FEW_SHOT = [
+    ("Is the sentiment of this review positive or negative?\n\nReview: The soup was cold and nobody came to our "
+     "table for twenty minutes.", TEXT_SIMPLE_WORKFLOW),
+    ("Which word does not belong with the others: apple, pear, carrot, plum?", TEXT_EXAMPLE_WORKFLOW),
+]
+TEMPLATES = {"code": FEW_SHOT, "math": MATH_FEW_SHOT, "qa": QA_FEW_SHOT, "text": TEXT_FEW_SHOT}
 
 
 def probe_problem(family: str) -> Problem:
@@ -161,7 +194,8 @@ def workflow_messages(problem: Problem) -> list[dict]:
     if problem.family not in TEMPLATES:
         raise ValueError(f"{problem.problem_id}: unknown task family {problem.family!r} "
                          f"(known: {', '.join(TEMPLATES)})")
-    system = SYSTEM.format(goal=GOALS[problem.family], operators=OPERATOR_REFERENCE)
+    task = TASK_DESCRIPTION.format(description=" ".join(problem.description.split())) if problem.description else ""
+    system = SYSTEM.format(goal=GOALS[problem.family], task=task, operators=OPERATOR_REFERENCE)
     messages = [{"role": "system", "content": system}]
     for example_problem, example_workflow in TEMPLATES[problem.family]:
         messages.append({"role": "user", "content": _ask(example_problem)})
@@ -203,7 +237,8 @@ Reply with one line: "Verdict: correct" or "Verdict: incorrect"."""
 
 JUDGE_KINDS = {"code": "coding problems (does the candidate code do what the reference code does?)",
                "math": "math problems (the same value counts, whatever its form)",
-               "qa": "questions about a text (the same meaning counts, whatever the wording)"}
+               "qa": "questions about a text (the same meaning counts, whatever the wording)",
+               "text": "a task's problems (the same meaning counts, whatever the wording)"}
 MAX_JUDGED_CHARS = 4000  # of the candidate answer: a runaway answer must not blow the judge's context
 
 

@@ -141,3 +141,27 @@ def test_prompts_that_leave_the_learner_no_room_for_a_whole_workflow_are_refused
     assert "train.max_seq_len = 2048" in message and "for 2 of 3 problems: c (1500 tokens), b (1024 tokens)" in message
     assert "at least 2525" in message  # 1500 + 1024 + 1
     check_training_room({"a": 1023}, max_seq_len=2048, max_tokens=1024)
+
+
+TEXT_PROBLEM = Problem(problem_id="spam/1", prompt="Subject: You won a prize! Click here.", task="spam", family="text",
+                       answers=("spam",), scorer="exact", description="Label each e-mail spam or ham.")
+
+
+def test_text_family_template_and_the_tasks_description():
+    from flowpo.baselines import BASELINES
+    from flowpo.prompts import TEXT_FEW_SHOT
+
+    messages = workflow_messages(TEXT_PROBLEM)
+    system = messages[0]["content"]
+    assert "returns the final answer alone as a string" in system
+    assert "\n\nThe task: Label each e-mail spam or ham.\n\nOperators" in system
+    assert messages[-1]["content"].startswith("Problem:\nSubject: You won a prize!")
+    assert "spam" not in messages[-1]["content"].replace("Subject", "")  # the gold answer is not shown
+    for workflow in [w for _, w in TEXT_FEW_SHOT] + list(BASELINES["text"].values()):
+        assert validate_workflow(workflow) == "", workflow
+    assert "a task's problems" in judge_messages(TEXT_PROBLEM, "spam")[0]["content"]  # the judge knows the family
+
+
+def test_no_description_leaves_the_benchmarks_prompts_as_they_were():
+    problem = load_problems(TaskConfig(problem_ids=["HumanEval/23"]))[0]
+    assert problem.description == "" and "The task:" not in workflow_messages(problem)[0]["content"]
