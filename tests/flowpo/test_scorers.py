@@ -4,12 +4,14 @@ import string
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowpo.benchmarks import score_text
 from flowpo.math_scorer import (last_boxed, latex_to_sympy_text, math_equal, math_prediction, math_score,
                                 strip_math_delimiters, symbolic_equal)
-from flowpo.scorers import (drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score, normalize_answer,
-                            parse_verdict, token_f1)
+from flowpo.scorers import (SCORERS, chosen_letter, drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score,
+                            normalize_answer, normalize_exact, parse_verdict, read_number, token_f1)
 
 
 @pytest.mark.parametrize("answer, gold, score", [
@@ -343,6 +345,111 @@ def test_drop_f1_aligns_spans_one_to_one():
     assert drop_f1(("Smith", "Smith"), [("Smith", "Jones")]) == 0.5
     assert drop_f1("x", [" ", "x"]) == 1.0  # a blank gold is skipped
     assert drop_f1((), ["x"]) == 0.0 and drop_f1("x", []) == 0.0  # nothing to match
+
+
+def test_span_alignment_is_the_optimum_as_drop_eval_finds_it():
+    """Past 8! matchings the old alignment was greedy and scored below the official metric. 9 × 9 spans:
+    7 identical pads, then predicted {x, z}, {x} vs gold {x, z}, {z}. The optimum pairs {x,z}–{z} and
+    {x}–{x,z} (F1 2/3 each): (7 + 4/3) / 9 = 0.926 → 0.93, drop_eval.py's value. Greedy took the perfect
+    {x,z}–{x,z} first and left {x}–{z} at 0: (7 + 1) / 9 = 0.89."""
+    pads = tuple(f"team{c}" for c in "abcdefg")
+    assert drop_f1(pads + ("x z", "x"), [pads + ("x z", "z")]) == 0.93
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from("abcd1"), min_size=1, max_size=3), min_size=1, max_size=5),
+       st.lists(st.lists(st.sampled_from("abcd1"), min_size=1, max_size=3), min_size=1, max_size=5))
+def test_span_alignment_equals_every_matching_tried(predicted, gold):
+    """An independent reference: the best of every one-to-one matching, tried by brute force."""
+    import itertools
+
+    from flowpo.scorers import _bag_f1, _numbers_match
+
+    p_bags = [set(drop_normalize(" ".join(span)).split()) for span in predicted]
+    g_bags = [set(drop_normalize(" ".join(span)).split()) for span in gold]
+    scores = [[_bag_f1(p, g) if _numbers_match(g, p) else 0.0 for p in p_bags] for g in g_bags]
+    small, large = sorted((len(g_bags), len(p_bags)))
+    best = 0.0
+    for chosen in itertools.permutations(range(large), small):
+        pairs = enumerate(chosen) if len(g_bags) <= len(p_bags) else ((r, c) for c, r in enumerate(chosen))
+        best = max(best, sum(scores[r][c] for r, c in pairs))
+    expected = round(best / large, 2)
+    assert drop_f1(tuple(" ".join(s) for s in predicted), [tuple(" ".join(s) for s in gold)]) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# exact, numeric, choice: the built-ins for a user's task
+
+
+@pytest.mark.parametrize("answer, gold, score", [
+    ("Paris", "paris", 1.0),
+    ('  "Paris."  ', "Paris", 1.0),  # surrounding quotes, punctuation and spaces go
+    ("«Paris»", "Paris", 1.0), ("\u201cParis\u201d", "Paris", 1.0),  # quotes of other scripts too
+    ("New   York\nCity", "new york city", 1.0),  # whitespace runs are one space
+    ("ＰＡＲＩＳ", "Paris", 1.0),  # NFKC: full-width letters are letters
+    ("STRASSE", "straße", 1.0),  # casefold, not lower(): ß folds to ss
+    ("U.S.A.", "U.S.A", 1.0), ("U.S.A.", "USA", 0.0),  # inner punctuation stays
+    ("Paris, France", "Paris", 0.0),  # the whole answer, not a part of it
+    ("The answer is Paris", "Paris", 0.0),
+    ("", "", 1.0),  # only a gold that is itself empty; the evaluator scores an empty answer 0 before any scorer
+])
+def test_exact(answer, gold, score):
+    assert SCORERS["exact"](answer, (gold,), 1.0)[0] == score
+
+
+def test_exact_takes_the_best_gold_and_says_what_it_read():
+    assert SCORERS["exact"](" Canberra! ", ("Sydney", "canberra"), 1.0) == (1.0, {"scorer": "exact",
+                                                                              "extracted": "canberra"})
+    assert normalize_exact("  'It''s'  ") == "it''s"
+
+
+@pytest.mark.parametrize("answer, gold, score", [
+    ("The total is 1,234 apples.", "1234", 1.0),
+    ("3 + 4 = 7, so 7 * 2 = 14", "14", 1.0),  # the last number
+    ("it is −8", "-8", 1.0),  # a Unicode minus
+    ("0.5", "1/2", 1.0), ("3/4 of it", "0.75", 1.0),  # simple fractions are values
+    ("3.1416", "3.14159", 1.0),  # |diff| = 1e-5 ≤ 1e-4 × 3.14159: within the relative tolerance
+    ("3.15", "3.14159", 0.0),  # |diff| = 8.4e-3 > 3.1e-4
+    ("0.0000005", "0", 1.0),  # within the absolute 1e-6 near zero
+    ("0.00001", "0", 0.0),
+    ("1.5e3", "1500", 1.0), ("50%", "50", 1.0),  # a percentage is its number
+    ("1,2,3", "3", 1.0),  # not a thousands number: three numbers, the last is 3
+    ("no number", "3", 0.0), ("7", "no number in the gold", 0.0),
+])
+def test_numeric(answer, gold, score):
+    assert SCORERS["numeric"](answer, (gold,), 1.0)[0] == score
+
+
+def test_read_number_edge_cases():
+    assert read_number("version v1.2.3 of 2 files") == 2.0  # a version is no number; 2 is
+    assert read_number("divide 1/0 then 5") == 5.0 and read_number("1/0") is None
+    assert read_number("$1,000.50 total") == 1000.5 and read_number("-.5") == -0.5
+
+
+@pytest.mark.parametrize("answer, letter", [
+    ("B", "B"), ("(B)", "B"), ("b)", "B"), ("[C].", "C"), ("**D**", "D"),  # the answer is the letter
+    ("Answer: B", "B"), ("the answer is (b)", "B"), ("Correct option: C", "C"), ("ANSWER: c", "C"),
+    ("The answer is D) 42", "D"), ("I pick option e.", "E"),
+    ("The answer is (c) because the others fail.", "C"),
+    ("(A) is wrong, so (B)", "B"),  # the last framed letter
+    ("Reasoning...\nB) Paris", "B"),  # a line that starts with the option
+    ("so the answer must be B", "B"), ("so it's B.", "B"),
+    ("Answer: A because", "A"), ("First, B looks right. Answer: C", "C"),  # a label beats a loose letter
+    ("The answer is a dog", None), ("a", "A"), ("I think so", None), ("", None),
+])
+def test_chosen_letter(answer, letter):
+    assert chosen_letter(answer) == letter
+
+
+@pytest.mark.parametrize("answer, gold, score", [
+    ("Answer: b", "B", 1.0), ("(B)", "(b)", 1.0), ("Answer: C", "B", 0.0), ("no idea", "B", 0.0),
+])
+def test_choice(answer, gold, score):
+    assert SCORERS["choice"](answer, (gold,), 1.0)[0] == score
+
+
+def test_the_registry_names_every_built_in():
+    assert set(SCORERS) == {"exact", "numeric", "choice", "math", "gsm8k", "drop_f1", "hotpotqa_f1"}
 
 
 # ---------------------------------------------------------------------------------------------
