@@ -7,12 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowpo.benchmarks import score_text
+from flowpo.records import Problem
+from flowpo.scoring import score_text as score_problem
 from flowpo.math_scorer import (last_boxed, latex_to_sympy_text, math_equal, math_prediction, math_score,
                                 strip_math_delimiters, symbolic_equal)
 from flowpo.scorers import (SCORERS, chosen_letter, drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score,
                             normalize_answer, normalize_exact, parse_verdict, read_number, token_f1)
 
+
+
+def score_text(task: str, answer: str, golds: tuple[str, ...]) -> tuple[float, dict]:
+    """A benchmark's answer scored as the evaluator scores it (flowpo.scoring), by the benchmark's scorer."""
+    scorer = {"gsm8k": "gsm8k", "math": "math", "drop": "drop_f1", "hotpotqa": "hotpotqa_f1"}[task]
+    return score_problem(Problem(problem_id="x", prompt="q", task=task, family="qa", answers=golds, scorer=scorer),
+                         answer)
 
 @pytest.mark.parametrize("answer, gold, score", [
     ("so the total is 1,234 apples", "#### 1234", 1.0),
