@@ -59,29 +59,11 @@ def cmd_prepare_model(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Validate a config and what it names (model, dataset, Docker, image) without running."""
-    from actors.launch import check_local_sandbox
-    from flowpo.model import describe_model, local_model_dir
-    from flowpo.prompts import check_prompt_room, check_training_room, prompt_lengths
-    from flowpo.tasks import load_problems
+    """Validate a config and what it names (model, every row of the task, its scorer, Docker, image)
+    without running (driver/check.py)."""
+    from driver.check import check
 
-    config = load_config(args.config, args.overrides)
-    model = describe_model(config.model.path)  # a hub id: found in this node's cache, or known to the hub
-    problems = load_problems(config.task)
-    model_dir = local_model_dir(config.model.path)
-    if model_dir is not None:  # else each run checks with its replicas' tokenizer (actors.launch)
-        from transformers import AutoTokenizer
-
-        g = config.generator
-        lengths = prompt_lengths(AutoTokenizer.from_pretrained(model_dir), problems, g.response_prefix)
-        warning = check_prompt_room(lengths, g.max_model_len, g.max_tokens)
-        check_training_room(lengths, config.train.max_seq_len, g.max_tokens)
-        if warning:
-            print(f"warning: {warning}")
-    sandbox = "" if check_local_sandbox(config) else (
-        f"; sandbox not checked here: executors run on nodes with {config.sandbox.executor_resources}")
-    print(f"{args.config}: ok ({model}; {len(problems)} problems, {config.rounds} rounds{sandbox})")
-    return 0
+    return check(load_config(args.config, args.overrides), args.config, run_tests=args.tests)
 
 
 def evaluated_config(args):
@@ -146,9 +128,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.2 rounds=1")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after a crash")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("check", help="validate CONFIG and what it names")
+    p = sub.add_parser("check", help="validate CONFIG and what it names: model, sandbox, and the task (every row "
+                                     "read, one problem as the generator sees it, every gold answer scored)")
     p.add_argument("config", help="YAML config file, e.g. examples/local.yaml")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.2 rounds=1")
+    p.add_argument("--tests", action="store_true",
+                   help="code tasks: also run each reference solution through the hidden tests in the sandbox")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("evaluate", help="solve rate of a checkpoint and the IO/CoT/CoT-SC baselines on the test split")
     p.add_argument("config", nargs="?", help="YAML config file of the run, e.g. examples/local.yaml "
