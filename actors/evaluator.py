@@ -1,7 +1,9 @@
-"""Evaluator: scores executions. Code answers run with their hidden tests in a warm sandbox pool;
-math and QA answers are scored on the host by the rule-based scorers. Optionally an LLM judge (the
-executor LLM, through a broker) gives its own verdict, kept apart from the score. Repeated
-executions of one workflow are scored together: their mean, beside the per-repeat scores."""
+"""Evaluator: scores executions, as flowpo/scoring.py says from each Problem. Code answers run with
+their hidden tests (a benchmark's or a user's) in a warm sandbox pool; other answers are scored on the
+host by their problem's scorer: a built-in, a user's function (whose failure stops the run), or the LLM
+judge with the task's rubric. Optionally the judge (the executor LLM, through a broker) also gives its
+own verdict on rule-scored answers, kept apart from the score. Repeated executions of one workflow are
+scored together: their mean, beside the per-repeat scores."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +13,7 @@ from collections import Counter
 
 from flowpo.prompts import judge_messages
 from flowpo.records import Execution, Problem, ScoredSample
-from flowpo.benchmarks import hidden_test, score_text
+from flowpo.scoring import hidden_test, is_user_scorer, score_text, scorer_of
 from flowpo.scorers import parse_verdict
 from sandbox.backend import SandboxBackend
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
@@ -28,12 +30,13 @@ class Evaluator:
     LLM judge on (a temperature-0 broker makes its verdicts repeatable and cached)."""
 
     def __init__(self, backend: SandboxBackend | None, *, sandboxes: int, broker: LLMBroker | None = None,
-                 math_timeout_s: float = 5.0):
+                 math_timeout_s: float = 5.0, scorer_timeout_s: float = 10.0):
         self.backend = backend
         # Half the sandboxes run candidates, half run tests: a sandbox never changes role.
         self.pool = HiddenTests(backend, max(1, sandboxes // 2)) if sandboxes else None
         self.broker = broker
         self.math_timeout_s = math_timeout_s
+        self.scorer_timeout_s = scorer_timeout_s  # a user's scorer function, on one answer
         self.judge_counts: Counter = Counter()
 
     async def ready(self) -> bool:
@@ -79,11 +82,10 @@ class Evaluator:
             return 0.0, {"test" if problem.family == "code" else "failure": execution.failure or "empty answer"}
         if problem.family == "code":
             return await self._run_hidden_tests(problem, execution.answer)
-        if not problem.answers:
-            raise ValueError(f"{problem.problem_id}: a {problem.family} problem without a gold answer cannot be scored")
-        # In a thread: a symbolic MATH check may take up to math_timeout_s.
-        return await asyncio.to_thread(score_text, problem.task, execution.answer, problem.answers,
-                                       math_timeout_s=self.math_timeout_s)
+        # In a thread: a symbolic MATH check may take up to math_timeout_s, a user's scorer up to
+        # scorer_timeout_s. A user's scorer that fails raises ScorerError, which stops the run (flowpo/user_scorer.py).
+        timeout_s = self.scorer_timeout_s if is_user_scorer(scorer_of(problem)) else self.math_timeout_s
+        return await asyncio.to_thread(score_text, problem, execution.answer, timeout_s=timeout_s)
 
     async def _run_hidden_tests(self, problem: Problem, answer: str) -> tuple[float | None, dict]:
         """1.0 when the hidden test passed, judged out of the candidate's reach; None when a

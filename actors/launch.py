@@ -245,7 +245,7 @@ def start_evaluators(config: Config, base_url: str, api_key: str, limiter=None) 
         build_backend(config, ev.timeout_s) if sandboxes else None, sandboxes=sandboxes,
         broker=build_broker(config, base_url, api_key, temperature=ev.judge_temperature, limiter=limiter)
         if ev.judge else None,
-        math_timeout_s=ev.math_timeout_s)
+        math_timeout_s=ev.math_timeout_s, scorer_timeout_s=ev.scorer_timeout_s)
         for i in range(ev.num_evaluators)]
 
 

@@ -262,6 +262,9 @@ class EvaluatorConfig:
     sandboxes_per_evaluator: int = option(4, "warm sandboxes each evaluator keeps; a hidden test takes two (candidate and harness)")
     timeout_s: float = option(15.0, "wall-clock limit of one hidden-test run")
     math_timeout_s: float = option(5.0, "time limit of one symbolic (sympy) equality check of a MATH answer")
+    scorer_timeout_s: float = option(10.0, "time limit of a user's scorer function (package.module:function) on one "
+                                           "answer; one that runs longer, raises or returns no number in [0, 1] "
+                                           "stops the run, naming the problem")
     repeats: int = option(1, "executions scored per workflow, averaged (ScoreFlow uses 3: operators sample)")
     judge: bool = option(False, "also ask the executor LLM whether each answer is right; kept apart from the score")
     judge_temperature: float = option(0.0, "sampling temperature of the judge's calls")

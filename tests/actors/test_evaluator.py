@@ -9,6 +9,7 @@ tests/llm/test_broker.py: a stdlib server on 127.0.0.1, the real ``openai`` clie
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,13 +28,13 @@ from tests.llm.test_broker import ChatServer, Scripted, completion, error
 
 HUMANEVAL = load_problems(TaskConfig())
 GSM8K = Problem(problem_id="GSM8K/0", prompt="Natalia sold 48 clips in April and half as many in May. How many?",
-                task="gsm8k", family="math", answers=("72",))
+                task="gsm8k", family="math", answers=("72",), scorer="gsm8k")
 MATH = Problem(problem_id="MATH/0", prompt="How many ways can 6 books be arranged?", task="math", family="math",
-               answers=("720",))
+               answers=("720",), scorer="math")
 DROP = Problem(problem_id="DROP/0", prompt="Passage: Russell threw to Chaz Schilens.\n\nQuestion: Who caught it?",
-               task="drop", family="qa", answers=("Chaz Schilens", "Schilens"))
+               task="drop", family="qa", answers=("Chaz Schilens", "Schilens"), scorer="drop_f1")
 HOTPOT = Problem(problem_id="HotpotQA/0", prompt="Context:\n...\n\nQuestion: Same nationality?", task="hotpotqa",
-                 family="qa", answers=("yes",))
+                 family="qa", answers=("yes",), scorer="hotpotqa_f1")
 
 
 def execution(problem: Problem, answer: str, failure: str = "", sample_index: int = 0) -> Execution:
@@ -222,6 +223,45 @@ def test_mbpp_test_shapes(process_evaluator, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# A user's own tests from a column, through the same two-sandbox harness, on both backends
+
+
+USER_ASSERTS = Problem(  # MBPP's shape: asserts run top to bottom, the candidate bound to the names they call
+    problem_id="mine/asserts", prompt="Write second_largest(xs).", task="mine", family="code",
+    entry_point="second_largest", test="assert second_largest([1, 5, 3]) == 3\nassert second_largest([2, 2, 1]) == 1\n")
+USER_CHECK = Problem(  # HumanEval's shape: a check(candidate) function, helpers from a trusted prelude
+    problem_id="mine/check", prompt="Write rotate(s, k).", task="mine", family="code", entry_point="rotate",
+    prelude="def reference(s, k):\n    k %= max(len(s), 1)\n    return s[k:] + s[:k]\n",
+    test="def check(candidate):\n    for s in ('abcde', '', 'xy'):\n        for k in range(-3, 7):\n"
+         "            assert candidate(s, k) == reference(s, k), (s, k)\n", check="check")
+USER_CODE_CANDIDATES = [  # (problem, candidate, score, details["test"], suspect)
+    (USER_ASSERTS, "def second_largest(xs):\n    return sorted(set(xs))[-2]\n", 1.0, "passed", ""),
+    (USER_ASSERTS, "def second_largest(xs):\n    return sorted(xs)[-2]\n", 0.0, "failed", ""),  # [2, 2, 1] → 2
+    (USER_ASSERTS, "class Any(int):\n    def __eq__(self, o):\n        return True\n"
+                   "def second_largest(xs):\n    return Any(0)\n", 0.0, "failed", "not_plain"),
+    (USER_CHECK, "def rotate(s, k):\n    k %= max(len(s), 1)\n    return s[k:] + s[:k]\n", 1.0, "passed", ""),
+    (USER_CHECK, "def rotate(s, k):\n    return s[k:] + s[:k]\n", 0.0, "failed", ""),  # k > len(s)
+    (USER_CHECK, "def rotate(s, k):\n    import sys\n    sys.exit(0)\n", 0.0, "failed", "exited"),
+    (USER_CHECK, "def rotate(s, k):\n    while True:\n        pass\n", 0.0, "timeout", ""),
+]
+
+
+@pytest.mark.parametrize("kind", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_users_tests_run_through_the_hidden_test_harness(kind, request):
+    from flowpo.scoring import check_hidden_test
+
+    runner = request.getfixturevalue(f"{kind}_evaluator")
+    for problem in (USER_ASSERTS, USER_CHECK):
+        check_hidden_test(problem)
+    samples = runner.evaluate_all([(execution(p, code), p) for p, code, *_ in USER_CODE_CANDIDATES])
+    for (problem, code, score, test, suspect), sample in zip(USER_CODE_CANDIDATES, samples):
+        seen = (kind, problem.problem_id, code, sample.details)
+        assert sample.score == score and sample.details["test"] == test, seen
+        assert sample.details.get("suspect", "") == suspect, seen
+    assert "reference" not in samples[4].details["test_output"]  # the candidate never saw the trusted prelude
+
+
+# ---------------------------------------------------------------------------------------------
 # Math and QA: scored on the host, no sandbox
 
 
@@ -249,6 +289,35 @@ def test_math_and_qa_are_scored_on_the_host():
     assert infra.score is None and infra.details == {"unscored": "llm_error"}
     with pytest.raises(ValueError, match="code problems need an evaluator with sandboxes > 0"):
         run(evaluator.evaluate(execution(HUMANEVAL[0], "def f(): pass"), HUMANEVAL[0]))
+
+
+def test_a_users_scorer_and_the_built_ins_score_on_the_host(tmp_path, monkeypatch):
+    from flowpo.scoring import ScorerError
+
+    (tmp_path / "flowpo_eval_scorers.py").write_text(
+        "def length_ok(answer, golds, row):\n    return float(len(answer.split()) <= row['limit'])\n"
+        "def broken(answer, golds, row):\n    return golds[0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = Problem(problem_id="mine/1", prompt="Say it in 3 words.", task="mine", family="text",
+                   scorer="flowpo_eval_scorers:length_ok", extra={"limit": 3})
+    choice = Problem(problem_id="mc/1", prompt="Which? (A) 1 (B) 2", task="mc", family="text", answers=("B",),
+                     scorer="choice")
+    evaluator = Evaluator(None, sandboxes=0, scorer_timeout_s=2.0)
+    async def scenario():
+        return await asyncio.gather(
+            evaluator.evaluate(execution(mine, "red fast car"), mine),
+            evaluator.evaluate(execution(mine, "a very fast red car"), mine),
+            evaluator.evaluate(execution(choice, "It is 2, so the answer is (b)."), choice),
+            evaluator.evaluate(execution(mine, "  "), mine))
+
+    short, long, picked, empty = run(scenario())
+    assert (short.score, long.score) == (1.0, 0.0) and short.details == {"scorer": "flowpo_eval_scorers:length_ok"}
+    assert picked.score == 1.0 and picked.details["extracted"] == "B"
+    assert empty.score == 0.0 and empty.details == {"failure": "empty answer"}  # never handed to the scorer
+    broken = dataclasses.replace(mine, problem_id="mine/2", scorer="flowpo_eval_scorers:broken", answers=("x",))
+    with pytest.raises(ScorerError, match=r"the scorer flowpo_eval_scorers:broken on problem mine/2 .* "
+                                          r"returned str 'x', not a number"):
+        run(evaluator.evaluate(execution(broken, "red car"), broken))
 
 
 def test_repeats_keep_per_repeat_scores_beside_their_mean():
