@@ -80,10 +80,7 @@ def keep_server_log(server, path: Path, deadline: float) -> None:
 
 def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBackend:
     sb = config.sandbox
-    limits = SandboxLimits(timeout_s=timeout_s or sb.timeout_s, cpu_s=sb.cpu_s, memory_mb=sb.memory_mb,
-                           pids_limit=sb.pids_limit, cpus=sb.cpus, open_files=sb.open_files,
-                           file_size_mb=sb.file_size_mb, scratch_mb=sb.scratch_mb,
-                           scratch_inodes=sb.scratch_inodes, max_output_bytes=sb.max_output_bytes)
+    limits = SandboxLimits.from_config(sb, timeout_s=timeout_s)
     if sb.backend == "process":
         return ProcessBackend(limits, python=sb.process_python)
     return DockerBackend(sb.image, limits)

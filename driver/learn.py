@@ -10,6 +10,7 @@ import ray
 
 from flowpo.algorithms import algorithm
 from flowpo.config import Config
+from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from flowpo.records import ScoredSample
 from trainer.checkpoint import pack
@@ -57,7 +58,7 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
     settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
     print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
     if learner is None:
-        metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=f"round-{round_index}")
+        metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=adapter_name(round_index))
     else:
         metrics = learner.train(items, settings)
     loss = float(metrics.get("loss", math.nan))

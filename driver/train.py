@@ -21,6 +21,7 @@ from flowpo.gaming import suspected_gaming
 from flowpo.records import Problem, ScoredSample
 from driver.learn import learner_line, learner_stage_times, ship_adapter, shipped, train_round
 from driver.resume import RunState, read_run_state
+from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from flowpo.validate import reason_kind
 from actors.streaming import Faults, StageClock
@@ -142,7 +143,7 @@ def run_round(round_index: int, config: Config, problems: list[Problem], actors,
         pairs, loss, new_adapter = event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[round_index]
     else:
         pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path, learner)
-    new_version, ship_s = f"round-{round_index}", 0.0
+    new_version, ship_s = adapter_name(round_index), 0.0
     if new_adapter:
         state.adapters[round_index] = new_adapter
         ship_s = ship_adapter(actors.generators, new_version, new_adapter)

@@ -3,6 +3,20 @@
 Every field has a type, a default and a one-line doc (``metadata["doc"]``). Loading rejects an
 unknown key or a wrongly typed value with its full dotted path, and the file and line for YAML;
 fields that are each valid but cannot work together are refused too, naming them.
+
+How a section crosses into infrastructure, two ways on purpose:
+
+- Whole, where every knob of the section belongs to one component and nothing else builds it: the
+  learner takes ``train`` (trainer/), and the algorithm registry (flowpo/algorithms.py) is the one
+  place that reads its algorithm's fields, down to the pure maths (flowpo/maths/), which get plain
+  numbers (``beta=train.beta``). So ``train.beta`` travels only downward: driver → trainer →
+  registry → maths.
+- As a value record, where the component is also built without a run's config (by tests, benches,
+  another section's override) or lives in a process that must not import this module (the sandbox's
+  supervisor gets plain JSON): ``SandboxLimits``, ``SamplingSettings``, ``Pricing``, ``Budget``,
+  ``RateLimits``. actors/launch.py is the one place that copies sections into records, and a
+  record's defaults are never a second copy of a constant: they are neutral ("0: off") or read from
+  the section (``SandboxLimits`` from ``SandboxConfig()``).
 """
 from __future__ import annotations
 

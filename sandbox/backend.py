@@ -6,6 +6,7 @@ the same way for every backend.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from flowpo import operators
+from flowpo.config import SandboxConfig
 from flowpo.node_tmp import make_node_tmp
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -57,18 +59,29 @@ def release_node_files() -> None:
     node_bwrap.cache_clear()
 
 
+_CONFIGURED = SandboxConfig()  # the limits' one home: the config section's defaults and docs
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
-    timeout_s: float = 120.0
-    cpu_s: float = 0.0  # 0: the wall-clock limit (a job gets at most one core's worth of time)
-    memory_mb: int = 512
-    pids_limit: int = 64
-    cpus: float = 1.0
-    open_files: int = 256
-    file_size_mb: int = 16
-    scratch_mb: int = 64
-    scratch_inodes: int = 4096
-    max_output_bytes: int = 1_000_000
+    """The ``sandbox`` section's limits as a value record (see flowpo/config.py on how a section
+    crosses into infrastructure); the supervisor inside the sandbox takes every limit from here."""
+    timeout_s: float = _CONFIGURED.timeout_s
+    cpu_s: float = _CONFIGURED.cpu_s  # 0: the wall-clock limit (a job gets at most one core's worth of time)
+    memory_mb: int = _CONFIGURED.memory_mb
+    pids_limit: int = _CONFIGURED.pids_limit
+    cpus: float = _CONFIGURED.cpus
+    open_files: int = _CONFIGURED.open_files
+    file_size_mb: int = _CONFIGURED.file_size_mb
+    scratch_mb: int = _CONFIGURED.scratch_mb
+    scratch_inodes: int = _CONFIGURED.scratch_inodes
+    max_output_bytes: int = _CONFIGURED.max_output_bytes
+
+    @classmethod
+    def from_config(cls, section: SandboxConfig, *, timeout_s: float | None = None) -> "SandboxLimits":
+        """The section's limits (``timeout_s`` overrides its wall-clock limit: the evaluator's own)."""
+        limits = cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)})
+        return dataclasses.replace(limits, timeout_s=timeout_s) if timeout_s else limits
 
     def job_limits(self, *, processes: int) -> dict:
         """The per-job rlimits and caps the supervisor applies inside the sandbox."""

@@ -89,3 +89,21 @@ def test_the_rules_catch_a_wrong_import():
                                                                                  layer("sandbox.verdicts"))
     assert project_imports(ROOT / "tests" / "test_layers.py") == []  # this file imports none of ours
     assert "flowpo.operators" in {m for _, m in project_imports(ROOT / "sandbox" / "backend.py")}  # the scanner sees
+
+
+# The folders, bottom to top: one layer each (flowpo/llm, the broker, is infrastructure kept beside
+# the core it serves; only actors import it). `ls` reads as the house does.
+FOLDER_RANK = {"flowpo": 0, "sandbox": 1, "trainer": 1, "actors": 2, "driver": 3}
+
+
+def folder_upward(importer: str, imported: str) -> bool:
+    return FOLDER_RANK[imported.split(".")[0]] > FOLDER_RANK[importer.split(".")[0]]
+
+
+def test_no_folder_imports_a_folder_above_it():
+    upward = [f"{path.relative_to(ROOT)}:{line}: imports {imported}"
+              for name, path in modules() for line, imported in project_imports(path)
+              if folder_upward(name, imported)]
+    assert upward == [], "\n".join(upward)
+    assert folder_upward("flowpo.algorithms", "trainer.learner") and folder_upward("actors.launch", "driver.flow")
+    assert not folder_upward("driver.train", "flowpo.maths.losses")

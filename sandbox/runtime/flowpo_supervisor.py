@@ -88,11 +88,11 @@ def apply_limits(limits):
         if value:
             resource.setrlimit(kind, (value, hard or value))
 
-    cap(resource.RLIMIT_CPU, int(limits.get("cpu_s", 0)), int(limits.get("cpu_s", 0)) + 1)
-    cap(resource.RLIMIT_AS, int(limits.get("memory_mb", 0)) << 20)
-    cap(resource.RLIMIT_NOFILE, int(limits.get("open_files", 0)))
-    cap(resource.RLIMIT_FSIZE, int(limits.get("file_size_mb", 0)) << 20)
-    cap(resource.RLIMIT_NPROC, int(limits.get("processes", 0)))
+    cap(resource.RLIMIT_CPU, int(limits["cpu_s"]), int(limits["cpu_s"]) + 1)
+    cap(resource.RLIMIT_AS, int(limits["memory_mb"]) << 20)
+    cap(resource.RLIMIT_NOFILE, int(limits["open_files"]))
+    cap(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) << 20)
+    cap(resource.RLIMIT_NPROC, int(limits["processes"]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
@@ -114,7 +114,7 @@ def child_main(job, scratch, fds):
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # under memory pressure the kernel kills the job, not the supervisor
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        apply_limits(job.get("limits", {}))
+        apply_limits(job["limits"])
         if job["kind"] == "workflow":
             flowpo_runtime.serve_child(job["start"], protocol_fd=3)
             code = 0
@@ -165,14 +165,14 @@ class Job:
     def __init__(self, message, send):
         self.id = message["job"]
         self.message = message
-        self.limits = message.get("limits", {})
+        self.limits = message["limits"]  # every limit is the host's (sandbox/backend.py SandboxLimits); none is guessed here
         self.send = send
         self.output = bytearray()
         self.output_bytes = 0
         self.protocol_buffer = bytearray()
         self.verdict = None  # (status, answer, error) once known
         self.began = time.monotonic()
-        self.deadline = self.began + float(self.limits.get("timeout_s", 60))
+        self.deadline = self.began + float(self.limits["timeout_s"])
         self.oom_before = oom_kills()
 
     def decide(self, status, answer="", error=""):
@@ -180,7 +180,7 @@ class Job:
             self.verdict = (status, answer, error)
 
     def add_output(self, chunk):
-        cap = int(self.limits.get("output_bytes", 1 << 20))
+        cap = int(self.limits["output_bytes"])
         self.output_bytes += len(chunk)
         self.output += chunk
         del self.output[:-4000]  # keep the tail for the report
@@ -340,7 +340,7 @@ class Supervisor:
         protocol_r, protocol_w = os.pipe()
         start = dict(message.get("start") or {})
         if message["kind"] == "workflow":
-            start["timeout_s"] = job.limits.get("timeout_s", 60)
+            start["timeout_s"] = job.limits["timeout_s"]
         pid = os.fork()
         if pid == 0:
             child_main({**message, "start": start}, scratch, (command_r, output_w, protocol_w))
