@@ -73,10 +73,15 @@ class Faults:
     by_stage: Counter = dataclasses.field(default_factory=Counter)
     attempts: Counter = dataclasses.field(default_factory=Counter)  # item key -> failed tries
     restart_waits: Counter = dataclasses.field(default_factory=Counter)  # stage -> tries that met a restarting actor
+    # Called with ("actor_failure" or "restart_wait", stage) as each happens: the driver writes them
+    # to its run log, so that a round's counts survive the driver's own death (driver/resume.py).
+    notify: Callable[[str, str], None] | None = None
 
     def record(self, stage: str, key: Hashable, exc: Exception, advice: str) -> None:
         self.by_stage[stage] += 1
         self.attempts[key] += 1
+        if self.notify:
+            self.notify("actor_failure", stage)
         if self.attempts[key] > MAX_ITEM_RETRIES:
             raise FlowPOError(
                 f"the {stage} stage lost {key} {self.attempts[key]} times (last: {type(exc).__name__}: "
@@ -257,6 +262,8 @@ class Stream:
         that kills every actor it meets must not loop forever)."""
         if isinstance(exc, ray.exceptions.ActorUnavailableError) and "is restarting" in str(exc):
             self.faults.restart_waits[stage] += 1
+            if self.faults.notify:
+                self.faults.notify("restart_wait", stage)
         else:
             self.faults.record(stage, self.key(stage, item), exc, self.advice)
         if isinstance(exc, ray.exceptions.ActorUnavailableError):

@@ -7,6 +7,7 @@ is redone rather than lost.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class RunState:
     ended: set[int] = field(default_factory=set)  # rounds with a round_end event
     adapters: dict[int, str] = field(default_factory=dict)  # round -> adapter dir it trained
     train_events: dict[int, dict] = field(default_factory=dict)  # round -> its train/train_skipped event
+    # round -> (kind, stage) -> count: the faults the streaming engine met before the driver died
+    faults: dict[int, Counter] = field(default_factory=dict)
+    starts: Counter = field(default_factory=Counter)  # round -> round_start events (more than one: a resume)
 
     def done_slots(self, round_index: int) -> set[tuple[str, int]]:
         return {(r["problem_id"], r["sample_index"]) for r in self.samples.get(round_index, [])}
@@ -48,6 +52,10 @@ def read_run_state(run_dir: Path) -> RunState:
         kind, round_index = event.get("event"), event.get("round")
         if kind == "round_end":
             state.ended.add(round_index)
+        elif kind == "round_start":
+            state.starts[round_index] += 1
+        elif kind == "fault":
+            state.faults.setdefault(round_index, Counter())[(event.get("kind"), event.get("stage"))] += 1
         elif kind in ("train", "train_skipped"):
             state.train_events[round_index] = event
             adapter = Path(event.get("adapter", ""))

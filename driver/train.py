@@ -135,7 +135,8 @@ def run_round(round_index: int, config: Config, problems: list[Problem], actors,
     version, path = state.adapter_before(round_index)
     done = [ScoredSample.from_log(r) for r in state.samples.get(round_index, [])]
     log.event("round_start", round=round_index, adapter=version, problems=len(problems), resumed_samples=len(done))
-    faults, clock = Faults(), StageClock()
+    faults, clock = round_faults(round_index, state, log), StageClock()
+    driver_restarts = state.starts[round_index]  # round_start events before this one: the driver died mid-round
     todo = round_todo(round_index, problems, config, state)
     samples = done + stream_round(round_index, todo, actors, config, log, shipped(version, path), faults, clock)
     if round_index in state.adapters:  # trained before the crash: keep that adapter
@@ -149,7 +150,8 @@ def run_round(round_index: int, config: Config, problems: list[Problem], actors,
         ship_s = ship_adapter(actors.generators, new_version, new_adapter)
     learner_times = learner_stage_times(learner.round_times.get(round_index, {}) if learner else {}, ship_s)
     summary = summarize(round_index, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
-    end_round(summary, samples, actors, log, faults, {**clock.summary(), **learner_times})
+    end_round(summary, samples, actors, log, faults, {**clock.summary(), **learner_times},
+              driver_restarts=driver_restarts)
     if config.logging.reports:
         report(log.run_dir, round_index)
     if new_adapter:
@@ -158,8 +160,17 @@ def run_round(round_index: int, config: Config, problems: list[Problem], actors,
     return summary
 
 
+def round_faults(round_index: int, state: RunState, log: RunLog) -> Faults:
+    """The round's fault counts, starting from those its earlier drivers logged (a resumed round),
+    each new one logged as it happens; the retry budget per item starts afresh."""
+    faults = Faults(notify=lambda kind, stage: log.event("fault", round=round_index, kind=kind, stage=stage))
+    for (kind, stage), count in state.faults.get(round_index, {}).items():
+        (faults.by_stage if kind == "actor_failure" else faults.restart_waits)[stage] += count
+    return faults
+
+
 def end_round(summary: RoundSummary, samples: list[ScoredSample], actors, log: RunLog, faults: Faults,
-              stage_times: dict) -> None:
+              stage_times: dict, *, driver_restarts: int = 0) -> None:
     """The round_end record and the console's lines about the round."""
     k = summary.round
     failures = Counter(s.execution.failure or "ok" for s in samples)
@@ -169,7 +180,8 @@ def end_round(summary: RoundSummary, samples: list[ScoredSample], actors, log: R
     log.event("round_end", **summary.__dict__, failures=dict(failures), invalid_reasons=dict(invalid_reasons),
               suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
               regenerations=sum(s.execution.workflow.attempts - 1 for s in samples),
-              actor_failures=dict(faults.by_stage), retried_items=sum(faults.attempts.values()),
+              actor_failures=dict(faults.by_stage), retried_items=sum(faults.by_stage.values()),
+              driver_restarts=driver_restarts,
               restart_waits=dict(faults.restart_waits), stage_times=stage_times, **stage_stats(actors))
     print(summary.line(), "| outcomes:", ", ".join(f"{key} {v}" for key, v in sorted(failures.items())))
     if "learner_overhead_pct" in stage_times:

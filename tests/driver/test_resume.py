@@ -71,3 +71,29 @@ def test_duplicated_samples_and_foreign_directories_are_refused(tmp_path):
         read_run_state(tmp_path)
     with pytest.raises(FlowPOError, match="--resume .*elsewhere: no config.yaml there; is it a FlowPO run directory"):
         read_run_state(tmp_path / "elsewhere")
+
+
+def test_a_resumed_round_keeps_the_faults_its_killed_driver_met(tmp_path):
+    """The chaos bench killed the driver mid-round: the resumed round's round_end had lost the
+    actor failures met before the kill. Each fault is logged as it happens and counted again."""
+    from driver.runlog import RunLog
+    from driver.train import round_faults
+
+    write_run(tmp_path, [sample(1, index=0)], [
+        {"event": "round_start", "round": 1},
+        {"event": "fault", "round": 1, "kind": "actor_failure", "stage": "execute"},
+        {"event": "fault", "round": 1, "kind": "actor_failure", "stage": "execute"},
+        {"event": "fault", "round": 1, "kind": "restart_wait", "stage": "generate"}])
+    state = read_run_state(tmp_path)
+    assert state.starts[1] == 1 and state.starts[2] == 0  # round 1 was started once before: one restart
+    log = RunLog(tmp_path)
+    faults = round_faults(1, state, log)
+    assert faults.by_stage == {"execute": 2} and faults.restart_waits == {"generate": 1}
+    assert not faults.attempts  # each item's retry budget starts afresh
+    faults.record("evaluate", ("p", 0), RuntimeError("actor died"), "")
+    log.close()
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1] == {**events[-1], "event": "fault", "round": 1, "kind": "actor_failure", "stage": "evaluate"}
+    assert read_run_state(tmp_path).faults[1] == {("actor_failure", "execute"): 2,
+                                                   ("restart_wait", "generate"): 1,
+                                                   ("actor_failure", "evaluate"): 1}
