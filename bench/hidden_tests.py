@@ -20,7 +20,7 @@ import sys
 import time
 
 from bench import common
-from flowpo.benchmarks import hidden_test
+from flowpo.scoring import hidden_test
 from flowpo.config import TaskConfig
 from flowpo.tasks import load_problems
 from sandbox.backend import SandboxLimits

@@ -9,7 +9,7 @@ JSONL file, e.g. google-research's mbpp.jsonl, or the hub), the reference soluti
 
 It prints both pass rates and every problem where they differ, with FlowPO's recorded reason.
 
-    .venv/bin/python -m bench.reference_agreement [--task mbpp --path mbpp.jsonl] [--backend process] [--quick] [--out DIR]
+    .venv/bin/python -m bench.reference_agreement [--task mbpp --path mbpp.jsonl] [--backend process] [--quick]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from bench import common
-from flowpo.benchmarks import hidden_test
+from flowpo.scoring import hidden_test
 from flowpo.config import TaskConfig
 from flowpo.tasks import load_problems
 from sandbox.backend import SandboxLimits

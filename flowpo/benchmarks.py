@@ -55,27 +55,3 @@ def benchmark(name: str) -> Benchmark:
         raise FlowPOError(f"task.name: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
     return BENCHMARKS[name]
 
-
-# ---------------------------------------------------------------------------------------------
-# Until flowpo.scoring takes over (issue 28): the hidden test and the text scorers of the six.
-
-
-def hidden_test(problem: Problem) -> dict:
-    """The harness of a code problem's hidden test: ``prelude`` (trusted code the test leans on),
-    ``test``, the ``entry_point`` the test calls and the ``check`` function to call with it
-    ("": the test runs top to bottom). The evaluator runs it out of the candidate's reach."""
-    if problem.family != "code":
-        raise ValueError(f"{problem.problem_id}: task {problem.task!r} has no hidden tests (family {problem.family})")
-    return {"prelude": problem.prelude, "test": problem.test, "entry_point": problem.entry_point,
-            "check": problem.check}
-
-
-def score_text(task: str, answer: str, golds: tuple[str, ...], *, math_timeout_s: float = 5.0) -> tuple[float, dict]:
-    """Score of a math or QA answer against the gold answers, and what the scorer read."""
-    from flowpo.scorers import score_drop, score_gsm8k, score_hotpotqa, score_math
-
-    scorers = {"gsm8k": score_gsm8k, "math": score_math, "drop_f1": score_drop, "hotpotqa_f1": score_hotpotqa}
-    score = scorers.get(benchmark(task).scorer)
-    if score is None:
-        raise ValueError(f"no rule-based scorer for task {task!r} (code tasks run their hidden tests)")
-    return score(answer, golds, math_timeout_s)

@@ -27,6 +27,7 @@ from flowpo.config import TaskConfig
 from flowpo.dataset_rows import RowError, column_problem
 from flowpo.errors import FlowPOError
 from flowpo.records import Problem
+from flowpo.scoring import check_hidden_test, check_scorer
 
 VALIDATION_SHARE = 1 / 5  # validation:test = 1:4, as in ScoreFlow and SPOGW
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -247,6 +248,18 @@ def convert_rows(rows: list[Row], convert: Callable[[dict, int], Problem | None]
     return loaded
 
 
+def own_problem(row: dict, index: int, task: TaskConfig) -> Problem:
+    """A row of a task of your own by its column map; a code problem's hidden test is checked to be able
+    to judge a candidate (valid Python, its check function defined), else every candidate would fail."""
+    problem = column_problem(row, index, task)
+    if problem.family == "code":
+        try:
+            check_hidden_test(problem)
+        except FlowPOError as exc:
+            raise RowError(str(exc).replace(f"problem {problem.problem_id}: ", "")) from None
+    return problem
+
+
 # ---------------------------------------------------------------------------------------------
 # Subset, split, selection
 
@@ -277,20 +290,6 @@ def check_task_scorer(task: TaskConfig) -> None:
     if not scorer:
         return
     try:
-        from flowpo.scoring import check_scorer
-    except ImportError:  # flowpo.scoring arrives with the scoring half of issue 28
-        import importlib
-
-        module, _, name = scorer.partition(":")
-        if scorer in ("exact", "numeric", "math", "gsm8k", "drop_f1", "hotpotqa_f1", "choice", "judge"):
-            return
-        try:
-            if not (name and callable(getattr(importlib.import_module(module), name, None))):
-                raise ImportError(f"no function {name or '(none given)'} in {module}")
-        except ImportError as exc:
-            raise FlowPOError(f"task.scorer {scorer!r}: cannot be imported ({exc})") from None
-        return
-    try:
         check_scorer(scorer)
     except FlowPOError as exc:
         raise FlowPOError(f"task.scorer: {exc}") from None
@@ -301,7 +300,7 @@ def load_task(task: TaskConfig) -> LoadedTask:
     check_task_scorer(task)  # before reading a large file for nothing
     source, rows = source_rows(task)
     preset = task.preset
-    convert = preset.convert if preset else functools.partial(column_problem, task=task)
+    convert = preset.convert if preset else functools.partial(own_problem, task=task)
     loaded = convert_rows(rows, convert, task)
     loaded.source = source
     scorer, description = task.resolved_scorer, task.description

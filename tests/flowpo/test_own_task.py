@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from flowpo.benchmarks import hidden_test
+from flowpo.scoring import hidden_test
 from flowpo.config import Config, TaskConfig
 from flowpo.errors import ConfigError, FlowPOError
 from flowpo.tasks import load_problems, load_task
@@ -167,7 +167,8 @@ def test_code_task_with_assert_tests_and_a_check_function(tmp_path):
     asserts, _ = load_problems(from_dict(TaskConfig, {"name": "mine", "path": str(path), "columns": columns}))
     assert asserts.family == "code" and asserts.scorer == "" and asserts.answers == (rows[0]["solution"],)
     assert hidden_test(asserts) == {"prelude": "", "test": "assert add(1, 2) == 3", "entry_point": "add", "check": ""}
-    _, checked = load_problems(from_dict(TaskConfig, {"name": "mine", "path": str(path), "columns": columns,
+    path.write_text(json.dumps(rows[1]) + "\n")  # (task.test_function holds for every row of the task)
+    (checked,) = load_problems(from_dict(TaskConfig, {"name": "mine", "path": str(path), "columns": columns,
                                                       "test_function": "check"}))
     assert hidden_test(checked)["check"] == "check" and "tests" not in checked.prompt and checked.extra == {"id": "neg"}
 
@@ -286,3 +287,16 @@ def test_allow_dropping_counts_and_lists_every_row_left_out(tmp_path, capsys):
     assert loaded.dropped_note().startswith(f"3 of 6 rows of {path} left out (task.allow_dropping): {path}:2: not valid")
     load_problems(task(path, allow_dropping=True))
     assert "warning: 3 of 6 rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tests, settings, message", [
+    ("assert add(1, 2) == 3 +", {}, "its test is not valid Python: line 1"),
+    ("assert add(1, 2) == 3", {"test_function": "check"}, "the test must define the function 'check'"),
+])
+def test_a_code_rows_test_that_could_not_judge_is_refused_at_load_time(tmp_path, tests, settings, message):
+    """A broken test would fail every candidate: a silent 0 for the whole problem (flowpo.scoring.check_hidden_test)."""
+    path = write_jsonl(tmp_path, [{"text": "Write add(a, b).", "tests": tests, "fn": "add"}], name="code.jsonl")
+    config = from_dict(TaskConfig, {"name": "mine", "path": str(path), **settings,
+                                    "columns": {"problem": "text", "test": "tests", "entry_point": "fn"}})
+    with pytest.raises(FlowPOError, match=rf"{path}:1: {message}"):
+        load_problems(config)

@@ -4,9 +4,19 @@ what the official script returns on the same input (run against grade-school-mat
 hendrycks/math math_equivalence.py, allenai drop_eval.py and hotpot_evaluate_v1.py)."""
 import pytest
 
-from flowpo.benchmarks import score_text
+from flowpo.benchmarks import BENCHMARKS
+from flowpo.records import Problem
+from flowpo.scoring import score_text as score_problem
 from flowpo.math_scorer import math_equal, math_prediction
 from flowpo.scorers import drop_f1, gsm8k_score, token_f1
+
+
+def score_text(task: str, answer: str, golds: tuple[str, ...]) -> tuple[float, dict]:
+    """A benchmark's answer scored as the evaluator scores it: by its preset's scorer (flowpo.scoring)."""
+    preset = BENCHMARKS[task]
+    return score_problem(Problem(problem_id="x", prompt="q", task=task, family=preset.family, answers=golds,
+                                 scorer=preset.scorer), answer)
+
 
 # ---------------------------------------------------------------------------------------------
 # GSM8K (official: the number after the first "#### ", compared as a string)

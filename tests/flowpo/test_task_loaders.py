@@ -10,7 +10,7 @@ import pytest
 from flowpo.config import Config, TaskConfig
 from flowpo.typed_config import from_dict
 from flowpo.errors import ConfigError, FlowPOError
-from flowpo.benchmarks import hidden_test
+from flowpo.scoring import hidden_test
 from flowpo.dataset_rows import mbpp_entry_point
 from flowpo.tasks import load_problems, split_problems
 
