@@ -15,24 +15,27 @@ from driver.runlog import RunLog
 from flowpo.records import ScoredSample
 from trainer.checkpoint import pack
 from trainer.learner import LearnerSettings  # its heavy imports wait until training
+from flowpo.maths.cost import line_answered, line_cost
 from flowpo.maths.pairs import Candidate
 from trainer.warm import Learner, train_adapter
 
 
-def candidates_of(samples: list[ScoredSample]) -> list[Candidate]:
+def candidates_of(samples: list[ScoredSample], cost_unit: str = "usd") -> list[Candidate]:
     """The scored samples as the learner's candidates, by (problem, sample index): samples arrive in the
     order they finish (and a resumed round's recorded ones first), and the pairs and groups drawn
-    with the run's seed must not depend on that order."""
+    with the run's seed must not depend on that order. Each carries its executor cost in ``cost_unit``
+    and whether it answered, for the cost-aware signal (flowpo/maths/cost.py)."""
     ordered = sorted(samples, key=lambda s: (s.execution.workflow.problem_id, s.execution.workflow.sample_index))
     return [Candidate(problem_id=s.execution.workflow.problem_id, prompt=s.execution.workflow.prompt,
-                      completion=s.execution.workflow.completion, score=s.score)
-            for s in ordered if s.score is not None]
+                      completion=s.execution.workflow.completion, score=s.score,
+                      cost=line_cost(line, cost_unit), answered=line_answered(line))
+            for s in ordered if s.score is not None for line in [s.to_log()]]
 
 
 def learner_items(round_index: int, samples: list[ScoredSample], config: Config) -> tuple[list, str]:
     """The round's training data by ``train.algorithm`` (pairs or groups) and, when there is none, why."""
     spec = algorithm(config.train.algorithm)
-    items = spec.items(candidates_of(samples), config, config.train.seed + round_index)
+    items = spec.items(candidates_of(samples, config.train.cost_unit), config, config.train.seed + round_index)
     return items, spec.no_items(config)
 
 

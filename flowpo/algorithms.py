@@ -4,12 +4,19 @@ a round's scored workflows), its loss, whether the loss needs π_old, the refere
 
 The losses are pure functions of per-token log-probs (flowpo/maths); torch loads only where a
 learner runs, so the driver and the CLI read this registry without it.
+
+How each algorithm uses the cost-aware signal (``train.cost_weight`` λ > 0; flowpo/maths/cost.py
+states the rule: v = (s + λ·(1 − c̃)) / (1 + λ), on [0, 1]) in place of the score: Score-DPO and DPO
+rank and pair by it, weight pairs P ∝ (v_w − v_l)^α, and Score-DPO's loss scales by f(v_w) and
+1 − f(v_l); ioGRPO screens, sharpens and takes advantages on it. λ = 0 skips it: the items are
+exactly those of the scores.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from flowpo.maths.cost import cost_adjusted
 from flowpo.maths.groups import sample_groups
 from flowpo.maths.pairs import Candidate, sample_score_dpo_pairs
 
@@ -38,6 +45,8 @@ class Algorithm:
 
 def score_dpo_pairs(candidates: list[Candidate], config: "Config", seed: int) -> list:
     t = config.train
+    if t.cost_weight:  # pairs, their weights and the loss's f(s_w), 1 − f(s_l) from the signal
+        candidates = cost_adjusted(candidates, t.cost_weight)
     return sample_score_dpo_pairs(candidates, num_pairs=t.num_pairs, alpha=t.alpha, seed=seed)
 
 
@@ -66,6 +75,8 @@ def group_sizes(config: "Config") -> tuple[int, int, int]:
 
 def iogrpo_groups(candidates: list[Candidate], config: "Config", seed: int) -> list:
     m, n, t = group_sizes(config)
+    if config.train.cost_weight:  # groups: screening, sharpening, advantages from the signal
+        candidates = cost_adjusted(candidates, config.train.cost_weight)
     return sample_groups(candidates, m=m, n=n, t=t, top_n=config.train.num_groups,
                          max_combinations=config.train.max_combinations, seed=seed)
 
@@ -87,6 +98,16 @@ def iogrpo_check(config: "Config") -> str:
     if not 0 < 2 * sharpen < n:
         return (f"train.group_t={sharpen} with train.group_n={n}: a group is sharpened to its t lowest and t "
                 "highest scores, so 0 < 2 * group_t < group_n is needed (generator.k of 5 or more)")
+    return ""
+
+
+def cost_check(config: "Config") -> str:
+    """Why the cost term could never act ("" when it can): USD costs at prices of 0 are all 0."""
+    t, llm = config.train, config.executor_llm
+    if t.cost_weight and t.cost_unit == "usd" and not (llm.prompt_usd_per_mtok or llm.completion_usd_per_mtok):
+        return (f"train.cost_weight={t.cost_weight} with train.cost_unit=usd, but executor_llm.prompt_usd_per_mtok "
+                "and completion_usd_per_mtok are 0: every workflow would cost $0 and the cost term do nothing. Set "
+                "the executor's prices, or train.cost_unit=tokens or calls")
     return ""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import string
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Literal
 
 import yaml
 
-from flowpo.algorithms import ALGORITHMS, algorithm
+from flowpo.algorithms import ALGORITHMS, algorithm, cost_check
 from flowpo.benchmarks import BENCHMARKS
 from flowpo.errors import ConfigError
 from flowpo.typed_config import apply_override, field_error, from_dict, option, yaml_line
@@ -295,6 +296,12 @@ class TrainConfig:
     score_exponent: float = option(1.0, "Score-DPO's score transform f(s) = s^p; 1 is the paper's identity")
     alpha: float = option(3.0, "pair sampling weight exponent: P ∝ (s_w - s_l)^alpha")
     num_pairs: int = option(16, "pairs sampled (with replacement) per round")
+    cost_weight: float = option(
+        0.0, "λ: train on score − λ × the workflow's executor cost over its problem's costliest answered workflow's "
+        "(a failure counts as that costliest; README, cost-aware training); 0: the score alone")
+    cost_unit: Literal["usd", "tokens", "calls"] = option(
+        "usd", "the cost cost_weight counts: executor-LLM usd (at executor_llm's prices), tokens (prompt + "
+        "completion) or calls")
     group_m: int = option(0, "ioGRPO: a problem's first m scored workflows that groups are drawn from; "
                              "0: generator.k")
     group_n: int = option(0, "ioGRPO: workflows per group before sharpening; 0: m - 2 (SPOGW: 14 of 16)")
@@ -330,6 +337,8 @@ class TrainConfig:
     seed: int = option(0, "seed of pair and group sampling and LoRA init")
 
     def __post_init__(self):
+        if not 0 <= self.cost_weight < math.inf:
+            raise field_error("train.cost_weight", f"must be a number >= 0 (0: the score alone), got {self.cost_weight}")
         if self.max_tokens_per_pass < 0:
             raise field_error("train.max_tokens_per_pass",
                               f"must be >= 0 (0 = no limit), got {self.max_tokens_per_pass}")
@@ -428,7 +437,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 def inconsistency(config: "Config") -> str:
     """Why fields that are each valid cannot work together ("" when they can), naming them."""
-    return algorithm(config.train.algorithm).check(config) or config.train.pass_budget_problem()
+    return (algorithm(config.train.algorithm).check(config) or config.train.pass_budget_problem()
+            or cost_check(config))
 
 
 def to_yaml(config: Config) -> str:

@@ -13,6 +13,8 @@ class Candidate:
     prompt: str
     completion: str
     score: float
+    cost: float = 0.0  # one run's executor cost in train.cost_unit (flowpo/maths/cost.py)
+    answered: bool = True  # it ran to its end with a non-empty answer; False: crash, timeout, invalid, empty
 
 
 @dataclass(frozen=True)
