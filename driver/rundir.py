@@ -2,6 +2,7 @@
 JSON-lines files are read.
 
     config.yaml          the run's config, as resolved
+    dropped_rows.jsonl   the task's rows left out under task.allow_dropping, each {where, reason}
     samples.jsonl        one line per scored sample (flowpo.records.ScoredSample.to_log): the source of truth
     metrics.jsonl        one line per event (run_start, round_start, train, round_end, …)
     adapters/round-<k>/  round k's checkpoint (peft adapter, optimizer state, train_metrics.json)
@@ -53,6 +54,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.path / "config.yaml"
+
+    @property
+    def dropped_rows(self) -> Path:
+        return self.path / "dropped_rows.jsonl"
 
     @property
     def samples(self) -> Path:

@@ -46,6 +46,10 @@ class RunLog:
     def write_config(self, config: Config) -> None:
         self.layout.config.write_text(to_yaml(config))
 
+    def write_dropped_rows(self, records: list[dict]) -> None:
+        """The task's rows left out under task.allow_dropping, each {where, reason} (rewritten on resume)."""
+        self.layout.dropped_rows.write_text("".join(json.dumps(record) + "\n" for record in records))
+
     def adapter_dir(self, round_index: int) -> Path:
         return self.layout.adapter(round_index)
 

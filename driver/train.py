@@ -206,15 +206,20 @@ def train(config: Config, resume: bool = False) -> list[RoundSummary]:
     """Everything ``flowpo train`` does: checks, actors, rounds, shutdown. With ``resume`` the
     run directory's records say what is already done."""
     from actors.launch import check_prompts_fit
-    from flowpo.tasks import load_problems
+    from flowpo.tasks import load_task
 
-    problems = load_problems(config.task)
+    loaded = load_task(config.task)
+    problems = loaded.problems
     model_path = prepare(config)
     state = read_run_state(config.resolved_run_dir) if resume else None
     log = RunLog.from_config(config)
     if not resume:
         log.write_config(config)
-    log.event("run_start", name=config.name, problems=[p.problem_id for p in problems], resumed=resume)
+    if loaded.dropped:  # task.allow_dropping: never silently
+        log.write_dropped_rows(loaded.dropped_records())
+        print(f"warning: {loaded.dropped_note()}; all of them in {log.layout.dropped_rows}")
+    log.event("run_start", name=config.name, problems=[p.problem_id for p in problems], resumed=resume,
+              dropped_rows=len(loaded.dropped))
     try:
         with session(config, Path(log.run_dir), model_path) as actors:
             # One worker group for the run, started by the first round that trains.

@@ -300,3 +300,16 @@ def test_a_code_rows_test_that_could_not_judge_is_refused_at_load_time(tmp_path,
                                     "columns": {"problem": "text", "test": "tests", "entry_point": "fn"}})
     with pytest.raises(FlowPOError, match=rf"{path}:1: {message}"):
         load_problems(config)
+
+
+def test_rows_left_out_are_written_to_the_run_directory(tmp_path):
+    """What `flowpo train` writes beside config.yaml when task.allow_dropping left rows out."""
+    from driver.rundir import read_strict
+    from driver.runlog import RunLog
+
+    path = write_jsonl(tmp_path, [ROWS[0], {"qid": "q5", "answer": "x"}, ROWS[1]])
+    loaded = load_task(task(path, allow_dropping=True))
+    log = RunLog(tmp_path / "run")
+    log.write_dropped_rows(loaded.dropped_records())
+    assert read_strict(log.layout.dropped_rows) == [
+        {"where": f"{path}:2", "reason": "missing column 'question' (the row has: qid, answer)"}]
