@@ -22,7 +22,9 @@ from flowpo.errors import FlowPOError
 from flowpo.stats import Cell, Interval, PairedDifference, cell_means, natural, paired_difference, pass_rate
 from driver.evaluate import (Checkpoint, EvalReport, evaluate_methods, load_eval_problems,
                                            render_report, resolve_checkpoint, summarize_method, write_results)
-from driver.report import LEARNING_CURVE, write_round_report
+from driver.report import LEARNING_CURVE, TRADEOFF, tradeoff_lines, write_round_report
+from driver.report_cost import CostPoint, config_cost_unit, cost_json, cost_points
+from driver.report_plots import plot_over_rounds
 from driver.rundir import RunDir, round_of
 from flowpo.records import BASE_ADAPTER
 
@@ -162,12 +164,23 @@ def plot_curves(path: Path, series: Mapping[str, list[CurveRow]], title: str) ->
     return path
 
 
-def write_curve(out_dir: Path, rows: list[CurveRow], *, title: str, setting: str, name: str = CURVE) -> Path:
-    """``<out_dir>/<name>.md`` (the table, with the plot) and ``<name>.png``; returns the markdown's path."""
+def write_curve(out_dir: Path, rows: list[CurveRow], *, title: str, setting: str, name: str = CURVE,
+                points: list[CostPoint] | None = None) -> Path:
+    """``<out_dir>/<name>.md`` (the table, with the plot) and ``<name>.png``; with cost ``points`` also
+    ``<name>-cost.png`` (pass rate and cost over the rounds) and ``tradeoff.md`` / ``.png`` (accuracy
+    against cost, the Pareto front). Returns the markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plot_curves(out_dir / f"{name}.png", {"checkpoints": rows}, title)
+    text = render_curve(rows, title=title, setting=setting) + f"\n![{title}]({png.name})\n"
+    if points:
+        both = plot_over_rounds(out_dir / f"{name}-cost.png", {"checkpoints": points}, title)
+        text += f"\n## Pass rate and executor cost over the rounds\n\n![{title}: cost]({both.name})\n"
+        (out_dir / f"{TRADEOFF}.md").write_text("\n".join(
+            [f"# Accuracy against cost: {title}", "", setting, ""]
+            + tradeoff_lines(out_dir, points, title="Held-out pass rate against executor cost", name=TRADEOFF)))
+        text += f"\nAccuracy against cost, with the Pareto front: [{TRADEOFF}.md]({TRADEOFF}.md)\n"
     path = out_dir / f"{name}.md"
-    path.write_text(render_curve(rows, title=title, setting=setting) + f"\n![{title}]({png.name})\n")
+    path.write_text(text)
     return path
 
 
@@ -200,13 +213,17 @@ def evaluate_all(config: Config, baselines: list[str], *, split_forced: bool = T
     markdown = render_report(results, checkpoint=Checkpoint(ALL, ""), task=config.task.name,
                              split=config.task.split, repeats=config.evaluator.repeats, samples=samples)
     rows = curve_rows({config.seed: records}, list(records), labels, set(baselines))
+    points = cost_points({config.seed: records}, list(records), labels, set(baselines), config_cost_unit(config))
     setting = (f"Run `{run_dir}`: {len(problems)} {config.task.name} problems ({config.task.split} split), "
                f"{samples} workflow(s) per problem and method, each run {config.evaluator.repeats} time(s); "
                f"seed {config.seed}.")
-    curve = write_curve(RunDir(run_dir).reports, rows, title=f"Learning curve of {config.name}", setting=setting)
+    curve = write_curve(RunDir(run_dir).reports, rows, title=f"Learning curve of {config.name}", setting=setting,
+                        points=points)
     markdown += f"\n## Learning curve\n\n{render_curve_table(rows)}\n\nTable and plot: {curve}\n"
+    markdown += ("\n## Accuracy against cost\n\n" + "\n".join(tradeoff_lines(
+        out_dir, points, title="Pass rate against executor cost", name=TRADEOFF)))
     write_results(out_dir, results, markdown, {"checkpoints": [dataclasses.asdict(c) for c in checkpoints],
-                                               **meta, "curve": curve_json(rows)})
+                                               **meta, "curve": curve_json(rows), "cost": cost_json(points)})
     link_curve(run_dir)
     return EvalReport(out_dir, results, markdown)
 

@@ -216,6 +216,19 @@ def evaluate_methods(config: Config, checkpoints: list[Checkpoint], baselines: l
                      "resent_after_actor_death": dict(resent), "problem_ids": [p.problem_id for p in problems]}
 
 
+def tradeoff_section(config: Config, records: dict[str, list[dict]], labels: dict, baselines: list[str],
+                     out_dir: Path, markdown: str) -> tuple[str, list[dict]]:
+    """The report's accuracy against cost (driver/report_cost.py): each method a point with intervals on
+    both axes, the Pareto front, cost per solved problem; ``<out_dir>/tradeoff.png``. Returns the
+    markdown with it and its JSON."""
+    from driver.report import TRADEOFF, tradeoff_lines
+    from driver.report_cost import config_cost_unit, cost_json, cost_points
+
+    points = cost_points({config.seed: records}, list(records), labels, set(baselines), config_cost_unit(config))
+    lines = tradeoff_lines(out_dir, points, title="Pass rate against executor cost", name=TRADEOFF)
+    return markdown + "\n## Accuracy against cost\n\n" + "\n".join(lines), cost_json(points)
+
+
 @dataclass(frozen=True)
 class EvalReport:
     out_dir: Path
@@ -241,5 +254,7 @@ def evaluate(config: Config, checkpoint_spec: str, baselines: list[str], *, spli
     results = [summarize_method(m, labels[m], lines) for m, lines in records.items()]
     markdown = render_report(results, checkpoint=checkpoint, task=config.task.name, split=config.task.split,
                              repeats=config.evaluator.repeats, samples=samples)
-    write_results(out_dir, results, markdown, {"checkpoint": checkpoint.name, "adapter_path": checkpoint.path, **meta})
+    markdown, cost = tradeoff_section(config, records, labels, baselines, out_dir, markdown)
+    write_results(out_dir, results, markdown, {"checkpoint": checkpoint.name, "adapter_path": checkpoint.path, **meta,
+                                               "cost": cost})
     return EvalReport(out_dir, results, markdown)

@@ -15,8 +15,9 @@ from pathlib import Path
 import yaml
 
 from flowpo.gaming import suspected_gaming
+from driver.report_cost import COST_NOTE, CostPoint, cost_points, display_unit, render_cost_table
 from driver.report_plots import (plot_cache_rate, plot_failures, plot_loss, plot_mean_score,
-                                               plot_scores, plot_usage)
+                                               plot_scores, plot_tradeoff, plot_usage)
 from driver.report_tables import (RoundRow, as_number, dedupe_samples, extremes, failure_counts,
                                                 loss_points, round_rows, round_samples, scores)
 from driver.rundir import RunDir, read_tolerant, read_train_metrics
@@ -57,12 +58,30 @@ def _sample_section(title: str, picks: list[dict], empty: str) -> list[str]:
     return lines
 
 
-def _run_name(run_dir: Path) -> str:
+def _run_config(run_dir: Path) -> dict:
     try:
         config = yaml.safe_load(RunDir(run_dir).config.read_text())
-        return str(config.get("name") or run_dir.name)
-    except (OSError, yaml.YAMLError, AttributeError):
-        return run_dir.name
+        return config if isinstance(config, dict) else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _run_name(run_dir: Path) -> str:
+    return str(_run_config(run_dir).get("name") or run_dir.name)
+
+
+def run_cost_unit(run_dir: Path) -> str:
+    """The unit the run's costs are shown in: its train.cost_unit (tokens where that is usd at no price)."""
+    config = _run_config(run_dir)
+    train, llm = config.get("train") or {}, config.get("executor_llm") or {}
+    priced = bool(llm.get("prompt_usd_per_mtok") or llm.get("completion_usd_per_mtok"))
+    return display_unit(str(train.get("cost_unit") or "usd"), priced)
+
+
+def tradeoff_lines(out_dir: Path, points: list[CostPoint], *, title: str, name: str) -> list[str]:
+    """Accuracy against cost as markdown (the table, how it is counted) and ``<out_dir>/<name>.png`` beside it."""
+    png = plot_tradeoff(out_dir / f"{name}.png", points, title)
+    return [render_cost_table(points), "", COST_NOTE, "", f"![{title}]({png.name})", ""]
 
 
 def gaming_section(gaming: dict[str, list[str]]) -> list[str]:
@@ -77,6 +96,7 @@ def gaming_section(gaming: dict[str, list[str]]) -> list[str]:
 
 
 LEARNING_CURVE = "learning-curve"  # reports/learning-curve.md and .png, by flowpo evaluate --all-checkpoints
+TRADEOFF = "tradeoff"  # reports/tradeoff.md and .png: held-out accuracy against cost, by the same
 
 
 def learning_curve_section(reports: Path) -> list[str]:
@@ -84,9 +104,26 @@ def learning_curve_section(reports: Path) -> list[str]:
     wrote it (driver/curve.py); nothing before that."""
     if not (reports / f"{LEARNING_CURVE}.md").is_file():
         return []
-    return ["## Learning curve (held-out problems)", "",
-            f"Base model and every round's checkpoint on held-out problems, with 95% intervals: "
-            f"[{LEARNING_CURVE}.md]({LEARNING_CURVE}.md)", "", f"![Learning curve]({LEARNING_CURVE}.png)", ""]
+    lines = ["## Learning curve (held-out problems)", "",
+             f"Base model and every round's checkpoint on held-out problems, with 95% intervals: "
+             f"[{LEARNING_CURVE}.md]({LEARNING_CURVE}.md)", "", f"![Learning curve]({LEARNING_CURVE}.png)", ""]
+    if (reports / f"{TRADEOFF}.md").is_file():
+        lines += [f"Accuracy against executor cost on the held-out problems, each checkpoint and baseline with its "
+                  f"Pareto front: [{TRADEOFF}.md]({TRADEOFF}.md)", "", f"![Accuracy against cost]({TRADEOFF}.png)", ""]
+    return lines
+
+
+def round_cost_section(records: "RoundRecords") -> list[str]:
+    """Accuracy against cost of every round's training workflows so far, a point per round."""
+    rounds = sorted({r.round for r in records.rows})
+    if not rounds:
+        return []
+    runs = {0: {f"round-{k}": round_samples(records.all_samples, k) for k in rounds}}
+    points = cost_points(runs, list(runs[0]), {}, set(), run_cost_unit(records.run_dir))
+    return (["## Accuracy against cost (training workflows)", "",
+             "Each round's workflows on the training problems: mean score and executor cost per problem.", ""]
+            + tradeoff_lines(records.reports, points, title="Training rounds: score against executor cost",
+                             name=f"{records.prefix}-tradeoff"))
 
 
 def learner_time_line(events: list[dict], round_index: int) -> list[str]:
@@ -114,6 +151,7 @@ class RoundRecords:
     histories: dict[int, list[dict]]  # train_metrics.json of the rounds up to this one that have one
     rows: list[RoundRow]  # rounds 1..k
     samples: list[dict]  # this round's, deduplicated
+    all_samples: list[dict]  # every round's, deduplicated
 
 
 def read_round(run_dir: Path, round_index: int) -> RoundRecords:
@@ -125,7 +163,8 @@ def read_round(run_dir: Path, round_index: int) -> RoundRecords:
     return RoundRecords(run_dir=run_dir, index=round_index, reports=layout.reports,
                         prefix=layout.report(round_index).stem, events=events, histories=histories,
                         rows=round_rows(samples, events, histories, round_index),
-                        samples=round_samples(samples, round_index))
+                        samples=round_samples(samples, round_index),
+                        all_samples=samples)
 
 
 def rounds_table(rows: list[RoundRow]) -> list[str]:
@@ -209,7 +248,8 @@ def write_round_report(run_dir: Path, round_index: int, *, examples: int = 3) ->
     records.reports.mkdir(parents=True, exist_ok=True)
     lines = (header_section(records) + round_paragraph(records) + plots_section(records)
              + outcomes_table(records.samples) + gaming_section(suspected_gaming(records.samples))
-             + learning_curve_section(records.reports) + samples_sections(records.samples, examples))
+             + round_cost_section(records) + learning_curve_section(records.reports)
+             + samples_sections(records.samples, examples))
     path = records.reports / f"{records.prefix}.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

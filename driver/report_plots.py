@@ -95,3 +95,65 @@ def plot_cache_rate(path: Path, rows: list[RoundRow]) -> Path:
     ax.set(xlabel="round", ylabel="hits / LLM calls", title="Broker cache hit rate per round", ylim=(0, 1))
     ax.set_xticks(rounds)
     return _save(fig, path)
+
+
+def _errors(intervals) -> list[list[float]]:
+    """matplotlib's [below, above] error bars of Intervals; 0 where an interval has no spread."""
+    return [[0 if math.isnan(i.low) else i.mean - i.low for i in intervals],
+            [0 if math.isnan(i.high) else i.high - i.mean for i in intervals]]
+
+
+def plot_tradeoff(path: Path, points: list, title: str) -> Path:
+    """Pass rate against executor cost per problem (driver/report_cost.CostPoint), a point per method with
+    95% intervals on both axes, and the Pareto front through the points on it."""
+    from driver.report_cost import UNIT_NAMES
+
+    fig, ax = _figure()
+    shown = [p for p in points if not (math.isnan(p.cost.mean) or math.isnan(p.rate.mean))]
+    for i, p in enumerate(shown):
+        ax.errorbar([p.cost.mean], [p.rate.mean], xerr=_errors([p.cost]), yerr=_errors([p.rate]),
+                    marker="s" if p.baseline else "o", capsize=3, linestyle="none", color=f"C{i % 10}", label=p.label)
+    front = sorted((p for p in shown if p.pareto), key=lambda p: p.cost.mean)
+    if front:
+        ax.step([p.cost.mean for p in front], [p.rate.mean for p in front], where="post", color="black",
+                linewidth=1, alpha=0.6, linestyle="--", label="Pareto front")
+    unit = UNIT_NAMES.get(points[0].unit, points[0].unit) if points else ""
+    ax.set(xlabel=f"executor cost per problem ({unit})", ylabel="pass rate", title=title, ylim=(-0.02, 1.02))
+    ax.set_xlim(left=0)
+    if shown:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_over_rounds(path: Path, series: dict, title: str) -> Path:
+    """Pass rate and executor cost per problem over the checkpoints (base, round-1, ...), one line per
+    series of CostPoints with 95% error bars, each series' baselines as dashed levels."""
+    from matplotlib.figure import Figure
+
+    from driver.report_cost import UNIT_NAMES
+
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    rate_ax, cost_ax = fig.subplots(1, 2)
+    names: list[str] = []
+    unit = ""
+    for i, (name, points) in enumerate(series.items()):
+        color, checkpoints = f"C{i % 10}", [p for p in points if not p.baseline]
+        names = names if len(names) >= len(checkpoints) else [p.method for p in checkpoints]
+        x = [j + 0.04 * i for j in range(len(checkpoints))]
+        for ax, get in ((rate_ax, lambda p: p.rate), (cost_ax, lambda p: p.cost)):
+            ax.errorbar(x, [get(p).mean for p in checkpoints], yerr=_errors([get(p) for p in checkpoints]),
+                        marker="o", capsize=4, color=color, label=name)
+            for j, b in enumerate(p for p in points if p.baseline):
+                ax.axhline(get(b).mean, color=color, linestyle=("--", ":", "-.")[j % 3], linewidth=1,
+                           label=f"{b.label} ({name})" if len(series) > 1 else b.label)
+        unit = unit or (points[0].unit if points else "")
+    for ax in (rate_ax, cost_ax):
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlabel("checkpoint")
+    rate_ax.set(ylabel="pass rate (95% CI)", ylim=(-0.02, 1.02), title="Pass rate")
+    cost_ax.set(ylabel=f"executor cost per problem, {UNIT_NAMES.get(unit, unit)} (95% CI)",
+                title="Executor cost per problem")
+    cost_ax.set_ylim(bottom=0)
+    cost_ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)

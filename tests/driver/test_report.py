@@ -116,7 +116,7 @@ def test_report_is_rendered_with_its_plots(tmp_path):
     assert text.startswith("# tiny: round 2")
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert {"round-2-scores.png", "round-2-mean-score.png", "round-2-loss.png", "round-2-failures.png",
-            "round-2-usage.png", "round-2-cache.png"} == set(images)
+            "round-2-usage.png", "round-2-cache.png", "round-2-tradeoff.png"} == set(images)
     for name in images:
         assert (tmp_path / "reports" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | 3 | 2 | 0.500 | 4 pairs | 0.600 |" in text  # the all-rounds table
@@ -128,6 +128,13 @@ def test_report_is_rendered_with_its_plots(tmp_path):
 
     # Round 1 alone (before round 2 existed in the files, or rewritten later): its own plots.
     text1 = write_round_report(tmp_path, 1).read_text()
+    # Its accuracy against cost, in tokens (the config names no cost unit: usd, and no prices): p1 #0 150
+    # tokens and score 1, p1 #1 100 and 0 (a crash), p2 #0 10 and unscored. Pass rate: p1 only, 0.5.
+    # Cost per problem: p1 125, p2 10 (an unscored workflow's calls were paid too): mean 67.5, s/√2 = 57.5,
+    # t_{.975,1} = 12.706205 → ± 730.6 → [0 (clipped), 798.1]; per solved 67.5 / 0.5 = 135. No answer: all
+    # three (these records carry no answer); crash: one of three.
+    assert "| round-1 | 50.0 | 67.5 [0.0, 798.1] | 135.0 | 100.0 | 33.3 | ● |" in text1
+    assert "executor cost / problem, tokens" in text1 and "round-1-tradeoff.png" in text1
     assert "NameError: x" in text1 and "round-1-loss.png" in text1
     assert "round-1-cache.png" not in text1 and "No cache hit rate" in text1  # old samples: no cache counts
 
