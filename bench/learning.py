@@ -8,12 +8,18 @@ base → final with its intervals, crash and invalid rates; writes a plot and a 
     .venv/bin/python -m bench.learning --algorithm iogrpo  # SPOGW's ioGRPO: same problems, seeds, rounds, k
     .venv/bin/python -m bench.learning --tiny              # smallest end-to-end run (1 seed, 1 round)
     .venv/bin/python -m bench.learning --report-only       # aggregate the finished seeds under --out again
+    .venv/bin/python -m bench.learning --cost-weight 0.5 --results bench/results/learning-cost
+                                                           # cost-aware (train.cost_weight, in tokens): same
+                                                           # problems, seeds and budget; <out>/score_dpo-cost-0.5/
 
 Each seed is one training run, ``<out>/<algorithm>/seed-<s>/`` (run seed, generator.seed and
 train.seed set to s), evaluated with ``flowpo evaluate --all-checkpoints`` (one actor start for
 every checkpoint); a seed whose training or evaluation already finished with the same settings is
 reused, so more seeds can be added later. Statistics: flowpo/stats.py (t-intervals over problems,
-paired by cell). ioGRPO gets the same budget: the same generated and executed workflows (k per
+paired by cell). Every run also reports, base → final, the change in mean executor cost per problem
+with its paired 95% interval (driver/report_cost.py; in --cost-unit, tokens by default: the embedded
+executor has no price) and the held-out crash rate; with --cost-weight λ the seeds train on the
+cost-aware signal (flowpo/maths/cost.py) and live beside the plain run's, as ``<algorithm>-cost-<λ>``. ioGRPO gets the same budget: the same generated and executed workflows (k per
 problem per round) and about as many completions in the learner per round as Score-DPO's pairs
 (2 · num_pairs), i.e. ceil(num_pairs / (t · problems)) sharpened groups of 2t per problem.
 """
@@ -35,6 +41,10 @@ from flowpo.errors import FlowPOError
 from flowpo.tasks import load_problems
 from driver.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,
                                         plot_curves, render_curve, run_checkpoints)
+from driver.report_cost import (COST_NOTE, UNIT_NAMES, cost_cells, cost_json, cost_points, cost_text,
+                                interval_cost_text, paired_cost_difference, render_cost_table)
+from driver.report_plots import plot_over_rounds, plot_tradeoff
+from flowpo.maths.cost import UNITS
 from driver.evaluate import Checkpoint
 from driver.cli import refuse_relative_run_dir_in_job
 from driver.rundir import RunDir, read_tolerant, round_of
@@ -55,6 +65,15 @@ TINY = dict(seeds=1, rounds=1, k=6, samples=1, train_problems=TRAIN[2:], test_pr
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--algorithm", choices=list(ALGORITHMS), default="score_dpo")
+    p.add_argument("--cost-weight", type=float, default=0.0, metavar="λ",
+                   help="train.cost_weight: train on the score minus λ × the normalized executor cost (default 0:\n"
+                        "the plain run); its seeds go to <out>/<algorithm>-cost-<λ>")
+    p.add_argument("--cost-unit", choices=UNITS, default="tokens",
+                   help="train.cost_unit, and the unit the report counts cost in (default tokens: the\n"
+                        "embedded executor has no price)")
+    p.add_argument("--results", metavar="DIR",
+                   help="also write the report (results.md, results.json, plots) to DIR/<series>, with the\n"
+                        "command, machine, date and revision (e.g. bench/results/learning-cost)")
     p.add_argument("--seeds", type=int, default=3, help="training runs, seeds 0..S-1 (default 3)")
     p.add_argument("--rounds", type=int, default=2, help="optimization rounds per run (default 2)")
     p.add_argument("--train-problems", default=",".join(TRAIN),
@@ -86,12 +105,19 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("seeds", "rounds", "samples"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.cost_weight < math.inf:
+        p.error(f"--cost-weight must be a number >= 0, got {args.cost_weight}")
     train, test = problem_list(args.train_problems), problem_list(args.test_problems)
     if not (train or args.train_problems.strip() == "all") or not (test or args.test_problems.strip() == "all"):
         p.error("--train-problems and --test-problems must each name at least one problem, or all")
     if set(train) & set(test):  # the splits keep them apart too: task.split=validation / test
         p.error(f"held-out problems must not be trained on: {', '.join(sorted(set(train) & set(test)))} in both")
     return args
+
+
+def series_name(algorithm: str, cost_weight: float) -> str:
+    """The folder under --out of one setting's seeds: the algorithm, with its cost weight when it has one."""
+    return f"{algorithm}-cost-{cost_weight:g}" if cost_weight else algorithm
 
 
 def problem_list(text: str) -> list[str]:
@@ -101,12 +127,14 @@ def problem_list(text: str) -> list[str]:
 
 def train_config(args: argparse.Namespace, seed: int) -> Config:
     """The run of one seed: the validation split's chosen problems, the bench's settings."""
-    algo = args.algorithm
-    overrides = [f"name=learning-{algo}-seed{seed}", f"run_dir={Path(args.out) / algo / f'seed-{seed}'}",
+    algo, series = args.algorithm, series_name(args.algorithm, args.cost_weight)
+    overrides = [f"name=learning-{series}-seed{seed}", f"run_dir={Path(args.out) / series / f'seed-{seed}'}",
                  "task.split=validation", f"task.split_seed={args.split_seed}",
                  f"task.problem_ids=[{','.join(problem_list(args.train_problems))}]",
                  f"rounds={args.rounds}", f"seed={seed}", f"generator.seed={seed}", f"train.seed={seed}",
                  f"train.algorithm={algo}", "logging.tensorboard=false"]
+    if args.cost_weight:  # the plain run's config stays as it was
+        overrides += [f"train.cost_weight={args.cost_weight}", f"train.cost_unit={args.cost_unit}"]
     for key, value in (("generator.k", args.k), ("train.num_pairs", args.num_pairs),
                        ("train.learning_rate", args.learning_rate), ("train.beta", args.beta)):
         if value is not None:
@@ -267,38 +295,109 @@ def headline(runs: dict) -> str:
             f"{interval_text(d.over_seeds, True)}; {verdict}")
 
 
-def report(out: Path, algorithm: str) -> dict:
-    """Print and write ``<out>/<algorithm>/learning.{md,json}`` and ``<out>/learning.png`` (every
-    algorithm evaluated under ``out``, one line each)."""
-    runs, methods, baselines, times = load_runs(out / algorithm)
+def cost_change(runs: dict, unit: str) -> dict:
+    """base → final on the held-out problems: the change in mean executor cost per problem (paired by
+    cell, 95% interval over problems), the change in pass rate (the same), each side's pass rate, cost,
+    no-answer and crash shares, and whether the goal holds: a cost cut whose interval excludes zero
+    while the pass rate is not lower (its mean change at least 0; the interval's lower bound stated)."""
+    pair = finals(runs)
+    cost = paired_cost_difference(cost_cells(pair, BASE, unit), cost_cells(pair, "final", unit))
+    rate = final_row(runs).vs_base
+    base, final = cost_points(pair, [BASE, "final"], {}, set(), unit)
+    cut = cost.over_problems.excludes_zero() and cost.over_problems.high < 0
+    not_lower = rate is not None and not math.isnan(rate.over_problems.mean) and rate.over_problems.mean >= 0
+    return {"unit": unit, "cost": cost, "rate": rate, "base": base, "final": final, "goal": bool(cut and not_lower)}
+
+
+def cost_headline(change: dict) -> str:
+    c, r, base, final, unit = change["cost"], change["rate"], change["base"], change["final"], change["unit"]
+    if not c.cells:
+        return "no base model evaluation to compare costs with"
+    name = UNIT_NAMES.get(unit, unit)
+    share = f" ({100 * c.over_problems.mean / base.cost.mean:+.1f}% of base's {cost_text(base.cost.mean, unit)})" \
+        if base.cost.mean else ""
+    low = "–" if r is None or math.isnan(r.over_problems.low) else f"{100 * r.over_problems.low:.1f}"
+    return (f"cost base → final: {interval_cost_text(c.over_problems, unit, True)} {name} per problem{share} over "
+            f"{c.over_problems.n} problems (per seed {', '.join(('+' if v >= 0 else '') + cost_text(v, unit) for v in c.per_seed.values())}); "
+            f"pass rate {interval_text(r.over_problems, True) if r else '–'} points (lower bound {low}); held-out "
+            f"no answer {100 * base.share(base.no_answer):.1f}% → {100 * final.share(final.no_answer):.1f}%, crash "
+            f"{100 * base.share(base.crashes):.1f}% → {100 * final.share(final.crashes):.1f}%; goal (a cost cut whose "
+            f"interval excludes zero, pass rate not lower): {'reached' if change['goal'] else 'not reached'}")
+
+
+def report(out: Path, series: str, unit: str = "tokens", results: Path | None = None,
+           command: str = "") -> dict:
+    """Print and write ``<out>/<series>/learning.{md,json}`` and ``tradeoff.png``, and ``<out>/learning.png``
+    and ``learning-cost.png`` (every series evaluated under ``out``, one line each); with ``results``, the
+    same as results.md / results.json and the plots in ``results/<series>``."""
+    runs, methods, baselines, times = load_runs(out / series)
     if not runs:
-        raise FlowPOError(f"{out / algorithm}: no evaluated seed (seed-<s>/eval/{ALL}/results.json) to report")
+        raise FlowPOError(f"{out / series}: no evaluated seed (seed-<s>/eval/{ALL}/results.json) to report")
     labels = {**{m: m for m in methods}, **LABELS}
     rows = curve_rows(runs, methods, labels, baselines)
+    points = cost_points(runs, methods, labels, baselines, unit)
     problems = sorted({r["problem_id"] for seed in runs.values() for lines in seed.values() for r in lines})
-    setting = (f"{algorithm}: {len(runs)} seed(s) ({', '.join(map(str, runs))}), {len(problems)} held-out "
+    setting = (f"{series}: {len(runs)} seed(s) ({', '.join(map(str, runs))}), {len(problems)} held-out "
                f"test-split problems ({', '.join(problems)}). Wall time per seed: "
                + "; ".join(f"seed {s}: train {t.get('train_s', '?')} s, evaluate {t.get('evaluate_s', '?')} s"
                            for s, t in times.items()) + ".")
-    markdown = render_curve(rows, title=f"Learning curve on held-out problems ({algorithm})", setting=setting)
-    line = headline(runs)
-    (out / algorithm / "learning.md").write_text(markdown + f"\n**{line}**\n\n![learning curve](../learning.png)\n")
-    result = {"algorithm": algorithm, "seeds": list(runs), "problems": problems, "wall_s": times,
-              "headline": line, "rows": curve_json(rows)}
-    (out / algorithm / "learning.json").write_text(json.dumps(result, indent=2) + "\n")
-    series = {}
+    markdown = render_curve(rows, title=f"Learning curve on held-out problems ({series})", setting=setting)
+    line, change = headline(runs), cost_change(runs, unit)
+    cost_line = cost_headline(change)
+    plot_tradeoff(out / series / "tradeoff.png", points, f"Held-out pass rate against executor cost ({series})")
+    cost_md = (f"## Executor cost on held-out problems\n\n{render_cost_table(points)}\n\n{COST_NOTE}\n\n"
+               f"**{cost_line}**\n\n![accuracy against cost](tradeoff.png)\n\n"
+               f"![pass rate and cost over the rounds](../learning-cost.png)\n")
+    (out / series / "learning.md").write_text(markdown + f"\n**{line}**\n\n![learning curve](../learning.png)\n\n"
+                                              + cost_md)
+    c, r = change["cost"], change["rate"]
+    result = {"series": series, "algorithm": series.partition("-cost-")[0], "seeds": list(runs), "problems": problems, "wall_s": times,
+              "headline": line, "rows": curve_json(rows),
+              "cost": {"unit": unit, "headline": cost_line, "goal": change["goal"], "points": cost_json(points),
+                       "final_vs_base": {"cost": _interval_json(c.over_problems), "cost_per_seed": c.per_seed,
+                                         "cost_over_seeds": _interval_json(c.over_seeds), "cells": c.cells,
+                                         "rate": _interval_json(r.over_problems) if r else None,
+                                         "base": cost_json([change["base"]])[0],
+                                         "final": cost_json([change["final"]])[0]}}}
+    (out / series / "learning.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    series_rows, series_points = {}, {}
     for algo_dir in sorted(p for p in out.iterdir() if (p / "learning.json").is_file()):
-        series[algo_dir.name] = rows if algo_dir.name == algorithm else curve_rows(*_reload(algo_dir))
-    plot_curves(out / "learning.png", series, "Held-out pass rate per checkpoint (95% CI; faint: per seed)")
+        other = (rows, points) if algo_dir.name == series else _reload(algo_dir, unit)
+        series_rows[algo_dir.name], series_points[algo_dir.name] = other
+    plot_curves(out / "learning.png", series_rows, "Held-out pass rate per checkpoint (95% CI; faint: per seed)")
+    plot_over_rounds(out / "learning-cost.png", series_points, "Held-out pass rate and executor cost per checkpoint")
     print(markdown)
     print(line)
-    print(f"written: {out / algorithm / 'learning.md'}, {out / algorithm / 'learning.json'}, {out / 'learning.png'}")
+    print(cost_md)
+    written = [out / series / "learning.md", out / series / "learning.json", out / "learning.png",
+               out / "learning-cost.png"]
+    if results is not None:
+        written.append(publish(results / series, result, markdown + f"\n**{line}**\n\n![learning curve](learning.png)"
+                               f"\n\n{cost_md.replace('../learning-cost.png', 'learning-cost.png')}", command,
+                               [out / series / "tradeoff.png", out / "learning.png", out / "learning-cost.png"]))
+    print(f"written: {', '.join(map(str, written))}")
     return result
 
 
-def _reload(algo_dir: Path) -> tuple:
+def _interval_json(i) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vars(i).items()}
+
+
+def publish(folder: Path, result: dict, markdown: str, command: str, plots: list[Path]) -> Path:
+    """results.json and results.md (bench/common.py: the command, machine, date and revision) and the plots."""
+    from bench.common import write_results
+
+    write_results(folder, "learning", result, markdown, command, title=f"bench.learning: {result['series']}")
+    for plot in plots:
+        shutil.copyfile(plot, folder / plot.name)
+    return folder
+
+
+def _reload(algo_dir: Path, unit: str) -> tuple:
+    """Another series' curve rows and cost points, for the plots that show every series."""
     runs, methods, baselines, _ = load_runs(algo_dir)
-    return runs, methods, {**{m: m for m in methods}, **LABELS}, baselines
+    labels = {**{m: m for m in methods}, **LABELS}
+    return curve_rows(runs, methods, labels, baselines), cost_points(runs, methods, labels, baselines, unit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"seed {seed}: {run_seed(args, seed)}")
             finally:
                 ray.shutdown()
-        report(out, args.algorithm)
+        from bench.common import command, out_path
+
+        report(out, series_name(args.algorithm, args.cost_weight), args.cost_unit,
+               out_path(args.results) if args.results else None, command("learning", argv))
     except FlowPOError as exc:
         print(f"learning: error: {exc}", file=sys.stderr)
         return 2

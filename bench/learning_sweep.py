@@ -49,6 +49,7 @@ SETTINGS = (
     Setting("beta-0.05", (*REFERENCE, "--beta", "0.05")),
     Setting("rounds-3", (*REFERENCE, "--rounds", "3")),
     Setting("k-12", (*REFERENCE, "--k", "12")),
+    Setting("cost-0.5", (*REFERENCE, "--cost-weight", "0.5")),  # cost-aware, in tokens (bench/learning.py)
 )
 
 
@@ -82,9 +83,9 @@ def bench_out(setting: Setting, args: argparse.Namespace) -> Path:
 
 
 def setting_dir(setting: Setting, args: argparse.Namespace) -> Path:
-    """Where bench/learning.py leaves this setting's seeds: ``<its --out>/<algorithm>``."""
-    algorithm = setting.flags[setting.flags.index("--algorithm") + 1] if "--algorithm" in setting.flags else "score_dpo"
-    return bench_out(setting, args) / algorithm
+    """Where bench/learning.py leaves this setting's seeds: ``<its --out>/<algorithm>[-cost-<λ>]``."""
+    flags = learning.arguments(list(setting.flags) + ["--out", str(bench_out(setting, args))])
+    return bench_out(setting, args) / learning.series_name(flags.algorithm, flags.cost_weight)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def write_seeds(out: Path, runs: dict, algorithm: str = "score_dpo") -> None:
 def write_bench_out(out: Path, runs: dict) -> subprocess.CompletedProcess:
     """Seed directories as bench/learning.py leaves them, then its --report-only over them."""
     write_seeds(out, runs)
-    return subprocess.run([sys.executable, "bench/learning.py", "--report-only", "--out", str(out)],
+    return subprocess.run([sys.executable, "-m", "bench.learning", "--report-only", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -165,7 +165,7 @@ def test_a_seed_that_never_trained_counts_as_no_change(tmp_path):
 
 
 def sweep(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "bench/learning_sweep.py", "--report-only", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "bench.learning_sweep", "--report-only", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -249,3 +249,136 @@ def test_base_from_reuses_base_and_baselines_of_the_same_inputs(tmp_path):
         learning.reuse_base(tmp_path / "default" / "score_dpo" / "seed-0", evaluated, mine)
     with pytest.raises(FlowPOError, match="holds no finished evaluation"):
         learning.reuse_base(tmp_path / "nowhere" / "seed-0", evaluated, mine)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy against cost (driver/report_cost.py), in tokens: one workflow per cell.
+
+
+def costed(method, per_problem):
+    return [{**line(method, p, 0, s, f), "answer": "" if f else "x",
+             "usage": {"llm_calls": 1, "prompt_tokens": tokens, "completion_tokens": 0, "cost_usd": 0.0}}
+            for p, (s, f, tokens) in per_problem.items()]
+
+
+COST_RUNS = {
+    0: {"base": costed("base", {"A": (1.0, OK, 200), "B": (0.0, OK, 400), "C": (0.0, CRASH, 0)}),
+        "round-1": costed("round-1", {"A": (1.0, OK, 100), "B": (1.0, OK, 200), "C": (0.0, OK, 300)}),
+        "io": costed("io", {"A": (1.0, OK, 50), "B": (0.0, OK, 50), "C": (0.0, OK, 50)})},
+    1: {"base": costed("base", {"A": (0.0, OK, 400), "B": (0.0, OK, 200), "C": (0.0, OK, 300)}),
+        "round-1": costed("round-1", {"A": (1.0, OK, 100), "B": (0.0, OK, 100), "C": (0.0, CRASH, 0)}),
+        "io": costed("io", {"A": (0.0, OK, 50), "B": (1.0, OK, 50), "C": (0.0, OK, 50)})},
+}
+# Cost per problem (mean over seeds): base A 300, B 300, C 150: mean 250, s = 86.6025, s/√3 = 50,
+# ± 4.302653 · 50 = 215.13 → [34.87, 465.13]; round-1 A 100, B 150, C 150: mean 133.33, s/√3 = 16.667,
+# ± 71.71 → [61.62, 205.04]; io 50 everywhere: [50, 50].
+# Pass rates: base A .5, B 0, C 0: 1/6 [0, 88.4]; round-1 A 1, B .5, C 0: .5; io A .5, B .5, C 0: 1/3.
+# round-1 − base cost per cell: seed 0 A −100, B −200, C +300; seed 1 A −300, B −100, C −300 → per problem
+# −200, −150, 0: mean −116.67, s = 104.083, s/√3 = 60.093, ± 258.56 → [−375.23, 141.89]; per seed 0, −233.33.
+# Pareto: round-1 (.5, 133) beats base (1/6, 250) on both; io (1/3, 50) is cheaper than round-1: front round-1, io.
+
+
+def test_cost_points_by_hand():
+    from driver.report_cost import cost_cells, cost_points, paired_cost_difference, render_cost_table
+
+    base, round1, io = cost_points(COST_RUNS, ["base", "round-1", "io"], LABELS, {"io"}, "tokens")
+    assert (base.cost.mean, base.cost.low, base.cost.high) == (
+        pytest.approx(250), pytest.approx(34.87, abs=0.01), pytest.approx(465.13, abs=0.01))
+    assert (round1.cost.mean, round1.cost.low, round1.cost.high) == (
+        pytest.approx(400 / 3), pytest.approx(61.62, abs=0.01), pytest.approx(205.04, abs=0.01))
+    assert (io.cost.mean, io.cost.low, io.cost.high) == (50, 50, 50)
+    assert (base.rate.mean, round1.rate.mean, io.rate.mean) == (pytest.approx(1 / 6), 0.5, pytest.approx(1 / 3))
+    assert (base.cost_per_solved, round1.cost_per_solved, io.cost_per_solved) == (
+        pytest.approx(1500), pytest.approx(800 / 3), pytest.approx(150))
+    assert [p.pareto for p in (base, round1, io)] == [False, True, True]
+    assert (base.no_answer, base.crashes, base.workflows, io.no_answer) == (1, 1, 6, 0)
+    d = paired_cost_difference(cost_cells(COST_RUNS, "base", "tokens"), cost_cells(COST_RUNS, "round-1", "tokens"))
+    assert (d.over_problems.mean, d.over_problems.low, d.over_problems.high) == (
+        pytest.approx(-350 / 3), pytest.approx(-375.23, abs=0.01), pytest.approx(141.89, abs=0.01))
+    assert d.per_seed == {0: pytest.approx(0), 1: pytest.approx(-700 / 3)} and (d.cells, d.unpaired) == (6, 0)
+    table = render_cost_table([base, round1, io]).splitlines()
+    assert table[0].startswith("| method | pass rate % [95% CI] | executor cost / problem, tokens [95% CI] |")
+    assert table[2] == "| base | 16.7 [0.0, 88.4] | 250.0 [34.9, 465.1] | 1500.0 | 16.7 | 16.7 |  |"
+    assert table[4] == "| IO | 33.3 [0.0, 100.0] | 50.0 [50.0, 50.0] | 150.0 | 0.0 | 0.0 | ● |"
+
+
+def test_pareto_front_and_what_a_solved_problem_costs_when_none_is():
+    from driver.report_cost import CostPoint, pareto_front
+    from flowpo.stats import Interval
+
+    nan = float("nan")
+    assert pareto_front([(0.5, 10), (0.5, 10), (0.4, 5), (0.6, 20), (0.4, 6), (nan, 1)]) == [
+        True, True, True, True, False, False]  # equal points do not dominate each other
+    none = CostPoint("io", "IO", True, Interval(0.0, nan, nan, 1), Interval(12.0, nan, nan, 1), "usd", 1, 0, 0, True)
+    assert none.cost_per_solved == float("inf")
+
+
+def test_curve_with_costs_writes_the_tradeoff_and_both_quantities_over_rounds(tmp_path):
+    from driver.report_cost import cost_points
+
+    rows = curve_rows(COST_RUNS, ["base", "round-1", "io"], LABELS, {"io"})
+    points = cost_points(COST_RUNS, ["base", "round-1", "io"], LABELS, {"io"}, "tokens")
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"round": 1, "problem_id": "A", "sample_index": 0,
+                                                        "score": 1.0}) + "\n")
+    path = write_curve(tmp_path / "reports", rows, title="t", setting="two seeds", points=points)
+    reports = tmp_path / "reports"
+    assert (reports / f"{CURVE}-cost.png").stat().st_size > 0 and (reports / "tradeoff.png").stat().st_size > 0
+    assert f"![t: cost]({CURVE}-cost.png)" in path.read_text() and "[tradeoff.md](tradeoff.md)" in path.read_text()
+    assert "| round-1 | 50.0 [0.0, 100.0] | 133.3 [61.6, 205.0] | 266.7 | 16.7 | 16.7 | ● |" in \
+        (reports / "tradeoff.md").read_text()
+    report = write_round_report(tmp_path, 1).read_text()
+    assert "[tradeoff.md](tradeoff.md)" in report and "![Accuracy against cost](tradeoff.png)" in report
+
+
+def test_bench_reports_the_cost_change_and_the_goal(tmp_path):
+    # COST_RUNS (above): final = round-1. Cost −116.7 [−375.2, 141.9] tokens (−46.7% of base's 250): no goal.
+    # Pass rate per cell: seed 0 A 0, B +1, C 0; seed 1 A +1, B 0, C 0 → .5, .5, 0: +33.3, s/√3 = .1667,
+    # ± .717 → [−38.4, 100 (clipped)].
+    write_seeds(tmp_path, COST_RUNS)
+    done = subprocess.run([sys.executable, "-m", "bench.learning", "--report-only", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("cost base → final: -116.7 [-375.2, 141.9] tokens per problem (-46.7% of base's 250.0) over 3 problems "
+            "(per seed +0.0, -233.3); pass rate +33.3 [-38.4, 100.0] points (lower bound -38.4); held-out no answer "
+            "16.7% → 16.7%, crash 16.7% → 16.7%; goal (a cost cut whose interval excludes zero, pass rate not lower): "
+            "not reached") in done.stdout
+    assert (tmp_path / "learning-cost.png").stat().st_size > 0 and (tmp_path / "score_dpo" / "tradeoff.png").is_file()
+
+    # A cost-aware series whose final is the base model at half the tokens, every score the same. Per cell:
+    # seed 0 A −100, B −200, C 0 (the crash cost nothing); seed 1 A −200, B −100, C −150 → per problem −150,
+    # −150, −75: mean −125, s = 43.30, s/√3 = 25, ± 107.57 → [−232.6, −17.4]; pass rate +0.0 [0.0, 0.0].
+    def halved(records):
+        return [{**r, "usage": {**r["usage"], "prompt_tokens": r["usage"]["prompt_tokens"] // 2}} for r in records]
+
+    cheaper = {seed: {**m, "round-1": [{**r, "method": "round-1"} for r in halved(m["base"])]}
+               for seed, m in COST_RUNS.items()}
+    write_seeds(tmp_path, cheaper, algorithm="score_dpo-cost-0.5")
+    results = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "bench.learning", "--report-only", "--out", str(tmp_path),
+                           "--cost-weight", "0.5", "--results", str(results)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("cost base → final: -125.0 [-232.6, -17.4] tokens per problem (-50.0% of base's 250.0) over 3 problems "
+            "(per seed -100.0, -150.0); pass rate +0.0 [0.0, 0.0] points (lower bound 0.0)") in done.stdout
+    assert "goal (a cost cut whose interval excludes zero, pass rate not lower): reached" in done.stdout
+    record = json.loads((results / "score_dpo-cost-0.5" / "results.json").read_text())
+    assert record["command"].endswith("--cost-weight 0.5 --results " + str(results)) and record["cost"]["goal"]
+    assert record["cost"]["final_vs_base"]["cost"]["high"] == pytest.approx(-17.43, abs=0.01)
+    assert {p.name for p in (results / "score_dpo-cost-0.5").iterdir()} == {
+        "results.json", "results.md", "tradeoff.png", "learning.png", "learning-cost.png"}
+    both = json.loads((tmp_path / "score_dpo-cost-0.5" / "learning.json").read_text())
+    assert both["algorithm"] == "score_dpo" and both["cost"]["unit"] == "tokens"
+
+
+def test_flowpo_evaluate_shows_accuracy_against_cost(tmp_path):
+    """`flowpo evaluate --checkpoint`'s report (driver/evaluate.py), one seed: seed 0 of COST_RUNS. The
+    config names usd at no price, so tokens: base A 200, B 400, C 0 → 200, s/√3 = 115.47, ± 496.8 → [0 (clipped), 696.8]."""
+    from driver.evaluate import tradeoff_section
+    from flowpo.config import Config
+
+    markdown, cost = tradeoff_section(Config(), COST_RUNS[0], LABELS, ["io"], tmp_path, "# Evaluation\n")
+    assert markdown.startswith("# Evaluation\n\n## Accuracy against cost\n")
+    assert "| base | 33.3 [0.0, 100.0] | 200.0 [0.0, 696.8] | 600.0 | 33.3 | 33.3 |  |" in markdown
+    assert "![Pass rate against executor cost](tradeoff.png)" in markdown and (tmp_path / "tradeoff.png").is_file()
+    assert [(c["method"], c["unit"], c["pareto"]) for c in cost] == [
+        ("base", "tokens", False), ("round-1", "tokens", True), ("io", "tokens", True)]
