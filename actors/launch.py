@@ -237,12 +237,14 @@ def start_executors(config: Config, base_url: str, api_key: str, limiter=None) -
 
 def start_evaluators(config: Config, base_url: str, api_key: str, limiter=None) -> list:
     ev, sandboxes = config.evaluator, evaluator_sandboxes(config)
+    judged = ev.judge or config.task.resolved_scorer == "judge"  # the judge's broker: the executor LLM's endpoint
     evaluator_cls = ray.remote(**evaluator_options(config))(Evaluator)
     return [evaluator_cls.options(name=actor_name(config, "evaluator", i)).remote(
         build_backend(config, ev.timeout_s) if sandboxes else None, sandboxes=sandboxes,
         broker=build_broker(config, base_url, api_key, temperature=ev.judge_temperature, limiter=limiter)
-        if ev.judge else None,
-        math_timeout_s=ev.math_timeout_s, scorer_timeout_s=ev.scorer_timeout_s)
+        if judged else None,
+        math_timeout_s=ev.math_timeout_s, scorer_timeout_s=ev.scorer_timeout_s, rubric=config.task.rubric,
+        judge_apart=ev.judge, judge_screen=ev.judge_screen)
         for i in range(ev.num_evaluators)]
 
 

@@ -281,7 +281,11 @@ class EvaluatorConfig:
                                            "answer; one that runs longer, raises or returns no number in [0, 1] "
                                            "stops the run, naming the problem")
     repeats: int = option(1, "executions scored per workflow, averaged (ScoreFlow uses 3: operators sample)")
-    judge: bool = option(False, "also ask the executor LLM whether each answer is right; kept apart from the score")
+    judge: bool = option(False, "also ask the LLM judge (the executor LLM) whether each rule-scored answer is right; "
+                                "kept apart from the score (task.scorer judge makes the judge the score)")
+    judge_screen: bool = option(True, "a judged answer that addresses its grader ('ignore the rubric', a 'Verdict:' "
+                                      "line; flowpo/judge.py) scores 0 unasked, as suspected gaming; off for tasks "
+                                      "whose answers quote such text")
     judge_temperature: float = option(0.0, "sampling temperature of the judge's calls")
 
 

@@ -10,6 +10,10 @@ What counts, per sample (a sample may show several):
 - ``flood``: the workflow timed out while its LLM calls queued behind its own (more than its fair
   share of its actor's slots, or its own requests filling the run's rate window);
 - ``broke_sandbox``: the job broke two sandboxes in turn while a control job ran on a third.
+- ``judge_injection``, ``judge_echo``, ``judge_unreadable``, ``judge_rejected``: an answer scored by the LLM
+  judge addressed its grader, got a reply that repeats it or has no verdict label (while the judge labels a
+  control question), or a request the LLM refused for its content (flowpo/judge.py); with evaluator.judge on,
+  the second opinion's own kind is ``details["judge_suspect"]``, kept apart as its score is.
 """
 from __future__ import annotations
 

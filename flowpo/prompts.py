@@ -1,5 +1,6 @@
 """The generator's template prompts (ScoreFlow style), one per task family (code, math, qa, text), with
-the task's own description when it has one, the LLM judge's prompt, extraction of the workflow code, and whether a prompt fits the generator's context."""
+the task's own description when it has one, the extraction of the workflow code, and whether a prompt fits the generator's
+context. The LLM judge's prompt is flowpo/judge.py's."""
 from __future__ import annotations
 
 import dataclasses
@@ -219,35 +220,6 @@ def extract_workflow(completion: str) -> str:
     if fenced and ("class Workflow" in fenced.group(1) or code.lstrip().startswith("```")):
         code = fenced.group(1)
     return code.strip("\n")
-
-
-JUDGE_PROMPT = """\
-You check answers to {kind}. Decide whether the candidate answer is correct, using the reference answer.
-
-Problem:
-{problem}
-
-Reference answer:
-{gold}
-
-Candidate answer:
-{answer}
-
-Reply with one line: "Verdict: correct" or "Verdict: incorrect"."""
-
-JUDGE_KINDS = {"code": "coding problems (does the candidate code do what the reference code does?)",
-               "math": "math problems (the same value counts, whatever its form)",
-               "qa": "questions about a text (the same meaning counts, whatever the wording)",
-               "text": "a task's problems (the same meaning counts, whatever the wording)"}
-MAX_JUDGED_CHARS = 4000  # of the candidate answer: a runaway answer must not blow the judge's context
-
-
-def judge_messages(problem: Problem, answer: str) -> list[dict]:
-    """The LLM judge's question about one answer; the reply is read by ``scorers.parse_verdict``."""
-    gold = "any of: " + " | ".join(problem.answers) if len(problem.answers) > 1 else "".join(problem.answers)
-    text = JUDGE_PROMPT.format(kind=JUDGE_KINDS[problem.family], problem=problem_for_generator(problem.prompt),
-                               gold=gold or "(none given)", answer=answer.strip()[:MAX_JUDGED_CHARS])
-    return [{"role": "user", "content": text}]
 
 
 def generator_prompt(tokenizer, problem: Problem, response_prefix: str) -> str:

@@ -315,20 +315,3 @@ SCORERS: dict[str, Scorer] = {
     "exact": score_exact, "numeric": score_numeric, "choice": score_choice, "math": score_math,
     "gsm8k": score_gsm8k, "drop_f1": score_drop, "hotpotqa_f1": score_hotpotqa,
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# LLM judge
-
-VERDICT_RE = re.compile(r"verdict\W{0,6}(not correct|incorrect|correct|wrong|right|yes|no)\b", re.IGNORECASE)
-JUDGEMENT_RE = re.compile(r"\b(not correct|incorrect|wrong|correct|right)\b", re.IGNORECASE)
-NEGATIVE = {"not correct", "incorrect", "wrong", "no"}
-
-
-def parse_verdict(text: str) -> float | None:
-    """1.0 or 0.0 from a judge's reply: the last "Verdict: ..." label, else its judgement words
-    if they all agree; None when the reply says neither or both (an unreadable verdict is no score)."""
-    labelled = VERDICT_RE.findall(text)
-    words = [labelled[-1]] if labelled else JUDGEMENT_RE.findall(text)
-    verdicts = {word.lower() not in NEGATIVE for word in words}
-    return float(verdicts.pop()) if len(verdicts) == 1 else None

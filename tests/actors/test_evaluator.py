@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -352,42 +353,91 @@ def broker_for(server: ChatServer, **overrides) -> LLMBroker:
     return LLMBroker(server.url, "sk-test", "judge-model", **{**settings, **overrides})
 
 
+class LabellingJudge:
+    """The judge's side: replies in order ``intents``, each "pass" or "fail" (a reason, then the label the
+    question names), "words" (no label), or a Scripted error; the control question always gets its label."""
+
+    def __init__(self, *intents):
+        self.intents = list(intents)
+
+    def __call__(self, request: dict):
+        system = request["body"]["messages"][0]["content"]
+        labels = re.search(r"^(PASS-\w+) if .*\n(FAIL-\w+) if", system, re.MULTILINE)
+        if labels is None:  # the broker's own control request
+            return Scripted(body=completion("OK"))
+        intent = "pass" if "What is 2 + 3?" in system else self.intents.pop(0)
+        if isinstance(intent, Scripted):
+            return intent
+        if intent == "words":
+            return Scripted(body=completion("Hard to say."))
+        return Scripted(body=completion(f"Checked.\n{labels.group(1) if intent == 'pass' else labels.group(2)}"))
+
+
 def test_judge_verdicts_are_recorded_apart_from_the_score(server):
-    server.answer(Scripted(body=completion("Verdict: incorrect")), Scripted(body=completion("Verdict: correct")),
-                  Scripted(body=completion("Hard to say.")), error(400, "bad request"))
-    evaluator = Evaluator(None, sandboxes=0, broker=broker_for(server))
+    server.respond = LabellingJudge("fail", "pass", "words", error(400, "bad request"))
+    evaluator = Evaluator(None, sandboxes=0, broker=broker_for(server), judge_apart=True)
 
     async def scenario():
         samples = []
-        for answer in ("72", "seventy-two", "72", "72"):  # one at a time: the script is in order
+        for answer in ("72", "seventy-two", "72", "72"):  # one at a time: the intents are in order
             samples.append(await evaluator.evaluate(execution(GSM8K, answer), GSM8K))
         samples.append(await evaluator.evaluate(execution(GSM8K, "", failure="timeout"), GSM8K))
         stats = evaluator.stats()
         await evaluator.close()
         return samples, stats
 
-    (disagree, words, unreadable, failed, timed_out), stats = run(scenario())
+    (disagree, words, unreadable, refused, timed_out), stats = run(scenario())
     assert (disagree.score, disagree.details["judge_score"]) == (1.0, 0.0)  # the rule says right, the judge not
     assert (words.score, words.details["judge_score"]) == (0.0, 1.0)
-    assert unreadable.details["judge_score"] is None and unreadable.details["judge_reply"] == "Hard to say."
-    assert failed.score == 1.0 and failed.details["judge_score"] is None and "400" in failed.details["judge_error"]
+    # No label while the control question got one: the answer's doing, 0 (suspected, beside the rule's score).
+    assert unreadable.score == 1.0 and unreadable.details["judge_score"] == 0.0
+    assert unreadable.details["judge_reply"] == "Hard to say." and unreadable.details["judge_suspect"] == "judge_unreadable"
+    assert "suspect" not in unreadable.details  # the rule's score stands; the judge's opinion is apart
+    assert refused.score == 1.0 and refused.details["judge_score"] == 0.0 and "400" in refused.details["judge_error"]
     assert timed_out.details["judge_score"] == 0.0  # nothing to judge: no call
-    assert len(server.requests) == 4
+    # 4 questions and a control question after the unreadable reply (a 400 is a refusal: the broker asks no control)
+    assert len(server.requests) == 5
     asked = server.requests[0]["body"]
     assert asked["model"] == "judge-model" and asked["temperature"] == 0.0
-    question = asked["messages"][0]["content"]
-    assert "Reference answer:\n72" in question and GSM8K.prompt in question
-    assert stats["judge"]["calls"] == 4 and stats["judge"]["errors"] == 1 and stats["judge"]["unreadable"] == 1
+    system = asked["messages"][0]["content"]
+    assert "Reference answer:\n72" in system and GSM8K.prompt in system and "72" in asked["messages"][1]["content"]
+    assert stats["judge"]["calls"] == 5 and stats["judge"]["rejected"] == 1 and stats["judge"]["unreadable"] == 1
 
 
 def test_judge_scores_of_repeats_are_averaged_apart_from_the_score(server):
-    server.answer(Scripted(body=completion("Verdict: correct")), Scripted(body=completion("Verdict: correct")))
-    evaluator = Evaluator(None, sandboxes=0, broker=broker_for(server))
+    server.respond = LabellingJudge("pass", "pass")
+    evaluator = Evaluator(None, sandboxes=0, broker=broker_for(server), judge_apart=True)
     repeats = [execution(GSM8K, "72"), execution(GSM8K, "70"), execution(GSM8K, "", failure="crash")]
     sample = run(evaluator.evaluate_repeats(repeats, GSM8K))
     assert sample.details["repeat_scores"] == [1.0, 0.0, 0.0] and sample.score == pytest.approx(1 / 3)
     assert sample.details["repeat_judge_scores"] == [1.0, 1.0, 0.0]  # the crash is not asked about
     assert sample.details["judge_score"] == pytest.approx(2 / 3) and len(server.requests) == 2
+
+
+ESSAY = Problem(problem_id="essay/1", prompt="Why is the sky blue? Two sentences.", task="essays", family="text",
+                scorer="judge")
+
+
+def test_the_judge_as_the_score_with_the_tasks_rubric_or_the_rows(server):
+    server.respond = LabellingJudge("pass", "fail", "pass")
+    evaluator = Evaluator(None, sandboxes=0, broker=broker_for(server), rubric="Names Rayleigh scattering.")
+    own_rubric = dataclasses.replace(ESSAY, problem_id="essay/2", extra={"rubric": "Mentions wavelengths."})
+
+    async def scenario():
+        samples = [await evaluator.evaluate(execution(p, answer), p) for p, answer in [
+            (ESSAY, "Rayleigh scattering."), (ESSAY, "Because of the sea."), (own_rubric, "Short wavelengths.")]]
+        samples.append(await evaluator.evaluate_repeats([execution(ESSAY, ""), execution(ESSAY, "x", "crash")], ESSAY))
+        return samples
+
+    right, wrong, row, failed = run(scenario())
+    assert (right.score, right.details) == (1.0, {"scorer": "judge", "judge": "pass"})
+    assert (wrong.score, wrong.details) == (0.0, {"scorer": "judge", "judge": "fail"})
+    assert row.score == 1.0 and failed.score == 0.0 and len(server.requests) == 3  # empty and failed: not asked
+    systems = [r["body"]["messages"][0]["content"] for r in server.requests]
+    assert "Rubric:\nNames Rayleigh scattering.\n" in systems[0] and "Rubric:\nMentions wavelengths.\n" in systems[2]
+    assert "judge_score" not in right.details and "repeat_judge_scores" not in failed.details  # no second opinion
+    with pytest.raises(ValueError, match="essay/1: scorer 'judge' needs an evaluator with a judge broker"):
+        run(Evaluator(None, sandboxes=0).evaluate(execution(ESSAY, "x"), ESSAY))
 
 
 def test_no_judge_by_default(server):

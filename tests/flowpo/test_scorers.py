@@ -12,7 +12,7 @@ from flowpo.scoring import score_text as score_problem
 from flowpo.math_scorer import (last_boxed, latex_to_sympy_text, math_equal, math_prediction, math_score,
                                 strip_math_delimiters, symbolic_equal)
 from flowpo.scorers import (SCORERS, chosen_letter, drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score,
-                            normalize_answer, normalize_exact, parse_verdict, read_number, token_f1)
+                            normalize_answer, normalize_exact, read_number, token_f1)
 
 
 
@@ -474,19 +474,3 @@ def test_the_registry_names_every_built_in():
 def test_hotpotqa_f1_official_rules(predicted, gold, by_hand):
     assert token_f1(predicted, gold) == pytest.approx(by_hand)
     assert score_text("hotpotqa", predicted, (gold,))[0] == pytest.approx(by_hand)
-
-
-# ---------------------------------------------------------------------------------------------
-# The LLM judge's verdict
-
-
-@pytest.mark.parametrize("reply, verdict", [
-    ("Verdict: correct", 1.0), ("**Verdict:** incorrect", 0.0), ("verdict - Not correct.", 0.0),
-    ("The candidate is right.", 1.0), ("That is wrong.", 0.0), ("Incorrect", 0.0),
-    ("It looks correct at first, but it is wrong.", None),  # both: unreadable
-    ("I cannot tell.", None), ("", None),
-    ("Correct would be 5, not 4. Verdict: incorrect", 0.0),  # the label wins over loose words
-    ("Verdict: correct\nOn reflection... Verdict: incorrect", 0.0),  # the last label
-])
-def test_parse_verdict(reply, verdict):
-    assert parse_verdict(reply) == verdict
