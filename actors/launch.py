@@ -86,21 +86,28 @@ def build_backend(config: Config, timeout_s: float | None = None) -> SandboxBack
     return DockerBackend(sb.image, limits)
 
 
+NO_KEY = "EMPTY"  # what the openai client sends to a server that needs no key (it must send something)
+
+
 def start_llm_server(config: Config, model_path: str):
     """Return (actor or None, base_url, api_key) for the executor LLM."""
     llm = config.executor_llm
     if llm.backend == "openai":
         if not llm.base_url:
             raise FlowPOError("executor_llm.base_url must be set when executor_llm.backend is openai")
-        key = os.environ.get(llm.api_key_env, "")
+        if not llm.key_env:  # a server of your own (vLLM, llama.cpp) started without a key takes any
+            return None, llm.base_url, NO_KEY
+        key = os.environ.get(llm.key_env, "")
         if not key:
-            raise FlowPOError(f"executor_llm.api_key_env: environment variable {llm.api_key_env} is not set")
+            raise FlowPOError(f"executor_llm.api_key_env: environment variable {llm.key_env} is not set"
+                              + ("" if llm.api_key_env else " (OpenAI's API needs a key; a server of your own "
+                                 "needs only executor_llm.base_url and executor_llm.model)"))
         return None, llm.base_url, key
     actor = ray.remote(num_cpus=llm.num_cpus, num_gpus=llm.num_gpus)(LLMServer).remote(
         model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
         kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
         enforce_eager=llm.enforce_eager, dtype=llm.dtype)  # its log: on its node, then Actors.llm_log
-    return actor, ray.get(actor.start.remote()), "EMPTY"  # a local vLLM server takes any key
+    return actor, ray.get(actor.start.remote()), NO_KEY  # the hosted vLLM server has no key
 
 
 def actor_name(config: Config, role: str, index: int) -> str:
@@ -160,8 +167,9 @@ def rate_limits(config: Config) -> RateLimits:
     llm = config.executor_llm
     if llm.shared_limits == "never" or (llm.shared_limits == "auto" and llm.backend != "openai"):
         return RateLimits()
+    rpm, tpm = llm.run_limits  # OpenAI's tier 1 by default at its API, none at a server of your own
     # a grant outlives its request only when its broker died: free it a minute after the call's timeout
-    return RateLimits(rpm=llm.rpm, tpm=llm.tpm, max_concurrent=llm.max_concurrent_requests,
+    return RateLimits(rpm=rpm, tpm=tpm, max_concurrent=llm.max_concurrent_requests,
                       window_s=llm.rate_window_s, default_backoff_s=llm.retry_base_s,
                       grant_timeout_s=llm.request_timeout_s + 60)
 

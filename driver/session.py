@@ -21,7 +21,7 @@ def connect(config: Config) -> None:
     Before it: the key's environment variable leaves the job's runtime env, so only the brokers,
     which get it as a constructor argument, ever hold it."""
     if not ray.is_initialized():
-        withhold_from_workers([config.executor_llm.api_key_env])
+        withhold_from_workers([config.executor_llm.key_env])
         ray.init(include_dashboard=False, log_to_driver=False)
 
 

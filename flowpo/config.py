@@ -26,6 +26,7 @@ import math
 import string
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
 
@@ -197,12 +198,19 @@ class GeneratorConfig:
                                            "beyond the time the autoscaler spends launching and setting up nodes")
 
 
+OPENAI_API_HOST = "api.openai.com"
+OPENAI_TIER1_RPM, OPENAI_TIER1_TPM = 500, 200_000  # gpt-4o-mini at OpenAI's lowest paid tier
+
+
 @dataclass
 class ExecutorLLMConfig:
     backend: Literal["vllm", "openai"] = option(
         "vllm", "vllm: host a vLLM OpenAI-compatible server in a Ray actor; openai: use base_url")
-    base_url: str = option("", "OpenAI-compatible endpoint for backend=openai (e.g. https://api.openai.com/v1)")
-    api_key_env: str = option("OPENAI_API_KEY", "environment variable that holds the API key (backend=openai)")
+    base_url: str = option("", "OpenAI-compatible endpoint for backend=openai: OpenAI's API "
+                               "(https://api.openai.com/v1) or a server of your own (vLLM, llama.cpp: "
+                               "http://HOST:PORT/v1)")
+    api_key_env: str = option("", "environment variable that holds the API key (backend=openai); empty: "
+                                  "OPENAI_API_KEY at OpenAI's API, no key for a server of your own")
     model: str = option("", "model name sent to the endpoint; empty: model.served_name")
     temperature: float = option(0.8, "sampling temperature of the operators' LLM calls")
     max_tokens: int = option(384, "longest answer of one operator call, in tokens")
@@ -224,12 +232,13 @@ class ExecutorLLMConfig:
     max_tokens_per_workflow: int = option(200_000, "prompt+completion tokens one workflow run may use; 0 = unlimited")
     prompt_usd_per_mtok: float = option(0.0, "price of a million prompt tokens, for the cost metric")
     completion_usd_per_mtok: float = option(0.0, "price of a million completion tokens, for the cost metric")
-    # The run-wide limits below are shared by every broker of the run (flowpo/llm/limiter.py); the
-    # defaults are OpenAI's tier-1 limits for gpt-4o-mini (500 RPM, 200,000 TPM), the lowest paid tier.
-    rpm: int = option(500, "requests per minute to the executor LLM, for the whole run; 0 = unlimited "
-                           "(default: OpenAI tier 1, gpt-4o-mini)")
-    tpm: int = option(200_000, "prompt+completion tokens per minute, for the whole run; a request counts "
-                               "max_tokens until it ends; 0 = unlimited (default: OpenAI tier 1, gpt-4o-mini)")
+    # The run-wide limits below are shared by every broker of the run (flowpo/llm/limiter.py); at OpenAI's
+    # API the defaults are its tier-1 limits for gpt-4o-mini (500 RPM, 200,000 TPM), the lowest paid tier.
+    rpm: int = option(-1, "requests per minute to the executor LLM, for the whole run; 0 = unlimited; -1: OpenAI's "
+                          "tier-1 limit for gpt-4o-mini (500) unless base_url is a server of your own (then none)")
+    tpm: int = option(-1, "prompt+completion tokens per minute, for the whole run; a request counts max_tokens until "
+                          "it ends; 0 = unlimited; -1: OpenAI's tier 1 (200,000) unless base_url is a server of "
+                          "your own (then none)")
     max_concurrent_requests: int = option(0, "executor-LLM requests in flight for the whole run; 0 = unlimited "
                                              "(max_concurrency still caps each actor)")
     shared_limits: Literal["auto", "always", "never"] = option(
@@ -239,11 +248,31 @@ class ExecutorLLMConfig:
                                         "tests and benches against flowpo/llm/local_api.py shorten it)")
 
     def __post_init__(self):
-        for name in ("rpm", "tpm", "max_concurrent_requests"):
-            if getattr(self, name) < 0:
-                raise field_error(f"executor_llm.{name}", f"must be >= 0 (0 = unlimited), got {getattr(self, name)}")
+        for name in ("rpm", "tpm"):
+            if getattr(self, name) < -1:
+                raise field_error(f"executor_llm.{name}", f"must be >= 0 (0 = unlimited), or -1 (OpenAI's tier 1 "
+                                                          f"at OpenAI's API), got {getattr(self, name)}")
+        if self.max_concurrent_requests < 0:
+            raise field_error("executor_llm.max_concurrent_requests",
+                              f"must be >= 0 (0 = unlimited), got {self.max_concurrent_requests}")
         if self.rate_window_s <= 0:
             raise field_error("executor_llm.rate_window_s", f"must be > 0 seconds, got {self.rate_window_s}")
+
+    @property
+    def at_openai(self) -> bool:
+        """base_url is OpenAI's API (empty too: the openai client's default); else a server of your own."""
+        return not self.base_url or urlparse(self.base_url).hostname == OPENAI_API_HOST
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable the key is read from; "": none (a server of your own that needs no key)."""
+        return self.api_key_env or ("OPENAI_API_KEY" if self.at_openai else "")
+
+    @property
+    def run_limits(self) -> tuple[int, int]:
+        """(rpm, tpm) with -1 resolved: OpenAI's tier 1 at its API, unlimited at a server of your own."""
+        return tuple(value if value >= 0 else (tier1 if self.at_openai else 0)
+                     for value, tier1 in ((self.rpm, OPENAI_TIER1_RPM), (self.tpm, OPENAI_TIER1_TPM)))
 
 
 @dataclass

@@ -108,8 +108,9 @@ def test_the_hosted_vllm_backend_is_not_limited_unless_asked():
 
 def test_negative_limits_are_refused_with_their_field(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("executor_llm:\n  backend: openai\n  tpm: -1\n")
-    with pytest.raises(ConfigError, match=r"run.yaml:3: executor_llm.tpm: must be >= 0 \(0 = unlimited\), got -1"):
+    path.write_text("executor_llm:\n  backend: openai\n  tpm: -2\n")  # -1: OpenAI's tier 1 at its API
+    with pytest.raises(ConfigError, match=r"run.yaml:3: executor_llm.tpm: must be >= 0 \(0 = unlimited\), or -1 "
+                                          r"\(OpenAI's tier 1 at OpenAI's API\), got -2"):
         load_config(path)
     with pytest.raises(ConfigError, match="executor_llm.rate_window_s: must be > 0 seconds, got 0"):
         apply_override(Config(), "executor_llm.rate_window_s=0")
