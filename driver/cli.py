@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FlowPOError as exc:
-        print(f"flowpo: error: {exc}", file=sys.stderr)
+        # Raised inside an actor (a user's scorer that failed: flowpo/user_scorer.py), it arrives wrapped by
+        # Ray with the actor's traceback: its own message says all.
+        cause = getattr(exc, "cause", None)
+        print(f"flowpo: error: {cause if isinstance(cause, FlowPOError) else exc}", file=sys.stderr)
         return 2
 
 

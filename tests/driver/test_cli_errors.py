@@ -88,3 +88,25 @@ def test_a_relative_output_in_a_ray_job_is_refused_by_the_learning_bench(monkeyp
     monkeypatch.setenv(JOB_CONFIG_ENV, "{}")
     assert bench.main(["--out", "runs/learning"]) == 2
     assert "--out runs/learning is relative, and this is a Ray job" in capsys.readouterr().err
+
+
+def test_an_error_raised_inside_an_actor_prints_its_own_message(ray_local, monkeypatch, capsys):
+    """A user's scorer that fails stops the run from inside an evaluator actor: Ray wraps the error with
+    the actor's traceback, and the CLI prints the error's own line."""
+    import ray
+
+    from driver import cli
+    from flowpo.user_scorer import ScorerError
+
+    @ray.remote
+    class Scoring:
+        def fail(self):
+            raise ScorerError("the scorer mine:score on problem t/1 (answer 'x') raised KeyError: 'topic'")
+
+    def run(args):
+        return ray.get(Scoring.remote().fail.remote())
+
+    monkeypatch.setattr(cli, "cmd_prepare_model", run)
+    assert cli.main(["prepare-model"]) == 2
+    err = capsys.readouterr().err
+    assert err == "flowpo: error: the scorer mine:score on problem t/1 (answer 'x') raised KeyError: 'topic'\n"
