@@ -14,7 +14,7 @@ from collections import Counter
 
 from flowpo.judge import Question, control_question, judge_question, read_reply, screen
 from flowpo.records import Execution, Problem, ScoredSample
-from flowpo.scoring import JUDGE, hidden_test, is_user_scorer, score_text, scorer_of
+from flowpo.scoring import JUDGE, hidden_test, is_user_scorer, score_text
 from sandbox.backend import SandboxBackend
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 from flowpo.llm.broker import LLMBroker, WorkflowUsage
@@ -57,7 +57,7 @@ class Evaluator:
         score, details = await self._rule_score(execution, problem)
         if execution.suspect:  # what the executor's host saw (a flood, a broken sandbox): counted per round
             details["suspect"] = execution.suspect
-        if self.judge_apart and score is not None and scorer_of(problem) != JUDGE:
+        if self.judge_apart and score is not None and problem.scorer != JUDGE:
             details.update(await self._second_opinion(execution, problem))
         return ScoredSample(execution, score=score, evaluate_s=time.monotonic() - began, details=details)
 
@@ -75,7 +75,7 @@ class Evaluator:
         scores = [s.score for s in samples]
         details = {"repeat_scores": scores, "repeat_details": [s.details for s in samples],
                    "repeat_usage": repeat_usage(executions)}
-        if self.judge_apart and scorer_of(problem) != JUDGE:
+        if self.judge_apart and problem.scorer != JUDGE:
             details["repeat_judge_scores"] = [s.details.get("judge_score") for s in samples]
             details["judge_score"] = mean_or_none(details["repeat_judge_scores"])
         return ScoredSample(executions[0], score=mean_or_none(scores), evaluate_s=time.monotonic() - began,
@@ -88,12 +88,12 @@ class Evaluator:
             return 0.0, {"test" if problem.family == "code" else "failure": execution.failure or "empty answer"}
         if problem.family == "code":
             return await self._run_hidden_tests(problem, execution.answer)
-        if scorer_of(problem) == JUDGE:
+        if problem.scorer == JUDGE:
             score, details = await self._judged(problem, execution.answer)
             return score, {"scorer": JUDGE, **details}
         # In a thread: a symbolic MATH check may take up to math_timeout_s, a user's scorer up to
         # scorer_timeout_s. A user's scorer that fails raises ScorerError, which stops the run (flowpo/user_scorer.py).
-        timeout_s = self.scorer_timeout_s if is_user_scorer(scorer_of(problem)) else self.math_timeout_s
+        timeout_s = self.scorer_timeout_s if is_user_scorer(problem.scorer) else self.math_timeout_s
         return await asyncio.to_thread(score_text, problem, execution.answer, timeout_s=timeout_s)
 
     async def _run_hidden_tests(self, problem: Problem, answer: str) -> tuple[float | None, dict]:

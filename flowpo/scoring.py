@@ -24,18 +24,9 @@ from flowpo.scorers import SCORERS
 from flowpo.user_scorer import ScorerError, call_user_scorer, is_user_scorer, resolve
 
 __all__ = ["JUDGE", "ScorerError", "check_hidden_test", "check_scorer", "hidden_test", "is_user_scorer",
-           "score_text", "scorer_of"]
+           "score_text"]
 
 JUDGE = "judge"
-
-# Until flowpo.dataset_rows fills Problem.scorer, prelude and check for the six benchmarks (issue 28),
-# a problem that leaves them empty is scored as its benchmark always was. Remove with the old loaders.
-_BENCHMARK_SCORERS = {"gsm8k": "gsm8k", "math": "math", "drop": "drop_f1", "hotpotqa": "hotpotqa_f1"}
-
-
-def scorer_of(problem: Problem) -> str:
-    """The scorer that scores ``problem``'s answers: its own, else its benchmark's (see above)."""
-    return problem.scorer or _BENCHMARK_SCORERS.get(problem.task, "")
 
 
 def check_scorer(spec: str) -> None:
@@ -54,7 +45,7 @@ def score_text(problem: Problem, answer: str, *, timeout_s: float = 5.0) -> tupl
     """Score in [0, 1] of a non-code answer by its problem's scorer, and what the scorer read.
     ``timeout_s`` limits the scorer on this answer: a MATH answer's symbolic check, a user's function
     (whose failures raise ScorerError, which must stop the run). The judge is the evaluator's to ask."""
-    spec = scorer_of(problem)
+    spec = problem.scorer
     if problem.family == "code":
         raise ValueError(f"{problem.problem_id}: a code answer is scored by its hidden test, not by a scorer")
     if spec == JUDGE:
@@ -74,11 +65,9 @@ def hidden_test(problem: Problem) -> dict:
     """The harness of a code problem's hidden test: {prelude, test, entry_point, check} (see above)."""
     if problem.family != "code":
         raise ValueError(f"{problem.problem_id}: a {problem.family} problem has no hidden test (scorer "
-                         f"{scorer_of(problem)!r})")
-    prelude, check = problem.prelude, problem.check
-    if problem.task == "humaneval" and not (prelude or check):  # see _BENCHMARK_SCORERS
-        prelude, check = problem.prompt, "check"
-    return {"prelude": prelude, "test": problem.test, "entry_point": problem.entry_point, "check": check}
+                         f"{problem.scorer!r})")
+    return {"prelude": problem.prelude, "test": problem.test, "entry_point": problem.entry_point,
+            "check": problem.check}
 
 
 def check_hidden_test(problem: Problem) -> None:
@@ -97,6 +86,10 @@ def check_hidden_test(problem: Problem) -> None:
         except SyntaxError as exc:
             raise FlowPOError(f"{where}: its {part} is not valid Python: line {exc.lineno}: {exc.msg}") from None
     check = harness["check"]
+    defines_check = re.search(r"^def\s+check\s*\(", harness["test"], re.MULTILINE)
+    if not check and defines_check and not re.search(r"^(?:assert\s+)?check\s*\(", harness["test"], re.MULTILINE):
+        raise FlowPOError(f"{where}: the test defines check() but never calls it, and no function is named to call "
+                          "with the candidate (task.test_function: check), so every candidate would pass")
     if check and not (check.isidentifier() and re.search(rf"^\s*def\s+{re.escape(check)}\s*\(", harness["test"],
                                                           re.MULTILINE)):
         raise FlowPOError(f"{where}: the test must define the function {check!r} that is called with the "

@@ -164,7 +164,11 @@ def test_code_task_with_assert_tests_and_a_check_function(tmp_path):
     path = tmp_path / "code.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     columns = {"problem": "text", "id": "id", "test": "tests", "entry_point": "fn", "answer": "solution"}
-    asserts, _ = load_problems(from_dict(TaskConfig, {"name": "mine", "path": str(path), "columns": columns}))
+    # Without task.test_function, the row whose test only defines check() would pass every candidate: refused.
+    with pytest.raises(FlowPOError, match=r"code.jsonl:2: the test defines check\(\) but never calls it"):
+        load_problems(from_dict(TaskConfig, {"name": "mine", "path": str(path), "columns": columns}))
+    path.write_text(json.dumps(rows[0]) + "\n")
+    (asserts,) = load_problems(from_dict(TaskConfig, {"name": "mine", "path": str(path), "columns": columns}))
     assert asserts.family == "code" and asserts.scorer == "" and asserts.answers == (rows[0]["solution"],)
     assert hidden_test(asserts) == {"prelude": "", "test": "assert add(1, 2) == 3", "entry_point": "add", "check": ""}
     path.write_text(json.dumps(rows[1]) + "\n")  # (task.test_function holds for every row of the task)

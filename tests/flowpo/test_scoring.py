@@ -11,7 +11,7 @@ import pytest
 from flowpo.config import TaskConfig
 from flowpo.errors import FlowPOError
 from flowpo.records import Problem
-from flowpo.scoring import check_hidden_test, hidden_test, score_text, scorer_of
+from flowpo.scoring import check_hidden_test, hidden_test, score_text
 from flowpo.tasks import load_problems
 from tests.flowpo.test_task_loaders import MBPP_FULL_ROW, MBPP_SANITIZED_ROW, load
 
@@ -35,20 +35,18 @@ def test_score_text_dispatches_on_the_problems_scorer(scorer, answer, golds, sco
     assert value == score and details["scorer"] in (scorer, "f1")
 
 
-@pytest.mark.parametrize("task, scorer", [("gsm8k", "gsm8k"), ("math", "math"), ("drop", "drop_f1"),
-                                          ("hotpotqa", "hotpotqa_f1"), ("mine", "")])
-def test_a_benchmark_problem_without_a_scorer_is_scored_as_its_benchmark(task, scorer):
-    """Until the loaders fill Problem.scorer, the six benchmarks keep their scorer; another task has none."""
-    assert scorer_of(Problem(problem_id="x", prompt="q", task=task, family="math")) == scorer
-
-
 @pytest.mark.parametrize("task, answer, golds, score", [  # what flowpo.benchmarks.score_text gave them
     ("gsm8k", "so 72", ("72",), 1.0), ("math", r"The answer is $\text{Tuesday}$.", (r"\text{Tuesday}",), 1.0),
     ("drop", "The answer is 2.5.", ("2.5",), 0.5), ("hotpotqa", "yes, it is", ("yes",), 0.0),
     ("drop", "2.5", ("25",), 0.0),
 ])
-def test_the_same_scores_as_the_benchmarks_gave(task, answer, golds, score):
-    problem = Problem(problem_id="x", prompt="q", task=task, family="qa", answers=golds)
+def test_the_benchmarks_problems_score_as_they_did(task, answer, golds, score, tmp_path):
+    """Through the loaders, which name each benchmark's scorer in its problems."""
+    from flowpo.benchmarks import BENCHMARKS
+
+    scorer = BENCHMARKS[task].scorer
+    assert scorer == {"gsm8k": "gsm8k", "math": "math", "drop": "drop_f1", "hotpotqa": "hotpotqa_f1"}[task]
+    problem = Problem(problem_id="x", prompt="q", task=task, family="qa", answers=golds, scorer=scorer)
     assert score_text(problem, answer)[0] == score
 
 
@@ -61,6 +59,8 @@ def test_what_score_text_refuses():
         score_text(text_problem("exact"), "x")
     with pytest.raises(ValueError, match="t/0: no scorer 'nope'"):
         score_text(text_problem("nope", "x"), "x")
+    with pytest.raises(ValueError, match="t/0: no scorer ''"):  # a problem must name its scorer
+        score_text(text_problem("", "x"), "x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,16 +71,17 @@ HUMANEVAL = load_problems(TaskConfig())
 
 
 def test_humaneval_harnesses_are_the_benchmarks_for_all_164():
-    """From the problem's own fields (prelude = the prompt, check = "check", as the loader will fill
-    them) and from a problem that leaves them empty: the harness the benchmark registry built."""
+    """From the problem's own fields, as the loader fills them: the harness the benchmark registry built."""
     assert len(HUMANEVAL) == 164
     for problem in HUMANEVAL:
-        filled = dataclasses.replace(problem, prelude=problem.prompt, check="check")
         # what flowpo.benchmarks built: the prompt as the prelude, then check(candidate)
         expected = {"prelude": problem.prompt, "test": problem.test, "entry_point": problem.entry_point,
                     "check": "check"}
-        assert hidden_test(filled) == hidden_test(problem) == expected
-        check_hidden_test(filled)
+        assert hidden_test(problem) == expected
+        check_hidden_test(problem)
+    # Without its check named, HumanEval's test would only define check(): refused, never a vacuous pass.
+    with pytest.raises(FlowPOError, match="the test defines check\\(\\) but never calls it"):
+        check_hidden_test(dataclasses.replace(HUMANEVAL[0], check=""))
 
 
 def test_mbpp_harnesses_are_the_benchmarks(tmp_path):
