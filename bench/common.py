@@ -69,11 +69,16 @@ def write_results(out_dir: Path, name: str, results: dict, table_md: str, comman
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), **results}
     (out_dir / "results.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    (out_dir / "results.md").write_text(
-        f"# {title or 'bench.' + name}\n\n`{command}`\n\n{record['date']}; {machine_line(record['machine'])}.\n\n"
-        f"{table_md.rstrip()}\n")
+    (out_dir / "results.md").write_text(results_md(record, table_md, title or f"bench.{name}"))
     print(f"\nwritten: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
     return out_dir
+
+
+def results_md(record: dict, table_md: str, title: str) -> str:
+    """The page: a title, the command, the date and machine (a dict, or an older result's line), the table."""
+    m = record["machine"]
+    return (f"# {title}\n\n`{record['command']}`\n\n{record['date']}; "
+            f"{machine_line(m) if isinstance(m, dict) else m}.\n\n{table_md.rstrip()}\n")
 
 
 def bar_plot(path: Path, title: str, ylabel: str, bars: dict[str, dict[str, float]]) -> str:

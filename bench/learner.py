@@ -12,19 +12,17 @@ its share of the round-start reference pass. The first step of each contender is
 is not timed; each figure is the best timed step (the least disturbed by other load), per wall
 second and per CPU second of this process (steadier when other jobs share the machine).
 
-    .venv/bin/python bench/learner.py [--pairs 2] [--groups 1] [--group-size 4] [--completion-tokens 300]
+    .venv/bin/python -m bench.learner [--pairs 2] [--groups 1] [--group-size 4] [--completion-tokens 300] [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+from bench import common
 
 
 def prompts(tokenizer, count: int, prompt_tokens: int) -> list[str]:
@@ -135,9 +133,10 @@ def line(label: str, rate: tuple[float, float], extra: str = "") -> str:
     return f"{label:<30} {rate[0]:8.1f} tokens/s   {rate[1]:8.1f} tokens/CPU-s{extra}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="~/.cache/flowpo/models/SmolLM2-135M-Instruct")
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("learner", __doc__, quick="1 timed pair and group (of 4), 200-token prompts, "
+                                                     "60-token completions")
+    parser.add_argument("--model", default=common.MODEL)
     parser.add_argument("--pairs", type=int, default=2, help="timed Score-DPO steps (one pair each)")
     parser.add_argument("--groups", type=int, default=1, help="timed ioGRPO steps (one group each)")
     parser.add_argument("--group-size", type=int, default=4, help="completions per group (2t; SPOGW: 8)")
@@ -145,7 +144,9 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=300, help="completion length, about")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--skip-trl", action="store_true", help="only FlowPO's learner")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.groups, args.prompt_tokens, args.completion_tokens = 1, 1, 200, 60
 
     import datasets
     import torch
@@ -156,11 +157,22 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     model, warmup = str(Path(args.model).expanduser()), 1
     pairs, groups = items(args, model, warmup)
-    print(f"model {model}; {args.threads} threads; prompt ≈{args.prompt_tokens} tokens, completions "
-          f"≈{args.completion_tokens}; {args.pairs} timed pairs, {args.groups} timed groups of {args.group_size} "
-          f"(+{warmup} warm-up step each)", flush=True)
+    setting = (f"{args.threads} threads; prompt ≈{args.prompt_tokens} tokens, completions ≈{args.completion_tokens}; "
+               f"{args.pairs} timed pairs, {args.groups} timed groups of {args.group_size} (+{warmup} warm-up step "
+               "each); each figure the best timed step")
+    print(f"model {model}; {setting}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        compare(args, model, pairs, groups, warmup, tmp)
+        rows, ratios = compare(args, model, pairs, groups, warmup, tmp)
+    table = "\n".join([f"{setting}.", "", "| contender | tokens/s | tokens/CPU-s |", "|---|---:|---:|",
+                       *(f"| {' '.join(r['contender'].split())} | {r['tokens_per_s']:.1f} | {r['tokens_per_cpu_s']:.1f} |"
+                         for r in rows),
+                       "", "| ratio | wall | CPU |", "|---|---:|---:|",
+                       *(f"| {name} | {w:.2f}× | {c:.2f}× |" for name, (w, c) in ratios.items())])
+    common.write_results(args.out, "learner", {
+        "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
+        "ratios": {name: {"wall": w, "cpu": c} for name, (w, c) in ratios.items()}},
+        table, common.command("learner", argv), title="FlowPO's learner against TRL's DPOTrainer; prompt sharing")
+    return 0
 
 
 def items(args, model: str, warmup: int) -> tuple[list, list]:
@@ -184,30 +196,37 @@ def items(args, model: str, warmup: int) -> tuple[list, list]:
     return pairs, groups
 
 
-def compare(args, model: str, pairs: list, groups: list, warmup: int, tmp: str) -> None:
-    """FlowPO's Score-DPO steps against TRL's, and ioGRPO with and without the shared prompt."""
+def compare(args, model: str, pairs: list, groups: list, warmup: int, tmp: str) -> tuple[list, dict]:
+    """FlowPO's Score-DPO steps against TRL's, and ioGRPO with and without the shared prompt: the
+    rows (contender, tokens/s, tokens/CPU-s) and the ratios (wall, CPU)."""
+    rows, ratios = [], {}
+
+    def add(label: str, rate: tuple[float, float], extra: str = "") -> None:
+        rows.append({"contender": label, "tokens_per_s": rate[0], "tokens_per_cpu_s": rate[1]})
+        print(line(label, rate, extra), flush=True)
+
     costs, tokens = flowpo_steps(pairs, settings(model, tmp))
     ours = rates(costs, tokens, warmup)
     per_pair = sum(tokens) / len(tokens)
-    print(line("Score-DPO  FlowPO learner", ours, f"   ({per_pair:.0f} tokens a pair)"), flush=True)
+    add("Score-DPO  FlowPO learner", ours, f"   ({per_pair:.0f} tokens a pair)")
     if not args.skip_trl:
         # TRL's sampler shuffles the pairs; their token counts differ by a few at most.
         trl = rates(trl_steps(pairs, model, tmp), [per_pair] * len(tokens), warmup)
-        print(line("Score-DPO  TRL DPOTrainer", trl), flush=True)
-        print(f"{'ratio FlowPO / TRL':<30} {ours[0] / trl[0]:8.2f}x wall     {ours[1] / trl[1]:8.2f}x CPU",
-              flush=True)
+        add("Score-DPO  TRL DPOTrainer", trl)
+        ratios["FlowPO / TRL"] = (ours[0] / trl[0], ours[1] / trl[1])
     grpo = {}
     for share in (True, False):
         s = settings(model, tmp, algorithm="iogrpo", reference="previous", share_prompt=share)
         costs, tokens = flowpo_steps(groups, s)
         grpo[share] = rates(costs, tokens, warmup)
         per_group = sum(tokens) / len(tokens)
-        label = "ioGRPO     shared prompt" if share else "ioGRPO     prompt per sequence"
-        print(line(label, grpo[share], f"   ({per_group:.0f} tokens a group, "
-                                       f"{grpo[share][0] / per_group:.4f} groups/s)"), flush=True)
-    print(f"{'ratio shared / per sequence':<30} {grpo[True][0] / grpo[False][0]:8.2f}x wall     "
-          f"{grpo[True][1] / grpo[False][1]:8.2f}x CPU", flush=True)
+        add("ioGRPO     shared prompt" if share else "ioGRPO     prompt per sequence", grpo[share],
+            f"   ({per_group:.0f} tokens a group, {grpo[share][0] / per_group:.4f} groups/s)")
+    ratios["ioGRPO shared / per sequence"] = (grpo[True][0] / grpo[False][0], grpo[True][1] / grpo[False][1])
+    for name, (wall, cpu) in ratios.items():
+        print(f"{'ratio ' + name:<30} {wall:8.2f}x wall     {cpu:8.2f}x CPU", flush=True)
+    return rows, ratios
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

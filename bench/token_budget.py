@@ -8,33 +8,29 @@ a fresh process. Two measures: the peak bytes of live tensors (trainer/memory.py
 ``torch.cuda.max_memory_allocated`` counts on a GPU) and the process's peak resident size
 (``ru_maxrss``: the model, Python and the allocator's keep included).
 
-    .venv/bin/python bench/token_budget.py [--sizes 4 16] [--budget 2560] [--out bench/results/token-budget]
+    .venv/bin/python -m bench.token_budget [--sizes 4 16] [--budget 2560] [--quick] [--out DIR] [--report-only]
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-# Run as a script, bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-MODEL = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
+from bench import common
+from bench.common import MODEL
+
+TITLE = "Peak memory by group size, with and without train.max_tokens_per_pass"
 
 
 def one(k: int, budget: int, prompt_tokens: int, completion_tokens: int) -> dict:
     """One setting in this process: peaks of the round-start pass and of one step, in bytes."""
     import torch
 
-    sys.path.insert(1, str(Path(__file__).resolve().parent))
-    import learner as learner_bench  # bench/learner.py: the real prompt, workflow-like completions
-
+    from bench import learner as learner_bench  # the real prompt, workflow-like completions
     from flowpo.config import TrainConfig
     from trainer.batching import CompletionScorer
     from trainer.learner import LearnerSettings, Policy, prepare_round, train_round
@@ -79,59 +75,61 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("token_budget", __doc__,
+                           quick="groups of 2 and 8 of about 80 tokens after a 250-token prompt, budget 640")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16], help="workflows per group")
     parser.add_argument("--budget", type=int, default=2560, help="train.max_tokens_per_pass of the budgeted runs")
     parser.add_argument("--prompt-tokens", type=int, default=1000)
     parser.add_argument("--completion-tokens", type=int, default=330)
-    parser.add_argument("--out", default="bench/results/token-budget")
-    parser.add_argument("--report-only", action="store_true", help="rewrite README.md from --out's results.json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite results.md from --out's results.json")
     parser.add_argument("--one", type=int, nargs=2, metavar=("K", "BUDGET"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(*args.one, args.prompt_tokens, args.completion_tokens)))
-        return
-    out = Path(args.out)
+        return 0
     if args.report_only:
-        data = json.loads((out / "results.json").read_text())
-        write_report(out, {k: v for k, v in data.items() if k != "rows"}, data["rows"])
-        return
+        data = json.loads((args.out / "results.json").read_text())
+        (args.out / "results.md").write_text(common.results_md(data, report(args.out, data), TITLE))
+        return 0
+    if args.quick:
+        args.sizes, args.budget, args.prompt_tokens, args.completion_tokens = [2, 8], 640, 250, 80
     rows = []
     for k in args.sizes:
         for budget in (0, args.budget):
-            command = [sys.executable, __file__, "--one", str(k), str(budget), "--prompt-tokens",
+            command = [sys.executable, "-m", "bench.token_budget", "--one", str(k), str(budget), "--prompt-tokens",
                        str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=common.REPO)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     import torch
 
-    machine = (f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-               f"torch {torch.__version__}, {'bf16' if rows[0]['bf16'] else 'fp32'}")
-    meta = {"command": " ".join(["bench/token_budget.py"] + sys.argv[1:]), "machine": machine,
-            "date": datetime.date.today().isoformat(), "prompt_tokens": args.prompt_tokens,
-            "completion_tokens": args.completion_tokens}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
-    write_report(out, meta, rows)
+    data = {"torch": torch.__version__, "precision": "bf16" if rows[0]["bf16"] else "fp32",
+            "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens, "rows": rows}
+    common.write_results(args.out, "token_budget", data, report(args.out, data),
+                         common.command("token_budget", argv), title=TITLE)
+    return 0
 
 
-def write_report(out: Path, meta: dict, rows: list[dict]) -> None:
+def report(out, data: dict) -> str:
+    """The table, the plot (drawn into ``out``) and what they show."""
+    rows = data["rows"]
     loads = [r["load_average_1min"] for r in rows if "load_average_1min" in r]
     load = f" (1-minute load average {min(loads):.1f} to {max(loads):.1f} at the rows' ends)" if loads else ""
-    (out / "README.md").write_text(
-        f"# Peak memory by group size, with and without train.max_tokens_per_pass\n\n"
-        f"`{meta['command']}` on {meta['machine']}, {meta['date']}. One ioGRPO group of k workflows of about "
-        f"{meta['completion_tokens']} tokens after a {meta['prompt_tokens']}-token generator prompt, SmolLM2-135M + "
-        f"LoRA; each row a fresh process. Peaks: live tensor bytes (trainer/memory.py, what "
-        f"`torch.cuda.max_memory_allocated` counts on a GPU); peak RSS: the whole process, model included.\n\n"
-        f"{table(rows)}\n\n"
-        "A pass's padded tokens are P·Lp + C·Lc (trainer/batching.py `padded_tokens`). With the budget, a group "
-        "split into passes peaks where one pass of them does, whatever the group's size; each extra pass computes "
-        "the prompt again (more tokens of work, not of memory). The step seconds come from a machine shared with "
-        f"other jobs{load}: compare the memory columns, not the times.\n")
+    precision = f", {data['precision']}, torch {data['torch']}" if "torch" in data else ""
+    plot = common.bar_plot(out / "peak-memory.png", "step peak of live tensors (MiB) by group size", "MiB", {
+        f"k={r['k']}": {("budget " + str(b["budget"]) if b["budget"] else "no budget"): b["step_peak_bytes"] / 2**20
+                        for b in rows if b["k"] == r["k"]} for r in rows})
+    return (f"One ioGRPO group of k workflows of about {data['completion_tokens']} tokens after a "
+            f"{data['prompt_tokens']}-token generator prompt, SmolLM2-135M + LoRA{precision}; each row a fresh "
+            "process. Peaks: live tensor bytes (trainer/memory.py, what `torch.cuda.max_memory_allocated` counts on a "
+            "GPU); peak RSS: the whole process, model included.\n\n"
+            f"{table(rows)}\n\n{plot}\n\n"
+            "A pass's padded tokens are P·Lp + C·Lc (trainer/batching.py `padded_tokens`). With the budget, a group "
+            "split into passes peaks where one pass of them does, whatever the group's size; each extra pass computes "
+            "the prompt again (more tokens of work, not of memory). The step seconds come from a machine shared with "
+            f"other jobs{load}: compare the memory columns, not the times.\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
