@@ -80,7 +80,8 @@ def test_the_readme_example_trains_one_round(model_dir, docker_backend, vllm_ava
     lines = [line.split("#")[0].rstrip() + f" run_dir={tmp_path}/run {SMALLEST}" if "flowpo train" in line else line
              for line in script.splitlines()]
     result = run("\n".join(lines), checkout(tmp_path), timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("flowpo: error") or "Error" in line]
+    assert result.returncode == 0, "\n".join([result.stdout[-3000:], *errors[-20:]])
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 4 and {s["problem_id"] for s in samples} == {"fr", "jp"}
     scored = [s for s in samples if s["score"] is not None]
