@@ -3,24 +3,20 @@ model's shapes, one learner step (forward and backward of the policy on a workfl
 as trainer.learner.Policy runs it) and vLLM generation. Prints each time and the ratio bf16 / fp32,
 and what flowpo.precision chooses here.
 
-    .venv/bin/python bench/precision.py [--skip-vllm] [--tokens 1100]
+    .venv/bin/python -m bench.precision [--skip-vllm] [--tokens 1100] [--quick] [--out DIR]
 
 Each vLLM engine runs in its own process, one after the other (two CPU engines in one process
 share their threads)."""
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # bench/sandbox.py would shadow the package
-
-from flowpo.model import resolve_model  # noqa: E402
-from flowpo.precision import cpu_multiplies_bf16, local_engine_dtype  # noqa: E402
-
-MODEL = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
+from bench import common
+from bench.common import MODEL
+from flowpo.model import resolve_model
+from flowpo.precision import cpu_multiplies_bf16, local_engine_dtype
 
 
 def matmul_s(dtype, repeats: int = 5) -> float:
@@ -77,16 +73,19 @@ def vllm_s(dtype: str) -> float:
     return float(found[0].split()[1])
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser("precision", __doc__, quick="a 300-token learner step (vLLM as always)")
     p.add_argument("--skip-vllm", action="store_true")
     p.add_argument("--tokens", type=int, default=1100, help="sequence length of the learner step")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tokens = 300
     import torch
 
-    print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, bf16 arithmetic: {cpu_multiplies_bf16()}; "
-          f"FlowPO runs vLLM 'auto' as {local_engine_dtype('auto')!r} and the learner in "
-          f"{'bf16' if cpu_multiplies_bf16() else 'fp32'} here")
+    choice = (f"CPU: {torch.backends.cpu.get_cpu_capability()}, bf16 arithmetic: {cpu_multiplies_bf16()}; "
+              f"FlowPO runs vLLM 'auto' as {local_engine_dtype('auto')!r} and the learner in "
+              f"{'bf16' if cpu_multiplies_bf16() else 'fp32'} here")
+    print(choice, flush=True)
     rows = [("matmul 1024×576 · 576×1536", matmul_s(torch.float32), matmul_s(torch.bfloat16)),
             (f"learner step, {args.tokens} tokens", learner_step_s(False, args.tokens),
              learner_step_s(True, args.tokens))]
@@ -95,8 +94,16 @@ def main() -> int:
     print(f"{'':34} {'fp32 s':>9} {'bf16 s':>9} {'bf16/fp32':>10}")
     for name, fp32, bf16 in rows:
         print(f"{name:34} {fp32:9.3f} {bf16:9.3f} {bf16 / fp32:10.1f}")
+    table = "\n".join([f"{choice}.", "", "| | fp32 s | bf16 s | bf16 / fp32 |", "|---|---:|---:|---:|",
+                       *(f"| {name} | {fp32:.3f} | {bf16:.3f} | {bf16 / fp32:.1f} |" for name, fp32, bf16 in rows)])
+    common.write_results(args.out, "precision", {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_arithmetic": cpu_multiplies_bf16(),
+        "vllm_auto": local_engine_dtype("auto"), "tokens": args.tokens,
+        "rows": [{"what": name, "fp32_s": fp32, "bf16_s": bf16, "bf16_over_fp32": bf16 / fp32}
+                 for name, fp32, bf16 in rows]},
+        table, common.command("precision", argv), title="bf16 against fp32 on this CPU")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
