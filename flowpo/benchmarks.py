@@ -13,7 +13,6 @@ from typing import Callable
 
 from flowpo.dataset_rows import (drop_problem, gsm8k_problem, hotpotqa_problem, humaneval_problem, math_problem,
                                  mbpp_problem)
-from flowpo.errors import FlowPOError
 from flowpo.records import Family, Problem
 
 
@@ -48,10 +47,3 @@ BENCHMARKS: dict[str, Benchmark] = {
     "hotpotqa": Benchmark("qa", hotpotqa_problem, "hotpotqa/hotpot_qa", ("distractor",), "validation",
                           scorer="hotpotqa_f1", subset=1000),
 }
-
-
-def benchmark(name: str) -> Benchmark:
-    if name not in BENCHMARKS:
-        raise FlowPOError(f"task.name: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
-    return BENCHMARKS[name]
-

@@ -262,8 +262,8 @@ def column_problem(row: dict, index: int, task: "TaskConfig") -> Problem:
         code = dict(test=text_cell(row, columns.test), entry_point=text_cell(row, columns.entry_point).strip(),
                     prelude=text_cell(row, columns.prelude, required=False) if columns.prelude else "",
                     check=task.test_function)
-        if columns.answer:
-            answers = (text_cell(row, columns.answer),)  # the reference solution
+        solution = text_cell(row, columns.answer, required=False) if columns.answer else ""
+        answers = (solution,) if solution.strip() else ()  # the reference solution, where a row has one
     elif columns.answer:  # (a task without one is scored by the judge: TaskConfig checks that)
         answers = golds_of(cell(row, columns.answer), columns.answer, task.answer_separator)
     roles = {columns.problem, columns.answer, columns.test, columns.entry_point, columns.prelude} - {""}
