@@ -5,18 +5,14 @@
 
 Every generation is forced to the same length (ignore EOS) so tokens/s compare like for like.
 
-    .venv/bin/python bench/generate.py [--batch 16] [--k 8] [--new-tokens 64]
+    .venv/bin/python -m bench.generate [--batch 16] [--k 8] [--new-tokens 64] [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
-# The repository root first: run as a script, bench/ leads sys.path and bench/sandbox.py would
-# shadow the sandbox package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import common
 
 
 def workflow_prompts(tokenizer, count: int) -> list[str]:
@@ -55,13 +51,15 @@ def bench_hf(model_dir: str, prompts: list[str], new_tokens: int) -> float:
     return (out.shape[1] - batch.input_ids.shape[1]) * len(prompts) / seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="~/.cache/flowpo/models/SmolLM2-135M-Instruct")
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("generate", __doc__, quick="batch 4, k 2, 16 new tokens")
+    parser.add_argument("--model", default=common.MODEL)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.k, args.new_tokens = 4, 2, 16
 
     from vllm import LLM
 
@@ -87,7 +85,21 @@ def main() -> None:
     print(f"  one prompt, n=k       : {shared:8.1f} tokens/s")
     print(f"  k separate prompts    : {copies:8.1f} tokens/s")
     print(f"  ratio shared / copies : {shared / copies:8.2f}x")
+    table = "\n".join([
+        f"bf16, every generation forced to {args.new_tokens} new tokens (EOS ignored).", "",
+        "| contender | setting | tokens/s |", "|---|---|---:|",
+        f"| vLLM (the generator's engine) | batch {args.batch} | {vllm_tps:.1f} |",
+        f"| Hugging Face generate | batch {args.batch} | {hf_tps:.1f} |",
+        f"| vLLM, one prompt with n = k | {groups} prompt(s) × k = {args.k} | {shared:.1f} |",
+        f"| vLLM, k separate copies | {groups} prompt(s) × k = {args.k} | {copies:.1f} |", "",
+        f"vLLM / HF: {vllm_tps / hf_tps:.2f}×; shared / copies: {shared / copies:.2f}×."])
+    common.write_results(args.out, "generate", {
+        "batch": args.batch, "k": args.k, "new_tokens": args.new_tokens, "vllm_tokens_per_s": vllm_tps,
+        "hf_tokens_per_s": hf_tps, "vllm_over_hf": vllm_tps / hf_tps, "shared_tokens_per_s": shared,
+        "copies_tokens_per_s": copies, "shared_over_copies": shared / copies},
+        table, common.command("generate", argv), title="vLLM against Hugging Face generate; n samples against k copies")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
