@@ -1,5 +1,5 @@
 """`flowpo` command line: train a run from a YAML config, evaluate a checkpoint, replay recorded workflows,
-prepare the embedded model."""
+use a trained generator (solve, serve, export), prepare the embedded model."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import time
 
 from flowpo.config import DEFAULT_MODEL_DIR, load_config
 from flowpo.errors import FlowPOError
+from driver.cli_use import add_commands
 from driver.rundir import RunDir
 
 
@@ -163,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
                    help="leave out workflows whose problem is not in the config's task split (else an error)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN_DIR/replays/<timestamp>)")
     p.set_defaults(func=cmd_execute)
+    add_commands(sub)  # solve, serve, export (driver/cli_use.py)
     p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct once")
     p.add_argument("--dest", default=DEFAULT_MODEL_DIR)
     p.set_defaults(func=cmd_prepare_model)
@@ -172,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     root = parser()
     args, extra = root.parse_known_args(argv)
-    if extra and args.command in ("evaluate", "execute") and not any(e.startswith("-") for e in extra):
+    if extra and args.command in ("evaluate", "execute", "solve", "serve") and not any(e.startswith("-") for e in extra):
         args.overrides += extra  # argparse leaves overrides that follow an option unparsed
     elif extra:
         root.error(f"unrecognized arguments: {' '.join(extra)}")
