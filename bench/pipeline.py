@@ -9,20 +9,20 @@ cores, so a local executor model would mostly measure CPU contention, not the pi
 Both modes run the same problems with the same per-request seeds, so they generate the same
 workflows. "Own time" of a stage is its span when it runs alone (barrier mode).
 
-    .venv/bin/python bench/pipeline.py [--problems 4] [--k 8] [--llm-latency 1.5] [--sandboxes 8]
+    .venv/bin/python -m bench.pipeline [--problems 4] [--k 8] [--llm-latency 1.5] [--sandboxes 8] [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import common
 
 SOLUTION = "```python\ndef solution(*args):\n    return None\n```"
 PROBLEM_IDS = ["HumanEval/23", "HumanEval/35", "HumanEval/53", "HumanEval/42", "HumanEval/52", "HumanEval/29"]
@@ -67,18 +67,55 @@ def run_mode(mode: str, config, problems, actors, log):
     return samples, clock.summary()
 
 
-def main(args) -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("pipeline", __doc__, quick="2 problems × k 4")
+    parser.add_argument("--problems", type=int, default=4)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--llm-latency", type=float, default=1.5)
+    parser.add_argument("--sandboxes", type=int, default=8,
+                        help="sandboxes of the one executor: workflows wait on the API, not the CPU")
+    parser.add_argument("--run-dir", default="", help="the round's run directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.problems, args.k = 2, 4
+    with tempfile.TemporaryDirectory(prefix="flowpo-bench-pipeline-") as tmp:
+        results = measure(args, Path(args.run_dir or tmp))
+    barrier, streaming = results["barrier"], results["streaming"]
+    own = {stage: barrier.get(f"{stage}_span_s", 0.0) for stage in ("generate", "execute", "evaluate")}
+    slowest = max(own, key=own.get)
+    lines = [f"{args.problems} problems × k = {args.k}, one executor of {args.sandboxes} sandboxes; executor LLM: a "
+             f"local OpenAI-compatible server answering after {args.llm_latency} s (a stand-in for a remote API, "
+             "not a model).", "",
+             f"Streaming against barrier: {barrier['wall_s'] / streaming['wall_s']:.2f}× faster "
+             f"({streaming['wall_s']:.1f} s against {barrier['wall_s']:.1f} s); the slowest stage alone: {slowest} "
+             f"{own[slowest]:.1f} s, streaming wall / that = {streaming['wall_s'] / own[slowest]:.2f}.", "",
+             "| stage | busy s streaming | of wall, streaming | of wall, barrier | span alone (barrier) s |",
+             "|---|---:|---:|---:|---:|"]
+    for stage in own:
+        busy = streaming.get(f"{stage}_busy_s", 0)
+        lines.append(f"| {stage} | {busy:.1f} | {busy / streaming['wall_s']:.0%} "
+                     f"| {barrier.get(f'{stage}_busy_s', 0) / barrier['wall_s']:.0%} | {own[stage]:.1f} |")
+    table = "\n".join(lines)
+    print(table)
+    common.write_results(args.out, "pipeline", {
+        "problems": args.problems, "k": args.k, "llm_latency_s": args.llm_latency, "sandboxes": args.sandboxes,
+        "streaming_speedup": barrier["wall_s"] / streaming["wall_s"], "modes": results},
+        table, common.command("pipeline", argv), title="One round streaming against stage by stage")
+    return 0
+
+
+def measure(args, run_dir: Path) -> dict:
+    """Each mode's stage times (``StageClock.summary``), after a warm-up round of one problem."""
     import ray
 
     from actors.launch import start_actors
-    from flowpo.config import load_config
     from driver.runlog import RunLog
+    from flowpo.config import load_config
     from flowpo.tasks import load_problems
 
     server = latency_server(args.llm_latency)
     os.environ["FLOWPO_BENCH_KEY"] = "local"
-    run_dir = Path(args.run_dir)
-    config = load_config("examples/local.yaml", [
+    config = load_config(common.REPO / "examples" / "local.yaml", [
         f"run_dir={run_dir}", f"task.problem_ids={json.dumps(PROBLEM_IDS[:args.problems])}", f"generator.k={args.k}",
         "executor_llm.backend=openai", f"executor_llm.base_url=http://127.0.0.1:{server.server_port}/v1",
         "executor_llm.api_key_env=FLOWPO_BENCH_KEY", "executor_llm.temperature=0.8",  # no cache hits
@@ -94,32 +131,13 @@ def main(args) -> None:
             samples, times = run_mode(mode, config, problems, actors, log)
             results[mode] = times
             print(f"{mode}: {len(samples)} workflows in {times['wall_s']:.1f} s; " + ", ".join(
-                f"{k} {v:.1f}" for k, v in times.items() if k != "wall_s"))
+                f"{k} {v:.1f}" for k, v in times.items() if k != "wall_s"), flush=True)
     finally:
         actors.shutdown()
         ray.shutdown()
         server.shutdown()
-    barrier, streaming = results["barrier"], results["streaming"]
-    own = {stage: barrier.get(f"{stage}_span_s", 0.0) for stage in ("generate", "execute", "evaluate")}
-    slowest = max(own, key=own.get)
-    print(f"executor LLM: a local OpenAI-compatible server answering after {args.llm_latency} s "
-          "(a stand-in for a remote API, not a model)")
-    print(f"streaming vs barrier: {barrier['wall_s'] / streaming['wall_s']:.2f}x faster "
-          f"({streaming['wall_s']:.1f} s vs {barrier['wall_s']:.1f} s)")
-    print(f"slowest stage alone: {slowest} {own[slowest]:.1f} s; streaming wall / that = "
-          f"{streaming['wall_s'] / own[slowest]:.2f}")
-    for stage in own:
-        print(f"  {stage:>8}: busy {streaming.get(f'{stage}_busy_s', 0):.1f} s of {streaming['wall_s']:.1f} s "
-              f"streaming ({streaming.get(f'{stage}_busy_s', 0) / streaming['wall_s']:.0%}), "
-              f"{barrier.get(f'{stage}_busy_s', 0) / barrier['wall_s']:.0%} in barrier")
+    return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=4)
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--llm-latency", type=float, default=1.5)
-    parser.add_argument("--sandboxes", type=int, default=8,
-                        help="sandboxes of the one executor: workflows wait on the API, not the CPU")
-    parser.add_argument("--run-dir", default="runs/bench-pipeline")
-    main(parser.parse_args())
+    sys.exit(main())
