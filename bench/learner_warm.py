@@ -17,12 +17,11 @@ sandbox of its executors) took while the learner trained: do idle engines take t
   score, train), once cold and once warm, each on actors of its own (no cache carries over); each
   round's wall time from round_start to round_end.
 
-    .venv/bin/python bench/learner_warm.py [--config examples/local.yaml] [--rounds 3] [--idle-engines]
-    .venv/bin/python bench/learner_warm.py --pipeline [--rounds 2]
+    .venv/bin/python -m bench.learner_warm [--config examples/local.yaml] [--rounds 3] [--idle-engines] [--quick]
+    .venv/bin/python -m bench.learner_warm --pipeline [--rounds 2]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import socket
@@ -32,11 +31,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-# Run as a script, bench/ heads sys.path and its sandbox.py would shadow the sandbox package.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+from bench import common
+from trainer.learner import METRICS_FILE
+from trainer.warm import Learner
 
-from trainer.learner import METRICS_FILE  # noqa: E402 - after the path fix above
-from trainer.warm import Learner  # noqa: E402
+QUICK = ["train.num_pairs=2", "train.grad_accum_steps=1"]  # with --rounds 2
 
 
 def round_pairs(config, model: str, round_index: int) -> list:
@@ -113,6 +112,7 @@ class Rounds:
         self.learner = Learner(model, train, storage_dir=storage_dir, name="warm") if warm else None
         self.round_times: dict[int, dict] = {}
         self.cpu: Counter = Counter()
+        self.rows: list[dict] = []  # per round: its learner stage times, tokens/s, cores (and round_s)
 
     def train(self, items: list, settings) -> dict:
         k = settings.round_index
@@ -170,7 +170,9 @@ def learner_rounds(config, model: str, rounds: int, generators: list, tmp: Path)
                 began = time.monotonic()  # as the driver ships the adapter to the generators
                 ray.get([g.load_adapter.remote(*shipped(f"{side}-{k}", str(out))) for g in generators])
                 stages = learner_stage_times(learner.round_times[k], time.monotonic() - began)
-                print(row(k, side, stages, step_rates(str(out))), flush=True)
+                rates = step_rates(str(out))
+                learner.rows.append({"round": k, **stages, "tokens_per_s": rates[0], "cores": rates[1]})
+                print(row(k, side, stages, rates), flush=True)
     finally:
         sides["warm"].close()
     return sides
@@ -204,47 +206,54 @@ def pipeline_rounds(config, model: str, rounds: int, tmp: Path) -> dict[str, Rou
         for k, end in sorted(ends.items()):
             stages = end["stage_times"]
             if "learner_overhead_pct" in stages:
-                print(row(k, side, stages, step_rates(str(tmp / side / "adapters" / f"round-{k}")))
-                      + f" {walls[side][k]:8.1f}", flush=True)
+                rates = step_rates(str(tmp / side / "adapters" / f"round-{k}"))
+                sides[side].rows.append({"round": k, **stages, "tokens_per_s": rates[0], "cores": rates[1],
+                                         "round_s": walls[side][k]})
+                print(row(k, side, stages, rates) + f" {walls[side][k]:8.1f}", flush=True)
     for k in sorted(walls["cold"]):
         print(f"round {k} wall time (round_start → round_end) warm / cold: {walls['warm'][k]:.1f} s / "
               f"{walls['cold'][k]:.1f} s = {walls['warm'][k] / walls['cold'][k]:.2f}", flush=True)
     return sides
 
 
-def summary(sides: dict[str, Rounds]) -> None:
+def summary(sides: dict[str, Rounds]) -> list[str]:
     """Warm against cold over all rounds and from round 2 on: the learner's wall time; its time outside
     optimizer steps; and its wall time at the cold rounds' step time (the steps are the same work on
     both sides, their time moves with this machine's other load). Then the CPU by process."""
     def total(side: str, key: str, later: bool) -> float:
         return sum(t[key] for k, t in sides[side].round_times.items() if k > 1 or not later)
 
+    lines = []
     for later, label in ((False, "all rounds"), (True, "rounds 2+")):
         wall_c, wall_w = total("cold", "wall_s", later), total("warm", "wall_s", later)
         steps_c, steps_w = total("cold", "steps_s", later), total("warm", "steps_s", later)
         if not wall_c:
             continue
         other_c, other_w = wall_c - steps_c, wall_w - steps_w
-        print(f"{label}: learner wall warm / cold {wall_w:.1f} / {wall_c:.1f} s = {wall_w / wall_c:.2f}; outside "
-              f"optimizer steps {other_w:.1f} / {other_c:.1f} s = {other_w / other_c:.2f}; wall at the cold step "
-              f"time {(steps_c + other_w) / wall_c:.2f}", flush=True)
+        lines.append(f"{label}: learner wall warm / cold {wall_w:.1f} / {wall_c:.1f} s = {wall_w / wall_c:.2f}; "
+                     f"outside optimizer steps {other_w:.1f} / {other_c:.1f} s = {other_w / other_c:.2f}; wall at "
+                     f"the cold step time {(steps_c + other_w) / wall_c:.2f}")
     for side, rounds in sides.items():
         seconds = sum(t["wall_s"] for t in rounds.round_times.values())
-        print(f"{side}: CPU of this cluster's processes during the learner's {seconds:.0f} s (% of one core; "
-              "processes that ended meanwhile, as a cold round's workers, are not counted):")
+        lines.append(f"{side}: CPU of this cluster's processes during the learner's {seconds:.0f} s (% of one core; "
+                     "processes that ended meanwhile, as a cold round's workers, are not counted):")
         for name, cpu in sorted(rounds.cpu.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<28} {cpu:8.1f} s  {100 * cpu / seconds:6.1f}%")
+            lines.append(f"  {name:<28} {cpu:8.1f} s  {100 * cpu / seconds:6.1f}%")
+    print("\n".join(lines), flush=True)
+    return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("learner_warm", __doc__, quick=f"2 rounds of {' '.join(QUICK)}")
     parser.add_argument("--config", default="examples/local.yaml")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-engines", action="store_true",
                         help="start the config's generator and executor LLM server and leave them idle")
     parser.add_argument("--pipeline", action="store_true", help="whole rounds (generate, execute, score, train)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.num_pairs=4")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.overrides = 2, [*QUICK, *args.overrides]
 
     import ray
 
@@ -252,11 +261,13 @@ def main() -> None:
     from flowpo.config import load_config
     from flowpo.model import model_spec
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(common.REPO / args.config, args.overrides)
     model, t = model_spec(config.model.path), config.train
-    print(f"{args.config}: {t.algorithm}, {t.num_pairs} pairs a round, grad_accum_steps {t.grad_accum_steps}, "
-          f"{t.num_workers} worker(s) × {t.cpus_per_worker} CPU, completions ≈{config.generator.max_tokens} "
-          f"tokens; {args.rounds} rounds{', idle engines' if args.idle_engines else ''}", flush=True)
+    setting = (f"{args.config} {' '.join(args.overrides)}: {t.algorithm}, {t.num_pairs} pairs a round, "
+               f"grad_accum_steps {t.grad_accum_steps}, {t.num_workers} worker(s) × {t.cpus_per_worker} CPU, "
+               f"completions ≈{config.generator.max_tokens} tokens; {args.rounds} rounds"
+               f"{', idle engines' if args.idle_engines else ''}{', whole rounds' if args.pipeline else ''}")
+    print(setting, flush=True)
     ray.init(include_dashboard=False, log_to_driver=False)
     engines = None
     try:
@@ -271,12 +282,40 @@ def main() -> None:
                     engines.llm_server, _, _ = start_llm_server(config, model)
                     ray.get([g.ready.remote() for g in generators])
                 sides = learner_rounds(config, model, args.rounds, engines.generators if engines else [], Path(tmp))
-            summary(sides)
+            lines = summary(sides)
     finally:
         if engines is not None:
             engines.shutdown()
         ray.shutdown()
+    common.write_results(args.out, "learner_warm", {
+        "config": args.config, "overrides": args.overrides, "rounds": args.rounds, "idle_engines": args.idle_engines,
+        "pipeline": args.pipeline,
+        "sides": {side: {"rows": r.rows, "cpu_s": dict(r.cpu)} for side, r in sides.items()}},
+        report(setting, sides, lines, args.out), common.command("learner_warm", argv),
+        title="The learner's rounds, cold against warm")
+    return 0
+
+
+def report(setting: str, sides: dict[str, Rounds], summary_lines: list[str], out: Path) -> str:
+    """The rounds' table, a plot of the learner's wall time per round, and the summary."""
+    whole = any("round_s" in r for rounds in sides.values() for r in rounds.rows)
+    lines = [f"{setting}.", "", "| round | side | learner wall s | start-up s | reference log-probs s | steps s "
+             "| overhead s | overhead % | tokens/s | cores |" + (" round s |" if whole else ""),
+             "|---:|---|" + "---:|" * (8 + whole)]
+    for k in sorted({r["round"] for rounds in sides.values() for r in rounds.rows}):
+        for side, rounds in sides.items():
+            for r in (r for r in rounds.rows if r["round"] == k):
+                lines.append(f"| {k} | {side} | {r['generators_idle_training_s']:.1f} | {r['learner_startup_s']:.1f} "
+                             f"| {r.get('learner_reference_s', 0):.1f} | {r.get('learner_steps_s', 0):.1f} "
+                             f"| {r['learner_overhead_s']:.1f} | {r['learner_overhead_pct']:.1f} "
+                             f"| {r['tokens_per_s']:.1f} | {r['cores']:.2f} |"
+                             + (f" {r['round_s']:.1f} |" if whole else ""))
+    plot = common.bar_plot(out / "learner-wall.png", "the learner's wall time per round (s)", "s", {
+        f"round {k}": {side: r["generators_idle_training_s"] for side, rounds in sides.items()
+                       for r in rounds.rows if r["round"] == k}
+        for k in sorted({r["round"] for rounds in sides.values() for r in rounds.rows})})
+    return "\n".join([*lines, "", plot, "", "```", *summary_lines, "```"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
