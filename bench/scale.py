@@ -11,9 +11,9 @@ them, and the CPU of every process of the bench per execution, by kind (process 
 Docker's run outside the bench's process tree); then the driver's cost per window of items, to show
 whether it grows as items are done. docs/performance.md, "Scale", has the figures.
 
-    .venv/bin/python bench/scale.py            # 10,000 workflows; 8, 32, 128 sandboxes (~30 min here)
-    .venv/bin/python bench/scale.py --quick    # 300 workflows, 8 and 32 sandboxes, 0.1–0.3 s calls
-    .venv/bin/python bench/scale.py --setups 8x16:2500 8x16:10000 --latency 0.5 3
+    .venv/bin/python -m bench.scale            # 10,000 workflows; 8, 32, 128 sandboxes (~30 min here)
+    .venv/bin/python -m bench.scale --quick    # 300 workflows, 8 and 32 sandboxes, 0.1–0.3 s calls
+    .venv/bin/python -m bench.scale --setups 8x16:2500 8x16:10000 --latency 0.5 3
 
 A setup is ``EXECUTORSxSANDBOXES:ITEMS``, optionally ``:rpmN`` (the server's and the run's limit,
 N requests per --window seconds) and ``:unshared`` (executor_llm.shared_limits=never: the brokers
@@ -23,7 +23,6 @@ would keep half of them waiting on its broker.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -35,17 +34,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import ray
+import yaml
 
-import ray  # noqa: E402
-import yaml  # noqa: E402
-
-from actors.launch import actor_name  # noqa: E402
-from bench.scale_measure import (Meter, Setup, flatness, ideal_rate, parse_setup, render_table, steady,  # noqa: E402
-                                 windows)
-from flowpo.config import load_config  # noqa: E402
-from driver.execute import Selection, replay, resolve_source  # noqa: E402
-from flowpo.records import Execution, ScoredSample, Workflow  # noqa: E402
+from actors.launch import actor_name
+from bench import common
+from bench.scale_measure import Meter, Setup, flatness, ideal_rate, parse_setup, render_table, steady, windows
+from driver.execute import Selection, replay, resolve_source
+from flowpo.config import load_config
+from flowpo.records import Execution, ScoredSample, Workflow
 
 CACHE = Path("~/.cache/flowpo/bench-scale").expanduser()
 PROBLEMS = 500  # synthetic GSM8K problems the workflows are spread over
@@ -181,7 +178,22 @@ def summarize(setup: Setup, args, rpm: int, meter: Meter, report, served: dict, 
             "windows": windows(meter.readings, args.window_items)}
 
 
-def main(args) -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("scale", __doc__, quick=f"{' '.join(QUICK)}, 0.1–0.3 s calls, windows of 100")
+    parser.add_argument("--setups", nargs="+", help=f"default: {' '.join(FULL)}")
+    parser.add_argument("--items", type=int, default=10_000, help="recorded workflows made (and cached)")
+    parser.add_argument("--calls", type=int, default=2, help="LLM calls per workflow")
+    parser.add_argument("--latency", type=float, nargs=2, default=(0.5, 3.0), metavar=("LOW_S", "HIGH_S"))
+    parser.add_argument("--rpm", type=int, default=1000, help="server's and run's limit per --window")
+    parser.add_argument("--window", type=float, default=10.0, help="the rate limit's window, in seconds")
+    parser.add_argument("--backend", choices=("process", "docker"), default="process")
+    parser.add_argument("--round-size", type=int, default=500, help="recorded workflows per round")
+    parser.add_argument("--window-items", type=int, default=1000, help="items per flatness window")
+    parser.add_argument("--keep", action="store_true", help="keep each replay's output under the cache")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.items, args.latency, args.round_size, args.window_items = 300, (0.1, 0.3), 100, 100
+        args.rpm = max(args.rpm, 2000)  # the quick setups are bound by their sandboxes, not the limit
     setups = [parse_setup(s) for s in (args.setups or (QUICK if args.quick else FULL))]
     items = max(args.items, max(s.items for s in setups))
     problems, samples = recorded_samples(CACHE, items, args.calls, args.round_size)
@@ -195,36 +207,27 @@ def main(args) -> None:
             print(render_table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         ray.shutdown()
-    print(f"\nlatency {args.latency[0]}–{args.latency[1]} s per call, {args.calls} calls per workflow, "
-          f"{args.backend} sandboxes, limit {args.rpm} requests per {args.window:g} s unless the config says; "
-          f"load = 1-min load average, {os.cpu_count()} CPUs; driver peak RSS over the whole bench "
-          f"(ru_maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB\n")
-    print(render_table(rows) + "\n")
+    lines = [f"Latency {args.latency[0]}–{args.latency[1]} s per call, {args.calls} calls per workflow, "
+             f"{args.backend} sandboxes, limit {args.rpm} requests per {args.window:g} s unless the config says; "
+             f"load = 1-min load average, {os.cpu_count()} CPUs; driver peak RSS over the whole bench "
+             f"(ru_maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.", "", render_table(rows),
+             "", common.bar_plot(args.out / "throughput.png", "executions/s against the ideal", "executions/s",
+                                 {r["config"] + f" ({r['items']})": {"measured": r["exec_per_s"], "ideal": r["ideal"]}
+                                  for r in rows}), ""]
     for r in rows:  # all of the bench's processes share these CPUs: they allow at most CPUs / CPU per execution
         if r["all_cpu_ms_per_item"]:
-            print(f"{r['config']}: {r['all_cpu_ms_per_item']:.0f} CPU ms per execution in all; {os.cpu_count()} CPUs "
-                  f"to ourselves would run at most {os.cpu_count() * 1000 / r['all_cpu_ms_per_item']:.1f} exec/s; "
-                  + ", ".join(f"{kind} {ms:.1f}" for kind, ms in list(r["cpu_ms_by_kind"].items())[:8]))
-    print("\n".join(flatness(rows)))
-    (CACHE / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    print(f"\nall figures: {CACHE / 'results.json'}")
+            lines.append(f"- {r['config']}: {r['all_cpu_ms_per_item']:.0f} CPU ms per execution in all; "
+                         f"{os.cpu_count()} CPUs to ourselves would run at most "
+                         f"{os.cpu_count() * 1000 / r['all_cpu_ms_per_item']:.1f} exec/s; "
+                         + ", ".join(f"{kind} {ms:.1f}" for kind, ms in list(r["cpu_ms_by_kind"].items())[:8]))
+    lines += [f"- {line}" for line in flatness(rows)]
+    table = "\n".join(lines)
+    print("\n" + table)
+    common.write_results(args.out, "scale", {"args": {k: v for k, v in vars(args).items() if k != "out"},
+                                             "rows": rows}, table, common.command("scale", argv),
+                         title="Execute → evaluate at dataset scale")
+    return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"{' '.join(QUICK)}, 0.1–0.3 s calls, windows of 100")
-    parser.add_argument("--setups", nargs="+", help=f"default: {' '.join(FULL)}")
-    parser.add_argument("--items", type=int, default=10_000, help="recorded workflows made (and cached)")
-    parser.add_argument("--calls", type=int, default=2, help="LLM calls per workflow")
-    parser.add_argument("--latency", type=float, nargs=2, default=(0.5, 3.0), metavar=("LOW_S", "HIGH_S"))
-    parser.add_argument("--rpm", type=int, default=1000, help="server's and run's limit per --window")
-    parser.add_argument("--window", type=float, default=10.0, help="the rate limit's window, in seconds")
-    parser.add_argument("--backend", choices=("process", "docker"), default="process")
-    parser.add_argument("--round-size", type=int, default=500, help="recorded workflows per round")
-    parser.add_argument("--window-items", type=int, default=1000, help="items per flatness window")
-    parser.add_argument("--keep", action="store_true", help="keep each replay's output under the cache")
-    parsed = parser.parse_args()
-    if parsed.quick:
-        parsed.items, parsed.latency, parsed.round_size, parsed.window_items = 300, (0.1, 0.3), 100, 100
-        parsed.rpm = max(parsed.rpm, 2000)  # the quick setups are bound by their sandboxes, not the limit
-    main(parsed)
+    sys.exit(main())

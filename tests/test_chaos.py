@@ -11,7 +11,7 @@ directory of either run.
 The executor LLM is the test session's vLLM server (as in tests/test_cluster_job.py) and the round
 does not train (no pairs): each driver starts one vLLM engine, its generator, which keeps the test
 near 5 minutes on 2 cores. The whole bench, with the learner, the generator and the other faults:
-`.venv/bin/python bench/chaos.py`.
+`.venv/bin/python -m bench.chaos`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """bench/scale.py's pure parts on fixed inputs, with the expected figures worked out by hand: the
 ideal throughput, the driver's cost over a run and per window, the table and the flatness lines;
 and the recorded workflows it makes, read back by the replay's own reader. No timing is asserted
-(the bench itself measures; `.venv/bin/python bench/scale.py --quick` runs it in about a minute).
+(the bench itself measures; `.venv/bin/python -m bench.scale --quick` runs it in a few minutes).
 """
 from __future__ import annotations
 
