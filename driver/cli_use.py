@@ -76,7 +76,7 @@ def cmd_serve(args) -> int:
                              max_queue=args.max_queue, samples=args.samples, max_samples=max(args.max_samples,
                                                                                              args.samples))
     serve(trained, settings, host=args.host, port=args.port, family=family, description=description,
-          log_dir=args.log_dir)
+          log_dir=args.log_dir, key_env=args.api_key_env)
     return 0
 
 

@@ -414,19 +414,17 @@ def solve_config(config: Config) -> Config:
 
 def output_dir(out: str | None, home: Path | None) -> Path:
     """``--out``, else ``<run_dir>/solves/<timestamp>`` (``./solves/<timestamp>`` without a run);
-    never one that already holds answers."""
+    never one that already holds a solve. ``solve`` creates it once the questions are checked."""
     if out:
         path = Path(out)
         if (path / ANSWERS_FILE).exists() or (path / JOB_FILE).exists():
             raise FlowPOError(f"--out {path}: it already holds a solve, which is never written over; finish it with "
                               f"--resume {path}, or choose another directory")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        root = (home / "solves") if home is not None else Path("solves")
-        path = next(root / (stamp if n == 1 else f"{stamp}-{n}") for n in itertools.count(1)
-                    if not (root / (stamp if n == 1 else f"{stamp}-{n}")).exists())
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = (home / "solves") if home is not None else Path("solves")
+    return next(root / (stamp if n == 1 else f"{stamp}-{n}") for n in itertools.count(1)
+                if not (root / (stamp if n == 1 else f"{stamp}-{n}")).exists())
 
 
 def read_job(out_dir: Path) -> dict:
@@ -481,6 +479,7 @@ def solve(job: SolveJob, out_dir: Path, *, resume: bool = False, actors=None) ->
         raise FlowPOError(f"{plan.with_tests} question(s) carry tests, which the evaluator's sandboxes run for a "
                           f"code task only: pass a code task's --config (this config's task is "
                           f"{config.task.resolved_family})")
+    out_dir.mkdir(parents=True, exist_ok=True)
     answers, partial = recorded(out_dir, job.samples) if resume else ([], {})
     done = {line["id"] for line in answers}
     tally = Tally()

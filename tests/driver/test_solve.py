@@ -203,6 +203,7 @@ def test_resume_keeps_what_finished_and_runs_only_the_missing_slots(fake_actors,
 
 def test_resume_reads_the_job_it_recorded(tmp_path, monkeypatch):
     out = output_dir(str(tmp_path / "out"), None)
+    out.mkdir()
     (out / "solve.json").write_text(json.dumps({"checkpoint": "base", "merged": False, "source": {
         "path": "", "inline": ["answers: 1"]}, "samples": 3, "family": "math", "description": "d", "notes": []}))
     (out / "config.yaml").write_text("task:\n  name: gsm8k\ngenerator:\n  seed: 7\n")
@@ -295,3 +296,29 @@ def test_rules_when_nothing_answered():
                                                                       "test": "failed"}]
     assert pick(tested, "tests", "code") == {"chosen": 1, "passed": []}  # none passed: the first that ran
     assert normal_form("  def f():\n\n    return 1   \n", "code") == "def f():\n    return 1"
+
+
+def test_the_command_line_refuses_with_one_line(tmp_path, capsys):
+    from driver.cli import main
+
+    questions = tmp_path / "q.jsonl"
+    write_questions(questions, [{"id": "a", "question": "x"}, {"id": "a", "question": "y"}])
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "solve.json").write_text("{}")
+    for argv, message in [
+        (["solve"], "flowpo solve needs a CHECKPOINT"),
+        (["solve", "base", "--input", str(tmp_path / "none.jsonl")], "none.jsonl: file not found"),
+        (["solve", "base", "--input", str(questions), "--question", "x"], "not both"),
+        (["solve", "base", "--question", "x", "--samples", "0"], "--samples 0: workflows per question must be at least 1"),
+        (["solve", str(tmp_path), "--question", "x"], "neither a run directory"),
+        (["solve", "base", "--question", "x", "--out", str(done)], "already holds a solve"),
+        (["solve", "base", "--input", str(questions), "--out", str(tmp_path / "new")], "question id 'a' appears twice"),
+        (["solve", "--resume", str(tmp_path)], "no solve.json there"),
+        (["export", str(tmp_path), "--out", str(tmp_path / "gen")], "no config.yaml there"),
+        (["serve", "base", "--api-key-env", "FLOWPO_NO_SUCH_VARIABLE"], "the environment variable is not set"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "new").exists()  # refused before anything was written
