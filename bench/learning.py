@@ -319,7 +319,8 @@ def cost_headline(change: dict) -> str:
     low = "–" if r is None or math.isnan(r.over_problems.low) else f"{100 * r.over_problems.low:.1f}"
     return (f"cost base → final: {interval_cost_text(c.over_problems, unit, True)} {name} per problem{share} over "
             f"{c.over_problems.n} problems (per seed {', '.join(('+' if v >= 0 else '') + cost_text(v, unit) for v in c.per_seed.values())}); "
-            f"pass rate {interval_text(r.over_problems, True) if r else '–'} points (lower bound {low}); held-out "
+            f"pass rate {interval_text(r.over_problems, True) if r else '–'} points (lower bound {low}); an answered "
+            f"workflow's cost {cost_text(base.answer_cost, unit)} → {cost_text(final.answer_cost, unit)}; held-out "
             f"no answer {100 * base.share(base.no_answer):.1f}% → {100 * final.share(final.no_answer):.1f}%, crash "
             f"{100 * base.share(base.crashes):.1f}% → {100 * final.share(final.crashes):.1f}%; goal (a cost cut whose "
             f"interval excludes zero, pass rate not lower): {'reached' if change['goal'] else 'not reached'}")

@@ -85,6 +85,7 @@ class CostPoint:
     workflows: int
     no_answer: int  # workflows that gave no answer: crash, timeout, invalid, empty (flowpo.maths.cost.answered)
     crashes: int  # of which failure "crash"
+    answer_cost: float  # mean cost of one answered workflow (nan: none answered): cheaper answers, not more failures
     pareto: bool  # no other point has a pass rate as high and a cost as low, one of them strictly better
 
     @property
@@ -96,6 +97,10 @@ class CostPoint:
 
     def share(self, count: int) -> float:
         return count / self.workflows if self.workflows else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
@@ -121,7 +126,8 @@ def cost_points(runs: Runs, methods: list[str], labels: Mapping[str, str], basel
         raw.append(dict(method=method, label=labels.get(method, method), baseline=method in baselines,
                         rate=pass_rate(scores), cost=cost_interval(cost_cells(runs, method, unit)), unit=unit,
                         workflows=len(lines), no_answer=sum(1 for r in lines if not line_answered(r)),
-                        crashes=sum(1 for r in lines if r.get("failure") == "crash")))
+                        crashes=sum(1 for r in lines if r.get("failure") == "crash"),
+                        answer_cost=_mean([line_cost(r, unit) for r in lines if line_answered(r)])))
     front = pareto_front([(p["rate"].mean, p["cost"].mean) for p in raw])
     return [CostPoint(**p, pareto=on) for p, on in zip(raw, front)]
 
@@ -159,11 +165,11 @@ def _rate_text(i: Interval) -> str:
 def render_cost_table(points: list[CostPoint]) -> str:
     unit = UNIT_NAMES.get(points[0].unit, points[0].unit) if points else ""
     lines = [f"| method | pass rate % [95% CI] | executor cost / problem, {unit} [95% CI] | cost / solved problem "
-             "| no answer % | crash % | Pareto |", "|---|---:|---:|---:|---:|---:|:---:|"]
+             "| cost / answer | no answer % | crash % | Pareto |", "|---|---:|---:|---:|---:|---:|---:|:---:|"]
     for p in points:
         lines.append(f"| {p.label} | {_rate_text(p.rate)} | {interval_cost_text(p.cost, p.unit)} "
-                     f"| {cost_text(p.cost_per_solved, p.unit)} | {_pct(p.share(p.no_answer))} "
-                     f"| {_pct(p.share(p.crashes))} | {'●' if p.pareto else ''} |")
+                     f"| {cost_text(p.cost_per_solved, p.unit)} | {cost_text(p.answer_cost, p.unit)} "
+                     f"| {_pct(p.share(p.no_answer))} | {_pct(p.share(p.crashes))} | {'●' if p.pareto else ''} |")
     return "\n".join(lines)
 
 
@@ -171,7 +177,8 @@ COST_NOTE = (
     "Executor cost is one run of a workflow (its repeats' total over their count), every workflow counted, "
     "failures too; a cell (seed, problem) is the mean over its workflows and the interval a Student t 95% "
     "interval over problems, as for the pass rate. Cost per solved problem: cost per problem over the pass "
-    "rate. No answer: crash, timeout, invalid or empty answer. Pareto (●): no other method has a pass rate as "
+    "rate. Cost / answer: the mean cost of one answered workflow, which a cut by failing cheaply leaves as it was. "
+    "No answer: crash, timeout, invalid or empty answer. Pareto (●): no other method has a pass rate as "
     "high and a cost as low, one of them strictly better.")
 
 
@@ -182,5 +189,5 @@ def cost_json(points: list[CostPoint]) -> list[dict]:
     return [{"method": p.method, "label": p.label, "baseline": p.baseline, "unit": p.unit,
              "rate": {k: clean(v) for k, v in vars(p.rate).items()},
              "cost": {k: clean(v) for k, v in vars(p.cost).items()}, "cost_per_solved": clean(p.cost_per_solved),
-             "workflows": p.workflows, "no_answer": p.no_answer, "crashes": p.crashes, "pareto": p.pareto}
+             "answer_cost": clean(p.answer_cost), "workflows": p.workflows, "no_answer": p.no_answer, "crashes": p.crashes, "pareto": p.pareto}
             for p in points]

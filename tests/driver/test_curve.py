@@ -298,8 +298,10 @@ def test_cost_points_by_hand():
     assert d.per_seed == {0: pytest.approx(0), 1: pytest.approx(-700 / 3)} and (d.cells, d.unpaired) == (6, 0)
     table = render_cost_table([base, round1, io]).splitlines()
     assert table[0].startswith("| method | pass rate % [95% CI] | executor cost / problem, tokens [95% CI] |")
-    assert table[2] == "| base | 16.7 [0.0, 88.4] | 250.0 [34.9, 465.1] | 1500.0 | 16.7 | 16.7 |  |"
-    assert table[4] == "| IO | 33.3 [0.0, 100.0] | 50.0 [50.0, 50.0] | 150.0 | 0.0 | 0.0 | ● |"
+    # cost / answer: base's five answered workflows 200, 400, 400, 200, 300 → 300
+    assert table[2] == "| base | 16.7 [0.0, 88.4] | 250.0 [34.9, 465.1] | 1500.0 | 300.0 | 16.7 | 16.7 |  |"
+    assert table[4] == "| IO | 33.3 [0.0, 100.0] | 50.0 [50.0, 50.0] | 150.0 | 50.0 | 0.0 | 0.0 | ● |"
+    assert (base.answer_cost, round1.answer_cost) == (300, 160)  # round-1: 100, 200, 300, 100, 100
 
 
 def test_pareto_front_and_what_a_solved_problem_costs_when_none_is():
@@ -309,7 +311,8 @@ def test_pareto_front_and_what_a_solved_problem_costs_when_none_is():
     nan = float("nan")
     assert pareto_front([(0.5, 10), (0.5, 10), (0.4, 5), (0.6, 20), (0.4, 6), (nan, 1)]) == [
         True, True, True, True, False, False]  # equal points do not dominate each other
-    none = CostPoint("io", "IO", True, Interval(0.0, nan, nan, 1), Interval(12.0, nan, nan, 1), "usd", 1, 0, 0, True)
+    none = CostPoint("io", "IO", True, Interval(0.0, nan, nan, 1), Interval(12.0, nan, nan, 1), "usd", 1, 0, 0, 12.0,
+                     True)
     assert none.cost_per_solved == float("inf")
 
 
@@ -324,7 +327,7 @@ def test_curve_with_costs_writes_the_tradeoff_and_both_quantities_over_rounds(tm
     reports = tmp_path / "reports"
     assert (reports / f"{CURVE}-cost.png").stat().st_size > 0 and (reports / "tradeoff.png").stat().st_size > 0
     assert f"![t: cost]({CURVE}-cost.png)" in path.read_text() and "[tradeoff.md](tradeoff.md)" in path.read_text()
-    assert "| round-1 | 50.0 [0.0, 100.0] | 133.3 [61.6, 205.0] | 266.7 | 16.7 | 16.7 | ● |" in \
+    assert "| round-1 | 50.0 [0.0, 100.0] | 133.3 [61.6, 205.0] | 266.7 | 160.0 | 16.7 | 16.7 | ● |" in \
         (reports / "tradeoff.md").read_text()
     report = write_round_report(tmp_path, 1).read_text()
     assert "[tradeoff.md](tradeoff.md)" in report and "![Accuracy against cost](tradeoff.png)" in report
@@ -339,7 +342,8 @@ def test_bench_reports_the_cost_change_and_the_goal(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert ("cost base → final: -116.7 [-375.2, 141.9] tokens per problem (-46.7% of base's 250.0) over 3 problems "
-            "(per seed +0.0, -233.3); pass rate +33.3 [-38.4, 100.0] points (lower bound -38.4); held-out no answer "
+            "(per seed +0.0, -233.3); pass rate +33.3 [-38.4, 100.0] points (lower bound -38.4); an answered workflow's "
+            "cost 300.0 → 160.0; held-out no answer "
             "16.7% → 16.7%, crash 16.7% → 16.7%; goal (a cost cut whose interval excludes zero, pass rate not lower): "
             "not reached") in done.stdout
     assert (tmp_path / "learning-cost.png").stat().st_size > 0 and (tmp_path / "score_dpo" / "tradeoff.png").is_file()
@@ -359,7 +363,8 @@ def test_bench_reports_the_cost_change_and_the_goal(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert ("cost base → final: -125.0 [-232.6, -17.4] tokens per problem (-50.0% of base's 250.0) over 3 problems "
-            "(per seed -100.0, -150.0); pass rate +0.0 [0.0, 0.0] points (lower bound 0.0)") in done.stdout
+            "(per seed -100.0, -150.0); pass rate +0.0 [0.0, 0.0] points (lower bound 0.0); an answered workflow's "
+            "cost 300.0 → 150.0") in done.stdout
     assert "goal (a cost cut whose interval excludes zero, pass rate not lower): reached" in done.stdout
     record = json.loads((results / "score_dpo-cost-0.5" / "results.json").read_text())
     assert record["command"].endswith("--cost-weight 0.5 --results " + str(results)) and record["cost"]["goal"]
@@ -378,7 +383,7 @@ def test_flowpo_evaluate_shows_accuracy_against_cost(tmp_path):
 
     markdown, cost = tradeoff_section(Config(), COST_RUNS[0], LABELS, ["io"], tmp_path, "# Evaluation\n")
     assert markdown.startswith("# Evaluation\n\n## Accuracy against cost\n")
-    assert "| base | 33.3 [0.0, 100.0] | 200.0 [0.0, 696.8] | 600.0 | 33.3 | 33.3 |  |" in markdown
+    assert "| base | 33.3 [0.0, 100.0] | 200.0 [0.0, 696.8] | 600.0 | 300.0 | 33.3 | 33.3 |  |" in markdown
     assert "![Pass rate against executor cost](tradeoff.png)" in markdown and (tmp_path / "tradeoff.png").is_file()
     assert [(c["method"], c["unit"], c["pareto"]) for c in cost] == [
         ("base", "tokens", False), ("round-1", "tokens", True), ("io", "tokens", True)]

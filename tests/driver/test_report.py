@@ -132,8 +132,8 @@ def test_report_is_rendered_with_its_plots(tmp_path):
     # tokens and score 1, p1 #1 100 and 0 (a crash), p2 #0 10 and unscored. Pass rate: p1 only, 0.5.
     # Cost per problem: p1 125, p2 10 (an unscored workflow's calls were paid too): mean 67.5, s/√2 = 57.5,
     # t_{.975,1} = 12.706205 → ± 730.6 → [0 (clipped), 798.1]; per solved 67.5 / 0.5 = 135. No answer: all
-    # three (these records carry no answer); crash: one of three.
-    assert "| round-1 | 50.0 | 67.5 [0.0, 798.1] | 135.0 | 100.0 | 33.3 | ● |" in text1
+    # three (these records carry no answer), so no cost per answer; crash: one of three.
+    assert "| round-1 | 50.0 | 67.5 [0.0, 798.1] | 135.0 | – | 100.0 | 33.3 | ● |" in text1
     assert "executor cost / problem, tokens" in text1 and "round-1-tradeoff.png" in text1
     assert "NameError: x" in text1 and "round-1-loss.png" in text1
     assert "round-1-cache.png" not in text1 and "No cache hit rate" in text1  # old samples: no cache counts
