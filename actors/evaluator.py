@@ -8,17 +8,16 @@ their mean, beside the per-repeat scores."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import Counter
 
+from actors.executor import release_if_actor
+from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 from flowpo.judge import Question, control_question, judge_question, read_reply, screen
+from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from flowpo.records import Execution, Problem, ScoredSample
 from flowpo.scoring import JUDGE, hidden_test, is_user_scorer, score_text
 from sandbox.backend import SandboxBackend
-from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
-from flowpo.llm.broker import LLMBroker, WorkflowUsage
-from actors.executor import release_if_actor
 from sandbox.hidden_tests import HiddenTests
 from sandbox.pool import INFRA_FAILURES
 

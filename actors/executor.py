@@ -4,10 +4,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from flowpo.records import Execution, Problem, Workflow
 from flowpo.seeds import call_seed
 from sandbox.backend import SandboxBackend, release_node_files
-from flowpo.llm.broker import LLMBroker, WorkflowUsage
 from sandbox.pool import SandboxPool
 from sandbox.verdicts import blame_queueing
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
 from flowpo.node_tmp import make_node_tmp
@@ -21,8 +20,8 @@ from flowpo.precision import local_engine_dtype
 from flowpo.prompts import extract_workflow, generator_prompt, prompt_lengths
 from flowpo.records import BASE_ADAPTER, Problem, Workflow
 from flowpo.seeds import sample_seed
-from trainer.checkpoint import PackedCheckpoint, unpack
 from flowpo.validate import validate_workflow
+from trainer.checkpoint import PackedCheckpoint, unpack
 
 
 @dataclass(frozen=True)

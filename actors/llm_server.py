@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import shutil
 import sys
 import time
 import urllib.request

@@ -20,8 +20,8 @@ import sys
 import time
 
 from bench import common
-from flowpo.scoring import hidden_test
 from flowpo.config import TaskConfig
+from flowpo.scoring import hidden_test
 from flowpo.tasks import load_problems
 from sandbox.backend import SandboxLimits
 from sandbox.docker_backend import DockerBackend

@@ -43,10 +43,10 @@ def round_pairs(config, model: str, round_index: int) -> list:
     from transformers import AutoTokenizer
 
     from bench.learner import workflow
+    from flowpo.maths.pairs import PreferencePair
     from flowpo.model import resolve_model
     from flowpo.prompts import workflow_messages
     from flowpo.tasks import load_problems
-    from flowpo.maths.pairs import PreferencePair
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
     problems = load_problems(config.task)

@@ -34,21 +34,38 @@ import sys
 import time
 from pathlib import Path
 
-from flowpo.baselines import LABELS, parse_baselines
+from driver.cli import refuse_relative_run_dir_in_job
+from driver.curve import (
+    ALL,
+    curve_json,
+    curve_rows,
+    evaluate_all,
+    interval_text,
+    plot_curves,
+    render_curve,
+    run_checkpoints,
+)
+from driver.evaluate import Checkpoint
+from driver.report_cost import (
+    COST_NOTE,
+    UNIT_NAMES,
+    cost_cells,
+    cost_json,
+    cost_points,
+    cost_text,
+    interval_cost_text,
+    paired_cost_difference,
+    render_cost_table,
+)
+from driver.report_plots import plot_over_rounds, plot_tradeoff
+from driver.rundir import RunDir, read_tolerant, round_of
 from flowpo.algorithms import ALGORITHMS, group_sizes
+from flowpo.baselines import LABELS, parse_baselines
 from flowpo.config import Config, TrainConfig, load_config, to_yaml
 from flowpo.errors import FlowPOError
-from flowpo.tasks import load_problems
-from driver.curve import (ALL, curve_json, curve_rows, evaluate_all, interval_text,
-                                        plot_curves, render_curve, run_checkpoints)
-from driver.report_cost import (COST_NOTE, UNIT_NAMES, cost_cells, cost_json, cost_points, cost_text,
-                                interval_cost_text, paired_cost_difference, render_cost_table)
-from driver.report_plots import plot_over_rounds, plot_tradeoff
 from flowpo.maths.cost import UNITS
-from driver.evaluate import Checkpoint
-from driver.cli import refuse_relative_run_dir_in_job
-from driver.rundir import RunDir, read_tolerant, round_of
 from flowpo.records import BASE_ADAPTER as BASE
+from flowpo.tasks import load_problems
 
 # The 135M model's workflows pass almost nothing (measured, README): 2 of 88 base workflows and 4
 # of 88 IO runs on 22 easy problems, none on split seed 0's validation problems, so training there

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import learning
+from driver.curve import CurveRow, curve_rows, interval_text, plot_curves
 from flowpo.baselines import LABELS
 from flowpo.errors import FlowPOError
-from driver.curve import CurveRow, curve_rows, interval_text, plot_curves
 from flowpo.stats import PairedDifference
 
 

@@ -19,8 +19,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from bench import common
-from flowpo.scoring import hidden_test
 from flowpo.config import TaskConfig
+from flowpo.scoring import hidden_test
 from flowpo.tasks import load_problems
 from sandbox.backend import SandboxLimits
 from sandbox.docker_backend import DockerBackend

@@ -32,9 +32,9 @@ def one(k: int, budget: int, prompt_tokens: int, completion_tokens: int) -> dict
 
     from bench import learner as learner_bench  # the real prompt, workflow-like completions
     from flowpo.config import TrainConfig
+    from flowpo.maths.groups import PromptGroup
     from trainer.batching import CompletionScorer
     from trainer.learner import LearnerSettings, Policy, prepare_round, train_round
-    from flowpo.maths.groups import PromptGroup
     from trainer.memory import PeakTensorBytes
 
     torch.set_num_threads(os.cpu_count() or 1)

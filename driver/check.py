@@ -92,8 +92,13 @@ def report(title: str, lines: list[str], out: Callable[[str], None] = print) -> 
 def check(config: Config, name: str, *, run_tests: bool = False) -> int:
     from actors.launch import check_local_sandbox
     from flowpo.model import describe_model, local_model_dir
-    from flowpo.prompts import check_prompt_room, check_training_room, generator_prompt, prompt_lengths, \
-        workflow_messages
+    from flowpo.prompts import (
+        check_prompt_room,
+        check_training_room,
+        generator_prompt,
+        prompt_lengths,
+        workflow_messages,
+    )
     from flowpo.tasks import load_task
 
     model = describe_model(config.model.path)  # a hub id: found in this node's cache, or known to the hub

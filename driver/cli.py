@@ -6,10 +6,10 @@ import argparse
 import sys
 import time
 
-from flowpo.config import DEFAULT_MODEL_DIR, load_config
-from flowpo.errors import FlowPOError
 from driver.cli_use import add_commands
 from driver.rundir import RunDir
+from flowpo.config import DEFAULT_MODEL_DIR, load_config
+from flowpo.errors import FlowPOError
 
 
 def refuse_relative_run_dir_in_job(run_dir, what: str = "run_dir") -> None:
@@ -70,7 +70,6 @@ def cmd_check(args) -> int:
 def evaluated_config(args):
     """(config, overrides) of `flowpo evaluate`: CONFIG with --checkpoint, or with --all-checkpoints
     RUN_DIR the run's own config.yaml (a CONFIG word there is one more override, as with --resume)."""
-    from pathlib import Path
 
     if bool(args.checkpoint) == bool(args.all_checkpoints):
         raise FlowPOError("flowpo evaluate needs CONFIG --checkpoint ROUND|PATH|base, or --all-checkpoints RUN_DIR "
@@ -85,9 +84,9 @@ def evaluated_config(args):
 
 
 def cmd_evaluate(args) -> int:
-    from flowpo.baselines import parse_baselines
     from driver.curve import evaluate_all
     from driver.evaluate import evaluate, evaluation_config, split_note
+    from flowpo.baselines import parse_baselines
 
     baselines = parse_baselines(args.baselines)
     loaded, overrides = evaluated_config(args)

@@ -16,17 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable, Mapping
 
-from flowpo.baselines import LABELS
-from flowpo.config import Config
-from flowpo.errors import FlowPOError
-from flowpo.stats import Cell, Interval, PairedDifference, cell_means, natural, paired_difference, pass_rate
-from driver.evaluate import (Checkpoint, EvalReport, evaluate_methods, load_eval_problems,
-                                           render_report, resolve_checkpoint, summarize_method, write_results)
+from driver.evaluate import (
+    Checkpoint,
+    EvalReport,
+    evaluate_methods,
+    load_eval_problems,
+    render_report,
+    resolve_checkpoint,
+    summarize_method,
+    write_results,
+)
 from driver.report import LEARNING_CURVE, TRADEOFF, tradeoff_lines, write_round_report
 from driver.report_cost import CostPoint, config_cost_unit, cost_json, cost_points
 from driver.report_plots import plot_over_rounds
 from driver.rundir import RunDir, round_of
+from flowpo.baselines import LABELS
+from flowpo.config import Config
+from flowpo.errors import FlowPOError
 from flowpo.records import BASE_ADAPTER
+from flowpo.stats import Cell, Interval, PairedDifference, cell_means, natural, paired_difference, pass_rate
 
 Runs = Mapping[Hashable, Mapping[str, list[dict]]]  # seed -> method -> evaluation sample lines
 CURVE = LEARNING_CURVE  # <run_dir>/reports/learning-curve.md and .png (the round report links them)

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from driver.rundir import RunDir, adapter_name
 from flowpo.baselines import LABELS, baseline_workflow
 from flowpo.config import Config, to_yaml
 from flowpo.errors import FlowPOError
-from driver.rundir import RunDir, adapter_name
 from flowpo.records import BASE_ADAPTER, Problem, ScoredSample
-
-
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoint and config

@@ -23,12 +23,12 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from actors.streaming import Stream, round_stages
-from flowpo.config import Config, to_yaml
-from flowpo.errors import FlowPOError
-from flowpo.records import Problem, ScoredSample, Workflow
 from driver.rundir import RunDir
 from driver.session import prepare, session
 from driver.transfer import Transfer, render_report
+from flowpo.config import Config, to_yaml
+from flowpo.errors import FlowPOError
+from flowpo.records import Problem, ScoredSample, Workflow
 from flowpo.tasks import load_problems
 
 REQUIRED = {"problem_id": str, "round": int, "sample_index": int, "workflow": str}  # what a replay needs

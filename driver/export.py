@@ -21,12 +21,12 @@ import json
 import shutil
 from pathlib import Path
 
-from flowpo.config import Config, load_config
-from flowpo.errors import FlowPOError
-from flowpo.model import looks_like_path
 from driver.prompt_spec import SPEC_FILE, build_spec, flowpo_revision, flowpo_version, write_spec
 from driver.rundir import RunDir, adapter_name
 from driver.trained import adapter_rank
+from flowpo.config import Config, load_config
+from flowpo.errors import FlowPOError
+from flowpo.model import looks_like_path
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 MERGED = "merged"

@@ -8,15 +8,15 @@ import time
 
 import ray
 
-from flowpo.algorithms import algorithm
-from flowpo.config import Config
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
+from flowpo.algorithms import algorithm
+from flowpo.config import Config
+from flowpo.maths.cost import line_answered, line_cost
+from flowpo.maths.pairs import Candidate
 from flowpo.records import ScoredSample
 from trainer.checkpoint import pack
 from trainer.learner import LearnerSettings  # its heavy imports wait until training
-from flowpo.maths.cost import line_answered, line_cost
-from flowpo.maths.pairs import Candidate
 from trainer.warm import Learner, train_adapter
 
 

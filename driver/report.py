@@ -14,13 +14,29 @@ from pathlib import Path
 
 import yaml
 
-from flowpo.gaming import suspected_gaming
 from driver.report_cost import COST_NOTE, CostPoint, cost_points, display_unit, render_cost_table
-from driver.report_plots import (plot_cache_rate, plot_failures, plot_loss, plot_mean_score,
-                                               plot_scores, plot_tradeoff, plot_usage)
-from driver.report_tables import (RoundRow, as_number, dedupe_samples, extremes, failure_counts,
-                                                loss_points, round_rows, round_samples, scores)
+from driver.report_plots import (
+    plot_cache_rate,
+    plot_failures,
+    plot_loss,
+    plot_mean_score,
+    plot_scores,
+    plot_tradeoff,
+    plot_usage,
+)
+from driver.report_tables import (
+    RoundRow,
+    as_number,
+    dedupe_samples,
+    extremes,
+    failure_counts,
+    loss_points,
+    round_rows,
+    round_samples,
+    scores,
+)
 from driver.rundir import RunDir, read_tolerant, read_train_metrics
+from flowpo.gaming import suspected_gaming
 
 
 def _fmt(value, digits: int = 3) -> str:

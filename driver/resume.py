@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowpo.errors import FlowPOError
 from driver.rundir import RunDir, adapter_name, read_repairing
+from flowpo.errors import FlowPOError
 from flowpo.records import BASE_ADAPTER
 
 

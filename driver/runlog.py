@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
+from driver.rundir import RunDir, read_train_metrics
 from flowpo.config import Config, LoggingConfig, to_yaml
 from flowpo.errors import FlowPOError
-from driver.rundir import RunDir, read_train_metrics
 
 # Two x-axes: most events happen once per round; the learner's per-step metrics run on a global
 # optimizer step counted across rounds.

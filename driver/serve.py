@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from flowpo.errors import FlowPOError
 from driver.solve import Question
+from flowpo.errors import FlowPOError
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")

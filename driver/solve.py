@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from flowpo.config import Config, TaskConfig, to_yaml
-from flowpo.errors import FlowPOError
-from flowpo.records import Execution, Problem, ScoredSample
 from driver.rundir import read_repairing
 from driver.trained import Trained
 from driver.vote import NORMAL_FORMS, RULES, pick, rule_for
+from flowpo.config import Config, TaskConfig, to_yaml
+from flowpo.errors import FlowPOError
+from flowpo.records import Execution, Problem, ScoredSample
 
 JOB_FILE, SAMPLES_FILE, ANSWERS_FILE = "solve.json", "samples.jsonl", "answers.jsonl"
 TEXT_KEYS = ("question", "problem", "prompt", "input")  # a question line's text, without a column map

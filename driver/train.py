@@ -14,19 +14,18 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from flowpo.algorithms import algorithm
-from flowpo.config import Config
-from flowpo.errors import FlowPOError
-from flowpo.gaming import suspected_gaming
-from flowpo.records import Problem, ScoredSample
+from actors.streaming import Faults, StageClock
+from driver.flow import Generate, stream_flow
 from driver.learn import learner_line, learner_stage_times, ship_adapter, shipped, train_round
 from driver.resume import RunState, read_run_state
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
-from flowpo.validate import reason_kind
-from actors.streaming import Faults, StageClock
-from driver.flow import Generate, stream_flow
 from driver.session import prepare, session
+from flowpo.algorithms import algorithm
+from flowpo.config import Config
+from flowpo.gaming import suspected_gaming
+from flowpo.records import Problem, ScoredSample
+from flowpo.validate import reason_kind
 from trainer.warm import Learner
 
 TRAIN_LANE = "train"  # the one lane of a training round: the round's adapter

@@ -19,14 +19,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from driver.evaluate import Checkpoint
+from driver.prompt_spec import apply_spec, build_spec, is_export, read_spec
+from driver.rundir import RunDir, adapter_name
 from flowpo.baselines import LABELS
 from flowpo.config import Config, inconsistency, load_config
 from flowpo.errors import ConfigError, FlowPOError
 from flowpo.records import BASE_ADAPTER
 from flowpo.typed_config import apply_override
-from driver.evaluate import Checkpoint
-from driver.prompt_spec import apply_spec, build_spec, is_export, read_spec
-from driver.rundir import RunDir, adapter_name
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flowpo.dataset_rows import (drop_problem, gsm8k_problem, hotpotqa_problem, humaneval_problem, math_problem,
-                                 mbpp_problem)
+from flowpo.dataset_rows import (
+    drop_problem,
+    gsm8k_problem,
+    hotpotqa_problem,
+    humaneval_problem,
+    math_problem,
+    mbpp_problem,
+)
 from flowpo.records import Family, Problem
 
 

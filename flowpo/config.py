@@ -26,9 +26,9 @@ import math
 import string
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import yaml
 

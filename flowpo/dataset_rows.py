@@ -8,8 +8,8 @@ import re
 import string
 from typing import TYPE_CHECKING
 
-from flowpo.records import Problem
 from flowpo.math_scorer import last_boxed
+from flowpo.records import Problem
 from flowpo.scorers import gsm8k_gold, last_number
 
 if TYPE_CHECKING:

@@ -19,11 +19,9 @@ has a test per difference):
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
 import re
 from fractions import Fraction
-
 
 # ---------------------------------------------------------------------------------------------
 # The prediction and its normal form

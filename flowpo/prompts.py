@@ -8,8 +8,8 @@ import inspect
 import re
 
 from flowpo.errors import FlowPOError
-from flowpo.records import Problem
 from flowpo.operators import OPERATORS
+from flowpo.records import Problem
 
 
 def operator_reference() -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 Family = Literal["code", "math", "qa", "text"]  # text: any other task (a plain answer, any scorer)
 BASE_ADAPTER = "base"  # the adapter version that means the base model, no adapter
 

@@ -12,8 +12,7 @@ import uuid
 from pathlib import Path
 
 from flowpo.errors import FlowPOError
-from sandbox.backend import (NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
-                             runtime_stage)
+from sandbox.backend import NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits, runtime_stage
 
 
 class DockerBackend:

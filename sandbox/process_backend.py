@@ -24,8 +24,7 @@ from pathlib import Path
 
 from flowpo.errors import FlowPOError
 from flowpo.node_tmp import make_node_tmp
-from sandbox.backend import (NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits,
-                             runtime_stage)
+from sandbox.backend import NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits, runtime_stage
 
 log = logging.getLogger(__name__)
 BWRAP_PREFIX = "flowpo-stage-"

@@ -14,11 +14,22 @@ from collections import Counter
 import pytest
 
 from bench.scale import recorded_samples, workflow_code
-from bench.scale_measure import (Meter, Setup, cpu_per_item, flatness, growth, ideal_rate, parse_setup, process_kind,
-                                 render_table, steady, windows)
+from bench.scale_measure import (
+    Meter,
+    Setup,
+    cpu_per_item,
+    flatness,
+    growth,
+    ideal_rate,
+    parse_setup,
+    process_kind,
+    render_table,
+    steady,
+    windows,
+)
+from driver.execute import Selection, plan_replay, read_records
 from flowpo.config import TaskConfig
 from flowpo.operators import Custom
-from driver.execute import Selection, plan_replay, read_records
 from flowpo.tasks import load_problems
 from flowpo.validate import validate_workflow
 

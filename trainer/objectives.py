@@ -20,9 +20,9 @@ import torch
 from flowpo.algorithms import algorithm
 from flowpo.config import TrainConfig
 from flowpo.errors import FlowPOError
-from trainer.batching import Batch, Encoded, collate, encode_shared, padded_tokens
 from flowpo.maths.groups import PromptGroup
 from flowpo.maths.pairs import PreferencePair
+from trainer.batching import Batch, Encoded, collate, encode_shared, padded_tokens
 
 Atom = tuple[int, tuple[int, ...]]  # (item in the micro-batch, its completions that must share a pass)
 

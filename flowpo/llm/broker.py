@@ -30,8 +30,19 @@ import openai
 from flowpo.errors import BudgetExceeded, LLMCallError, RequestRejected
 from flowpo.llm.capacity import FairCapacity
 from flowpo.llm.limiter import Limiter, RateLimits, estimate_tokens
-from flowpo.llm.protocol import (MalformedResponse, Reply, cache_key, check_messages, describe_error,
-                                 is_rejection, is_retryable, parse_completion, plural, retry_after_s, retry_delay_s)
+from flowpo.llm.protocol import (
+    MalformedResponse,
+    Reply,
+    cache_key,
+    check_messages,
+    describe_error,
+    is_rejection,
+    is_retryable,
+    parse_completion,
+    plural,
+    retry_after_s,
+    retry_delay_s,
+)
 
 
 @dataclass(frozen=True)

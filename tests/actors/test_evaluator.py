@@ -19,13 +19,13 @@ import pytest
 from actors.evaluator import Evaluator
 from actors.executor import Executor
 from flowpo.config import TaskConfig
+from flowpo.llm.broker import LLMBroker
 from flowpo.prompts import MATH_EXAMPLE_WORKFLOW, MATH_SIMPLE_WORKFLOW, QA_EXAMPLE_WORKFLOW
 from flowpo.records import Execution, Problem, Workflow
 from flowpo.tasks import load_problems
-from flowpo.llm.broker import LLMBroker
 from tests.flowpo.test_task_loaders import MBPP_FULL_ROW, load
-from tests.sandbox.conftest import leftovers, make_backend
 from tests.llm.test_broker import ChatServer, Scripted, completion, error
+from tests.sandbox.conftest import leftovers, make_backend
 
 HUMANEVAL = load_problems(TaskConfig())
 GSM8K = Problem(problem_id="GSM8K/0", prompt="Natalia sold 48 clips in April and half as many in May. How many?",

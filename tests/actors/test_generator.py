@@ -6,8 +6,8 @@ import math
 import pytest
 
 from actors.generator import Generator, SamplingSettings, engine_kwargs
-from flowpo.records import BASE_ADAPTER
 from flowpo.config import TaskConfig
+from flowpo.records import BASE_ADAPTER
 from flowpo.tasks import load_problems
 from tests.conftest import BackgroundLoop
 

@@ -9,8 +9,15 @@ from unittest import mock
 
 import pytest
 
-from actors.launch import (JOB_CONFIG_ENV, check_local_sandbox, evaluator_options, evaluator_sandboxes,
-                           executor_options, generator_plan, withhold_from_workers)
+from actors.launch import (
+    JOB_CONFIG_ENV,
+    check_local_sandbox,
+    evaluator_options,
+    evaluator_sandboxes,
+    executor_options,
+    generator_plan,
+    withhold_from_workers,
+)
 from flowpo.config import Config
 from flowpo.errors import FlowPOError
 

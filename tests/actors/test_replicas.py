@@ -3,10 +3,10 @@ outstanding work as the driver does it, and an adapter swap while requests are i
 import pytest
 import ray
 
-from flowpo.records import BASE_ADAPTER
 from actors.launch import start_generators
-from flowpo.config import Config, TaskConfig
 from actors.streaming import Slots, Stage, Stream
+from flowpo.config import Config, TaskConfig
+from flowpo.records import BASE_ADAPTER
 from flowpo.tasks import load_problems
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]

@@ -14,11 +14,11 @@ import pytest
 import ray
 
 from actors.launch import Actors, build_broker, rate_limits, start_limiter
+from driver.train import stage_stats
 from flowpo.config import Config, ExecutorLLMConfig, load_config
-from flowpo.typed_config import apply_override
 from flowpo.errors import ConfigError, LLMCallError
 from flowpo.llm.local_api import LocalAPI
-from driver.train import stage_stats
+from flowpo.typed_config import apply_override
 
 pytestmark = pytest.mark.ray
 

@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from flowpo.errors import FlowPOError
 from driver.cli import main
-from driver.curve import (ALL, CURVE, curve_json, curve_rows, plot_curves, render_curve_table,
-                                        run_checkpoints, write_curve)
+from driver.curve import (
+    ALL,
+    CURVE,
+    curve_json,
+    curve_rows,
+    plot_curves,
+    render_curve_table,
+    run_checkpoints,
+    write_curve,
+)
 from driver.evaluate import Checkpoint
 from driver.report import write_round_report
+from flowpo.errors import FlowPOError
 
 ROOT = Path(__file__).resolve().parents[2]
 

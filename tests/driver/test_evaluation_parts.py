@@ -6,11 +6,10 @@ import json
 import pytest
 
 import flowpo.operators as ops
+from driver.evaluate import Checkpoint, evaluation_config, render_table, resolve_checkpoint, run_usage, summarize_method
 from flowpo.baselines import BASELINES, LABELS, baseline_workflow, parse_baselines
 from flowpo.config import Config, apply_override
 from flowpo.errors import FlowPOError
-from driver.evaluate import (Checkpoint, evaluation_config, render_table, resolve_checkpoint, run_usage,
-                             summarize_method)
 from flowpo.validate import validate_workflow
 
 

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from flowpo.errors import FlowPOError
 from driver.execute import Selection, Source, output_dir, plan_replay, read_records, resolve_source
 from driver.transfer import Tally, Transfer, render_table
+from flowpo.errors import FlowPOError
 from flowpo.prompts import MATH_SIMPLE_WORKFLOW
 from flowpo.records import Execution, ScoredSample, Workflow
 from tests.llm.test_broker import ChatServer, Scripted, completion

@@ -7,8 +7,7 @@ import re
 import pytest
 
 from driver.report import fenced, write_round_report
-from driver.report_tables import (dedupe_samples, extremes, failure_counts, loss_points, round_rows,
-                                                scores)
+from driver.report_tables import dedupe_samples, extremes, failure_counts, loss_points, round_rows, scores
 
 
 def sample(round_index, problem, index, score, failure="", usage=None, **extra):

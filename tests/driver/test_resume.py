@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from flowpo.errors import FlowPOError
-from flowpo.records import Execution, ScoredSample, Workflow
 from driver.resume import read_run_state
 from driver.rundir import read_repairing
+from flowpo.errors import FlowPOError
+from flowpo.records import Execution, ScoredSample, Workflow
 
 
 def sample(round_index=1, problem="HumanEval/23", index=0, score=1.0) -> ScoredSample:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from driver.rundir import RunDir, adapter_name, base_or_round, read_repairing, read_strict, read_tolerant, round_of
 from flowpo.errors import FlowPOError
-from driver.rundir import (RunDir, adapter_name, base_or_round, read_repairing, read_strict,
-                                         read_tolerant, round_of)
 
 
 def test_adapter_names_round_trip_and_base_is_no_round():

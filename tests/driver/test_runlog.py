@@ -8,11 +8,10 @@ import types
 
 import pytest
 
+from driver.rundir import read_tolerant
+from driver.runlog import RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, read_train_metrics
 from flowpo.config import Config, LoggingConfig
 from flowpo.errors import FlowPOError
-from driver.rundir import read_tolerant
-from driver.runlog import (RunLog, TensorBoardSink, build_sinks, flatten_scalars, global_train_steps, 
-                           read_train_metrics)
 
 
 def scalars_in(log_dir) -> dict[str, list[tuple[int, float]]]:

@@ -17,8 +17,18 @@ import ray
 
 from actors.launch import Actors
 from driver.evaluate import Checkpoint
-from driver.solve import (ANSWERS_FILE, SAMPLES_FILE, Question, Source, SolveJob, output_dir, plan_questions,
-                          read_questions, resumed_job, solve)
+from driver.solve import (
+    ANSWERS_FILE,
+    SAMPLES_FILE,
+    Question,
+    SolveJob,
+    Source,
+    output_dir,
+    plan_questions,
+    read_questions,
+    resumed_job,
+    solve,
+)
 from driver.trained import Trained
 from driver.vote import normal_form, pick
 from flowpo.config import Config, TaskConfig

@@ -1,11 +1,11 @@
 """Driver pieces that need no actors: round summaries, pair candidates, the no-pair round."""
 import json
 
-from flowpo.config import Config
 from driver.learn import candidates_of, train_round
-from driver.train import add_counts, summarize
-from flowpo.records import Execution, ScoredSample, Workflow
 from driver.runlog import RunLog
+from driver.train import add_counts, summarize
+from flowpo.config import Config
+from flowpo.records import Execution, ScoredSample, Workflow
 
 
 def sample(index, score, failure=""):

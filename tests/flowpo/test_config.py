@@ -1,8 +1,8 @@
 import pytest
 
 from flowpo.config import Config, load_config
-from flowpo.typed_config import apply_override
 from flowpo.errors import ConfigError
+from flowpo.typed_config import apply_override
 
 
 def write(tmp_path, text):

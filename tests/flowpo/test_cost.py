@@ -12,8 +12,15 @@ from driver.learn import candidates_of, learner_items
 from flowpo.algorithms import algorithm
 from flowpo.config import Config, TrainConfig, inconsistency
 from flowpo.errors import ConfigError
-from flowpo.maths.cost import (answered, cost_adjusted, cost_signal, line_cost, normalized_costs, unit_interval,
-                               usage_cost)
+from flowpo.maths.cost import (
+    answered,
+    cost_adjusted,
+    cost_signal,
+    line_cost,
+    normalized_costs,
+    unit_interval,
+    usage_cost,
+)
 from flowpo.maths.groups import sample_groups
 from flowpo.maths.pairs import Candidate, candidate_pairs, sample_score_dpo_pairs
 from flowpo.records import Execution, ScoredSample, Workflow

@@ -1,6 +1,6 @@
 """Suspected reward gaming is counted from what the evaluator and the pool recorded."""
-from flowpo.gaming import suspected_gaming
 from driver.report import gaming_section
+from flowpo.gaming import suspected_gaming
 
 
 def record(problem_id, index, details=None, failure="", error=""):

@@ -8,8 +8,16 @@ import re
 
 import pytest
 
-from flowpo.judge import (DEFAULT_RUBRICS, MAX_JUDGED_CHARS, REMOVED, clean_answer, control_question, judge_question,
-                          read_reply, screen)
+from flowpo.judge import (
+    DEFAULT_RUBRICS,
+    MAX_JUDGED_CHARS,
+    REMOVED,
+    clean_answer,
+    control_question,
+    judge_question,
+    read_reply,
+    screen,
+)
 from flowpo.records import Problem
 
 QA = Problem(problem_id="DROP/1", prompt="Passage: The Raiders beat the Texans 27-16.\n\nQuestion: Who won?",

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from flowpo.scoring import hidden_test
 from flowpo.config import Config, TaskConfig
 from flowpo.errors import ConfigError, FlowPOError
+from flowpo.scoring import hidden_test
 from flowpo.tasks import load_problems, load_task
 from flowpo.typed_config import from_dict
 

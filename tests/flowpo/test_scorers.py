@@ -7,13 +7,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowpo.math_scorer import (
+    last_boxed,
+    latex_to_sympy_text,
+    math_equal,
+    math_prediction,
+    math_score,
+    strip_math_delimiters,
+    symbolic_equal,
+)
 from flowpo.records import Problem
+from flowpo.scorers import (
+    SCORERS,
+    chosen_letter,
+    drop_f1,
+    drop_normalize,
+    f1_score,
+    gsm8k_gold,
+    gsm8k_score,
+    normalize_answer,
+    normalize_exact,
+    read_number,
+    token_f1,
+)
 from flowpo.scoring import score_text as score_problem
-from flowpo.math_scorer import (last_boxed, latex_to_sympy_text, math_equal, math_prediction, math_score,
-                                strip_math_delimiters, symbolic_equal)
-from flowpo.scorers import (SCORERS, chosen_letter, drop_f1, drop_normalize, f1_score, gsm8k_gold, gsm8k_score,
-                            normalize_answer, normalize_exact, read_number, token_f1)
-
 
 
 def score_text(task: str, answer: str, golds: tuple[str, ...]) -> tuple[float, dict]:

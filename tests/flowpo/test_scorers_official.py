@@ -5,10 +5,10 @@ hendrycks/math math_equivalence.py, allenai drop_eval.py and hotpot_evaluate_v1.
 import pytest
 
 from flowpo.benchmarks import BENCHMARKS
-from flowpo.records import Problem
-from flowpo.scoring import score_text as score_problem
 from flowpo.math_scorer import math_equal, math_prediction
+from flowpo.records import Problem
 from flowpo.scorers import drop_f1, gsm8k_score, token_f1
+from flowpo.scoring import score_text as score_problem
 
 
 def score_text(task: str, answer: str, golds: tuple[str, ...]) -> tuple[float, dict]:

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from flowpo.config import Config, TaskConfig
-from flowpo.typed_config import from_dict
+from flowpo.dataset_rows import mbpp_entry_point
 from flowpo.errors import ConfigError, FlowPOError
 from flowpo.scoring import hidden_test
-from flowpo.dataset_rows import mbpp_entry_point
 from flowpo.tasks import load_problems, split_problems
+from flowpo.typed_config import from_dict
 
 GSM8K_ROW = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
                          "to her friends in May. How many clips did Natalia sell altogether in April and May?",

@@ -4,9 +4,16 @@ import pytest
 
 from flowpo.config import TaskConfig
 from flowpo.errors import FlowPOError
-from flowpo.prompts import (FEW_SHOT, MATH_FEW_SHOT, MAX_PROBLEM_CHARS, QA_FEW_SHOT, check_prompt_room,
-                            check_training_room,
-                            extract_workflow, workflow_messages)
+from flowpo.prompts import (
+    FEW_SHOT,
+    MATH_FEW_SHOT,
+    MAX_PROBLEM_CHARS,
+    QA_FEW_SHOT,
+    check_prompt_room,
+    check_training_room,
+    extract_workflow,
+    workflow_messages,
+)
 from flowpo.records import Problem
 from flowpo.tasks import load_problems
 from flowpo.validate import validate_workflow

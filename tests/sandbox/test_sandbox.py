@@ -12,10 +12,10 @@ import pytest
 from actors.evaluator import Evaluator
 from actors.executor import Executor
 from flowpo.config import TaskConfig
-from flowpo.records import Execution, Workflow
-from flowpo.tasks import load_problems
 from flowpo.errors import LLMCallError
 from flowpo.llm.broker import Budget, LLMBroker
+from flowpo.records import Execution, Workflow
+from flowpo.tasks import load_problems
 from sandbox.pool import SandboxPool
 from tests.sandbox.conftest import PoolRunner, body, leftovers, make_backend
 

@@ -2,9 +2,9 @@
 sequence at a time, for pairs and for groups, on the tiny model."""
 import torch
 
-from trainer.batching import Encoded, collate, completion_logprobs, encode_shared
 from flowpo.maths.grpo import iogrpo_loss
 from flowpo.maths.losses import score_dpo_loss
+from trainer.batching import Encoded, collate, completion_logprobs, encode_shared
 
 
 class CharTokenizer:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from flowpo.config import TrainConfig
-from trainer.checkpoint import OPTIMIZER_FILE, read_meta
 from flowpo.maths.groups import PromptGroup
-from trainer.learner import LearnerSettings, Policy, prepare_round, train_local
 from flowpo.maths.pairs import PreferencePair
+from trainer.checkpoint import OPTIMIZER_FILE, read_meta
+from trainer.learner import LearnerSettings, Policy, prepare_round, train_local
 
 PAIRS = [PreferencePair("a", "Write a workflow:", " return solution.code", " return max(x)", 1.0, 0.0),
          PreferencePair("b", "Q:", " yes", " no no", 0.75, 0.25),

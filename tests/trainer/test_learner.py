@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from flowpo.config import TrainConfig
-from trainer.checkpoint import META_FILE, OPTIMIZER_FILE, read_meta
 from flowpo.maths.groups import PromptGroup
-from trainer.learner import METRICS_FILE, LearnerSettings, equal_shards, train_local
 from flowpo.maths.pairs import PreferencePair
+from trainer.checkpoint import META_FILE, OPTIMIZER_FILE, read_meta
+from trainer.learner import METRICS_FILE, LearnerSettings, equal_shards, train_local
 from trainer.warm import train_adapter
 
 pytestmark = pytest.mark.ray

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from flowpo.config import Config, TrainConfig
 from driver.learn import learner_items, learner_settings, learner_stage_times, train_round
-from flowpo.records import Execution, ScoredSample, Workflow
 from driver.runlog import RunLog
+from flowpo.config import Config, TrainConfig
 from flowpo.maths.groups import PromptGroup, sample_groups
 from flowpo.maths.pairs import Candidate, PreferencePair
+from flowpo.records import Execution, ScoredSample, Workflow
 
 
 def sample(problem, index, score):

@@ -6,10 +6,10 @@ import torch
 
 from flowpo.config import Config, TrainConfig, inconsistency, load_config
 from flowpo.errors import ConfigError, FlowPOError
-from trainer.batching import CompletionScorer, collate, completion_logprobs, distinct_logprobs, encode_shared
-from trainer.fit import fit, round_start_logprobs
 from flowpo.maths.groups import PromptGroup
 from flowpo.maths.pairs import PreferencePair
+from trainer.batching import CompletionScorer, collate, completion_logprobs, distinct_logprobs, encode_shared
+from trainer.fit import fit, round_start_logprobs
 from trainer.memory import PeakTensorBytes
 from trainer.objectives import micro_batches, pass_loss
 

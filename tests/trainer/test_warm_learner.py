@@ -12,8 +12,8 @@ import pytest
 
 from flowpo.config import TrainConfig
 from flowpo.maths.groups import PromptGroup
-from trainer.learner import LearnerSettings, train_local
 from flowpo.maths.pairs import PreferencePair
+from trainer.learner import LearnerSettings, train_local
 from trainer.warm import Learner, LearnerFailed
 
 pytestmark = pytest.mark.ray
