@@ -219,8 +219,8 @@ def evaluator_sandboxes(config: Config) -> int:
         return 0
     if config.evaluator.sandboxes_per_evaluator < 2:
         raise FlowPOError(f"evaluator.sandboxes_per_evaluator: a hidden test of {config.task.name} takes two "
-                          f"sandboxes (the candidate's and the test's); got {config.evaluator.sandboxes_per_evaluator}, "
-                          "set at least 2")
+                          "sandboxes (the candidate's and the test's); "
+                          f"got {config.evaluator.sandboxes_per_evaluator}, set at least 2")
     return config.evaluator.sandboxes_per_evaluator
 
 

@@ -61,7 +61,8 @@ def describe(progress: Progress | None, since: dict[str, float], now: float) -> 
         return "no autoscaler runs here: no node will join by itself"
     parts = [f"{count} {kind} node{'s' if count > 1 else ''} launching or setting up for "
              f"{(now - since.get(kind, now)) / 60:.0f} min" for kind, count in sorted(progress.pending.items())]
-    parts += [f"{count} {kind} node{'s' if count > 1 else ''} failed" for kind, count in sorted(progress.failed.items())]
+    parts += [f"{count} {kind} node{'s' if count > 1 else ''} failed"
+              for kind, count in sorted(progress.failed.items())]
     return "; ".join(parts) or "the autoscaler launches nothing for it"
 
 
@@ -84,7 +85,8 @@ def wait_for_groups(groups: list, what: str, *, patience_s: float, poll_s: float
             since = {kind: since.get(kind, now) for kind in state.pending}
         if now - last_busy >= patience_s:
             return len(ready)
-        say(f"{what}: {len(ready)} of {len(refs)} placed after {(now - began) / 60:.0f} min; {describe(state, since, now)}")
+        say(f"{what}: {len(ready)} of {len(refs)} placed after {(now - began) / 60:.0f} min; "
+            f"{describe(state, since, now)}")
 
 
 def reserve_or_explain(groups: list, what: str, bundle: dict, *, patience_s: float) -> None:

@@ -5,8 +5,8 @@ What lives here and nowhere else: per-stage queues; a bounded number of items in
 each item sent to the least loaded actor (backpressure); items whose actor died sent again, with a
 limit per item; items whose actor Ray is restarting tried again a little later without stalling
 the other stages; actors that stop answering (a lost node) left out, and the run stopped with a
-clear message when a stage has no actor left for longer than its timeout; barrier mode (a stage opens only when every earlier one is drained, for
-comparison); and the stage clock (busy time and span per stage).
+clear message when a stage has no actor left for longer than its timeout; barrier mode (a stage
+opens only when every earlier one is drained, for comparison); and the stage clock (busy time and span per stage).
 
 The caller decides what a stage's result means: ``on_result(stage, item, result)`` puts follow-up
 items into later stages (or records a finished one).

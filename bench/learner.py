@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rows, ratios = compare(args, model, pairs, groups, warmup, tmp)
     table = "\n".join([f"{setting}.", "", "| contender | tokens/s | tokens/CPU-s |", "|---|---:|---:|",
-                       *(f"| {' '.join(r['contender'].split())} | {r['tokens_per_s']:.1f} | {r['tokens_per_cpu_s']:.1f} |"
-                         for r in rows),
+                       *(f"| {' '.join(r['contender'].split())} | {r['tokens_per_s']:.1f} | "
+                         f"{r['tokens_per_cpu_s']:.1f} |" for r in rows),
                        "", "| ratio | wall | CPU |", "|---|---:|---:|",
                        *(f"| {name} | {w:.2f}× | {c:.2f}× |" for name, (w, c) in ratios.items())])
     common.write_results(args.out, "learner", {

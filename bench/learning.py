@@ -19,7 +19,8 @@ reused, so more seeds can be added later. Statistics: flowpo/stats.py (t-interva
 paired by cell). Every run also reports, base → final, the change in mean executor cost per problem
 with its paired 95% interval (driver/report_cost.py; in --cost-unit, tokens by default: the embedded
 executor has no price) and the held-out crash rate; with --cost-weight λ the seeds train on the
-cost-aware signal (flowpo/maths/cost.py) and live beside the plain run's, as ``<algorithm>-cost-<λ>``. ioGRPO gets the same budget: the same generated and executed workflows (k per
+cost-aware signal (flowpo/maths/cost.py) and live beside the plain run's, as ``<algorithm>-cost-<λ>``.
+ioGRPO gets the same budget: the same generated and executed workflows (k per
 problem per round) and about as many completions in the learner per round as Score-DPO's pairs
 (2 · num_pairs), i.e. ceil(num_pairs / (t · problems)) sharpened groups of 2t per problem.
 """
@@ -335,7 +336,8 @@ def cost_headline(change: dict) -> str:
         if base.cost.mean else ""
     low = "–" if r is None or math.isnan(r.over_problems.low) else f"{100 * r.over_problems.low:.1f}"
     return (f"cost base → final: {interval_cost_text(c.over_problems, unit, True)} {name} per problem{share} over "
-            f"{c.over_problems.n} problems (per seed {', '.join(('+' if v >= 0 else '') + cost_text(v, unit) for v in c.per_seed.values())}); "
+            f"{c.over_problems.n} problems (per seed "
+            f"{', '.join(('+' if v >= 0 else '') + cost_text(v, unit) for v in c.per_seed.values())}); "
             f"pass rate {interval_text(r.over_problems, True) if r else '–'} points (lower bound {low}); an answered "
             f"workflow's cost {cost_text(base.answer_cost, unit)} → {cost_text(final.answer_cost, unit)}; held-out "
             f"no answer {100 * base.share(base.no_answer):.1f}% → {100 * final.share(final.no_answer):.1f}%, crash "
@@ -369,8 +371,8 @@ def report(out: Path, series: str, unit: str = "tokens", results: Path | None = 
     (out / series / "learning.md").write_text(markdown + f"\n**{line}**\n\n![learning curve](../learning.png)\n\n"
                                               + cost_md)
     c, r = change["cost"], change["rate"]
-    result = {"series": series, "algorithm": series.partition("-cost-")[0], "seeds": list(runs), "problems": problems, "wall_s": times,
-              "headline": line, "rows": curve_json(rows),
+    result = {"series": series, "algorithm": series.partition("-cost-")[0], "seeds": list(runs), "problems": problems,
+              "wall_s": times, "headline": line, "rows": curve_json(rows),
               "cost": {"unit": unit, "headline": cost_line, "goal": change["goal"], "points": cost_json(points),
                        "final_vs_base": {"cost": _interval_json(c.over_problems), "cost_per_seed": c.per_seed,
                                          "cost_over_seeds": _interval_json(c.over_seeds), "cells": c.cells,

@@ -165,8 +165,8 @@ def report(args: argparse.Namespace, settings: list[Setting]) -> str:
     out.mkdir(parents=True, exist_ok=True)
     markdown = render(results, settings, args.seeds)
     (out / "sweep.md").write_text(markdown + "\n![settings](sweep.png)\n")
-    (out / "sweep.json").write_text(json.dumps({s.name: summary(results[s.name], s, results.get(REFERENCE_NAME)) for s in settings
-                                                if s.name in results}, indent=2) + "\n")
+    (out / "sweep.json").write_text(json.dumps({s.name: summary(results[s.name], s, results.get(REFERENCE_NAME))
+                                                for s in settings if s.name in results}, indent=2) + "\n")
     first = next(iter(results))  # the baselines once: every setting evaluates the same ones
     plot_curves(out / "sweep.png", {n: [r for r in x.rows if not r.baseline or n == first] for n, x in results.items()},
                 f"Held-out pass rate per checkpoint and setting (seeds 0..{args.seeds - 1})")

@@ -173,7 +173,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     root = parser()
     args, extra = root.parse_known_args(argv)
-    if extra and args.command in ("evaluate", "execute", "solve", "serve") and not any(e.startswith("-") for e in extra):
+    if (extra and args.command in ("evaluate", "execute", "solve", "serve")
+            and not any(e.startswith("-") for e in extra)):
         args.overrides += extra  # argparse leaves overrides that follow an option unparsed
     elif extra:
         root.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -202,7 +202,8 @@ def run_checkpoints(run_dir: Path, *, max_lora_rank: int = 0) -> list[Checkpoint
     if not rounds:
         raise FlowPOError(f"--all-checkpoints {run_dir}: no round has a checkpoint there "
                           "(adapters/round-<k>/adapter_config.json); train the run first, or pass its run directory")
-    return [Checkpoint(BASE_ADAPTER, ""), *(resolve_checkpoint(str(k), run_dir, max_lora_rank=max_lora_rank) for k in rounds)]
+    return [Checkpoint(BASE_ADAPTER, ""),
+            *(resolve_checkpoint(str(k), run_dir, max_lora_rank=max_lora_rank) for k in rounds)]
 
 
 def evaluate_all(config: Config, baselines: list[str], *, split_forced: bool = True, samples: int = 1,

@@ -86,8 +86,9 @@ def model_card(config: Config, *, round_index: int, spec: dict, results: dict | 
     front = ["---"] + ([f"base_model: {base}"] if base else []) + [
         "library_name: peft", "pipeline_tag: text-generation", "tags:", "- flowpo", "- agent-workflows",
         "- workflow-generation", "- lora", f"- {t.algorithm.replace('_', '-')}", f"- {task.name}", "---", ""]
-    held = (f"{results_table(results)}\n\nFrom `{Path(results['source']).name}` of the run ({results.get('split', '?')} "
-            f"split, {results.get('repeats', '?')} run(s) per workflow, seed {results.get('seed', '?')}).") if results \
+    held = (f"{results_table(results)}\n\nFrom `{Path(results['source']).name}` of the run "
+            f"({results.get('split', '?')} split, {results.get('repeats', '?')} run(s) per workflow, "
+            f"seed {results.get('seed', '?')}).") if results \
         else (f"Not evaluated. `flowpo evaluate RUN_CONFIG --checkpoint {round_index}` writes them, and a new export "
               "puts them here.")
     rows = [("algorithm", t.algorithm), ("rounds trained", round_index), ("workflows per problem (k)", g.k),

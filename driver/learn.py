@@ -106,6 +106,7 @@ def learner_stage_times(times: dict, ship_s: float) -> dict:
 def learner_line(round_index: int, t: dict) -> str:
     """``learner_stage_times`` for the console."""
     return (f"round {round_index} learner: {t['generators_idle_training_s']:.1f} s (the generators idle), optimizer "
-            f"steps {t.get('learner_steps_s', 0):.1f} s, round-start log-probs {t.get('learner_reference_s', 0):.1f} s, "
+            f"steps {t.get('learner_steps_s', 0):.1f} s, round-start log-probs "
+            f"{t.get('learner_reference_s', 0):.1f} s, "
             f"overhead {t['learner_overhead_s']:.1f} s ({t['learner_overhead_pct']:.0f}%, start-up "
             f"{t.get('learner_startup_s', 0):.1f} s)")

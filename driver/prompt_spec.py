@@ -144,7 +144,8 @@ def drift(spec: dict, family: str, description: str) -> list[str]:
         notes.append(f"the operator library differs from the one the generator was trained with (FlowPO "
                      f"{trained.get('flowpo_version', '?')}, reference {trained.get('sha256')}; here "
                      f"{library['flowpo_version']}, {library['sha256']}"
-                     + (f"; added {', '.join(added)}" if added else "") + (f"; removed {', '.join(removed)}" if removed else "")
+                     + (f"; added {', '.join(added)}" if added else "")
+                     + (f"; removed {', '.join(removed)}" if removed else "")
                      + ")")
     if (family, description) != (spec["family"], spec.get("description", "")):
         notes.append(f"the questions are asked as family {family!r}"
@@ -152,5 +153,6 @@ def drift(spec: dict, family: str, description: str) -> list[str]:
                      + f"; the generator was trained on family {spec['family']!r}")
     elif template_messages(family, description) != spec["template"]["messages"]:
         notes.append("this FlowPO writes the generator's template differently from the one it was trained with "
-                     f"(FlowPO {spec['source'].get('flowpo_version', '?')} {spec['source'].get('flowpo_revision', '')})")
+                     f"(FlowPO {spec['source'].get('flowpo_version', '?')} "
+                     f"{spec['source'].get('flowpo_revision', '')})")
     return notes

@@ -189,5 +189,6 @@ def cost_json(points: list[CostPoint]) -> list[dict]:
     return [{"method": p.method, "label": p.label, "baseline": p.baseline, "unit": p.unit,
              "rate": {k: clean(v) for k, v in vars(p.rate).items()},
              "cost": {k: clean(v) for k, v in vars(p.cost).items()}, "cost_per_solved": clean(p.cost_per_solved),
-             "answer_cost": clean(p.answer_cost), "workflows": p.workflows, "no_answer": p.no_answer, "crashes": p.crashes, "pareto": p.pareto}
+             "answer_cost": clean(p.answer_cost), "workflows": p.workflows, "no_answer": p.no_answer,
+             "crashes": p.crashes, "pareto": p.pareto}
             for p in points]

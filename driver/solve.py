@@ -186,7 +186,8 @@ def sample_line(execution: Execution, scored: ScoredSample | None = None) -> dic
     if scored is not None:
         details = scored.details.get("repeat_details", [scored.details])[0] if scored.details else {}
         line["test"] = "unscored" if scored.score is None else "passed" if scored.score == 1.0 else "failed"
-        line["test_reason"] = str(details.get("test_reason") or details.get("test") or details.get("unscored", ""))[-300:]
+        line["test_reason"] = str(details.get("test_reason") or details.get("test")
+                                  or details.get("unscored", ""))[-300:]
         line["timings"]["test_s"] = round(scored.evaluate_s, 3)
     return line
 
@@ -231,8 +232,9 @@ def ship(checkpoint) -> tuple[str, object]:
     if not checkpoint.path:
         return checkpoint.name, ""
     folder = Path(checkpoint.path)
-    files = tuple((name, (folder / name).read_bytes()) for name in
-                  ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin") if (folder / name).is_file())
+    files = tuple((name, (folder / name).read_bytes())
+                  for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+                  if (folder / name).is_file())
     return checkpoint.name, ray.put(PackedCheckpoint(files))
 
 
@@ -347,7 +349,8 @@ def answer_one(actors, config: Config, adapters: dict, lane: str, question: Ques
         return False
 
     problem = problem_of(question, family, description)
-    stream_flow(actors, config, round_index=0, adapters=adapters, generate=[Generate(lane, problem, list(range(samples)))],
+    stream_flow(actors, config, round_index=0, adapters=adapters,
+                generate=[Generate(lane, problem, list(range(samples)))],
                 on_sample=lambda _, scored: lines.append(sample_line(scored.execution, scored)),
                 on_executed=on_executed)
     lines.sort(key=lambda line: line["sample_index"])
@@ -489,7 +492,8 @@ def solve(job: SolveJob, out_dir: Path, *, resume: bool = False, actors=None) ->
         (out_dir / JOB_FILE).write_text(json.dumps({
             **job.checkpoint_arg, "label": job.trained.label, "source": job.source.to_json(),
             "questions": job.source.describe(config), "samples": job.samples, "family": family,
-            "description": job.description, "rules": RULES, "normal_form": NORMAL_FORMS.get(family, NORMAL_FORMS["text"]),
+            "description": job.description, "rules": RULES,
+            "normal_form": NORMAL_FORMS.get(family, NORMAL_FORMS["text"]),
             "notes": list(job.notes), "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
         (out_dir / "config.yaml").write_text(to_yaml(config))
     todo = plan.total - len(done)

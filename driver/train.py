@@ -140,7 +140,8 @@ def run_round(round_index: int, config: Config, problems: list[Problem], actors,
     samples = done + stream_round(round_index, todo, actors, config, log, shipped(version, path), faults, clock)
     if round_index in state.adapters:  # trained before the crash: keep that adapter
         event = state.train_events[round_index]
-        pairs, loss, new_adapter = event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[round_index]
+        pairs, loss, new_adapter = (event.get("pairs", event.get("groups", 0)), event.get("loss"),
+                                    state.adapters[round_index])
     else:
         pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path, learner)
     new_version, ship_s = adapter_name(round_index), 0.0

@@ -116,7 +116,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
               needs_old=False, reference="base", items=score_dpo_pairs, loss=score_dpo_loss,
               no_items=lambda config: "no pair of workflows with different scores"),
     Algorithm("dpo", "DPO on the same pairs, their scores unused", "pairs", needs_old=False, reference="base",
-              items=score_dpo_pairs, loss=dpo_loss, no_items=lambda config: "no pair of workflows with different scores"),
+              items=score_dpo_pairs, loss=dpo_loss,
+              no_items=lambda config: "no pair of workflows with different scores"),
     Algorithm("iogrpo", "SPOGW's iterative offline GRPO with the advantage-masked KL: groups", "groups",
               needs_old=True, reference="previous", items=iogrpo_groups, loss=iogrpo_loss,
               no_items=lambda config: (f"no problem has {group_sizes(config)[1]} scored workflows with different "

@@ -27,7 +27,7 @@ class Workflow:
 
     async def __call__(self, problem, entry_point):
         solution = await self.code_generate(problem=problem, entry_point=entry_point, instruction="Think step by step: first explain how to solve the problem, then write the complete function.")
-        return solution.code""",
+        return solution.code""",  # noqa: E501
     "cot_sc": """\
 class Workflow:
     def __init__(self, llm):
@@ -40,7 +40,7 @@ class Workflow:
             solution = await self.code_generate(problem=problem, entry_point=entry_point, instruction="Think step by step: first explain how to solve the problem, then write the complete function.")
             solutions.append(solution.code)
         best = await self.sc_ensemble(solutions=solutions, problem=problem)
-        return best.response""",
+        return best.response""",  # noqa: E501
 }
 
 # Math answers are read from the last \boxed{} (the MATH scorer) or the last number (GSM8K).
@@ -58,7 +58,7 @@ MATH = {
 
     async def __call__(self, problem, entry_point):
         solution = await self.custom(input=problem, instruction="Solve step by step. Put the final answer in \\boxed{}.")
-        return solution.response""",
+        return solution.response""",  # noqa: E501
     "cot_sc": r"""class Workflow:
     def __init__(self, llm):
         self.custom = Custom(llm)
@@ -70,7 +70,7 @@ MATH = {
             solution = await self.custom(input=problem, instruction="Solve step by step. Put the final answer in \\boxed{}.")
             solutions.append(solution.response)
         best = await self.sc_ensemble(solutions=solutions, problem=problem)
-        return best.response""",
+        return best.response""",  # noqa: E501
 }
 
 # QA is scored by token F1: every method must return the short answer alone, not its reasoning.
@@ -82,7 +82,7 @@ class Workflow:
 
     async def __call__(self, problem, entry_point):
         solution = await self.custom(input=problem, instruction="Answer the question with a few words only (a name, a number or a date), without explanation.")
-        return solution.response""",
+        return solution.response""",  # noqa: E501
     "cot": """\
 class Workflow:
     def __init__(self, llm):

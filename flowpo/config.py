@@ -43,7 +43,8 @@ DEFAULT_MODEL_DIR = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
 @dataclass
 class ModelConfig:
     path: str = option(DEFAULT_MODEL_DIR, "base model (generator and executor LLM): a local directory, or a Hugging "
-                                          "Face hub id (ORG/NAME[@REVISION]) that each node resolves through its HF cache")
+                                          "Face hub id (ORG/NAME[@REVISION]) that each node resolves through its "
+                                          "HF cache")
     served_name: str = option("flowpo-executor", "model name the executor LLM server answers to")
 
 
@@ -94,7 +95,8 @@ class TaskConfig:
     description: str = option("", "what the task is, in a few sentences: put in the generator's prompt")
     rubric: str = option("", "how the LLM judge grades an answer (scorer: judge)")
     allow_dropping: bool = option(False, "leave out rows that cannot be read or converted (each counted, with its "
-                                         "reason, printed and written to the run directory); off: such a row is an error")
+                                         "reason, printed and written to the run directory); off: such a row is "
+                                         "an error")
     split: Literal["validation", "test", "all"] = option(
         "all", "seeded 1:4 validation/test split, as in the papers (or columns.split): optimize on validation, "
         "report on test")
@@ -124,7 +126,8 @@ class TaskConfig:
             try:
                 list(string.Formatter().parse(self.template))
             except ValueError as exc:
-                raise field_error("task.template", f"not a format string: {exc} (write a literal brace as {{{{ or }}}})")
+                raise field_error("task.template",
+                                  f"not a format string: {exc} (write a literal brace as {{{{ or }}}})") from exc
         if preset is None and family != "code" and not self.columns.answer and self.resolved_scorer in BUILT_IN_SCORERS:
             raise field_error("task.columns.answer", f"the {self.resolved_scorer} scorer compares with gold answers: "
                                                      "name their column (or use scorer: judge, or your own)")
@@ -303,7 +306,8 @@ class SandboxConfig:
 class EvaluatorConfig:
     num_evaluators: int = option(1, "evaluator actors")
     num_cpus: float = option(0.25, "CPUs reserved per evaluator actor")
-    sandboxes_per_evaluator: int = option(4, "warm sandboxes each evaluator keeps; a hidden test takes two (candidate and harness)")
+    sandboxes_per_evaluator: int = option(4, "warm sandboxes each evaluator keeps; a hidden test takes two "
+                                             "(candidate and harness)")
     timeout_s: float = option(15.0, "wall-clock limit of one hidden-test run")
     math_timeout_s: float = option(5.0, "time limit of one symbolic (sympy) equality check of a MATH answer")
     scorer_timeout_s: float = option(10.0, "time limit of a user's scorer function (package.module:function) on one "
@@ -371,7 +375,8 @@ class TrainConfig:
 
     def __post_init__(self):
         if not 0 <= self.cost_weight < math.inf:
-            raise field_error("train.cost_weight", f"must be a number >= 0 (0: the score alone), got {self.cost_weight}")
+            raise field_error("train.cost_weight",
+                              f"must be a number >= 0 (0: the score alone), got {self.cost_weight}")
         if self.max_tokens_per_pass < 0:
             raise field_error("train.max_tokens_per_pass",
                               f"must be >= 0 (0 = no limit), got {self.max_tokens_per_pass}")

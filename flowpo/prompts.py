@@ -1,6 +1,6 @@
 """The generator's template prompts (ScoreFlow style), one per task family (code, math, qa, text), with
-the task's own description when it has one, the extraction of the workflow code, and whether a prompt fits the generator's
-context. The LLM judge's prompt is flowpo/judge.py's."""
+the task's own description when it has one, the extraction of the workflow code, and whether a prompt fits the
+generator's context. The LLM judge's prompt is flowpo/judge.py's."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,14 +41,14 @@ class Workflow:
             solution = await self.code_generate(problem=problem, entry_point=entry_point, instruction="Think step by step, then write the complete function.")
             solutions.append(solution.code)
         best = await self.sc_ensemble(solutions=solutions, problem=problem)
-        return best.response"""
+        return best.response"""  # noqa: E501
 
 SYSTEM = """\
 You design agent workflows in Python. A workflow is a class named Workflow: __init__(self, llm) builds operators, and async __call__(self, problem, entry_point) {goal}{task}
 
 {operators}
 
-Rules: use only these operators; at most 3 loop iterations; no text specific to the problem inside the workflow. Write the workflow between <graph> and </graph>."""
+Rules: use only these operators; at most 3 loop iterations; no text specific to the problem inside the workflow. Write the workflow between <graph> and </graph>."""  # noqa: E501
 
 # What __call__ does, per task family: the rest of the system prompt is shared.
 GOALS = {
@@ -69,7 +69,7 @@ class Workflow:
 
     async def __call__(self, problem, entry_point):
         solution = await self.code_generate(problem=problem, entry_point=entry_point, instruction="Write the complete function.")
-        return solution.code"""
+        return solution.code"""  # noqa: E501
 
 MATH_SIMPLE_WORKFLOW = """\
 class Workflow:
@@ -91,7 +91,7 @@ MATH_EXAMPLE_WORKFLOW = r"""class Workflow:
             solution = await self.custom(input=problem, instruction="Solve step by step. Put the final answer in \\boxed{}.")
             solutions.append(solution.response)
         best = await self.sc_ensemble(solutions=solutions, problem=problem)
-        return best.response"""
+        return best.response"""  # noqa: E501
 
 QA_SIMPLE_WORKFLOW = MATH_SIMPLE_WORKFLOW
 

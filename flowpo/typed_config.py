@@ -83,7 +83,8 @@ def check_value(value: Any, hint: Any, dotted: str) -> Any:
     if origin in (dict, typing.Dict):
         key_type, value_type = typing.get_args(hint)
         if not isinstance(value, dict):
-            raise field_error(dotted, f"expected a mapping of {key_type.__name__} to {value_type.__name__}, got {value!r}")
+            raise field_error(dotted, f"expected a mapping of {key_type.__name__} to {value_type.__name__}, "
+                                      f"got {value!r}")
         return {check_value(k, key_type, f"{dotted} key"): check_value(v, value_type, f"{dotted}.{k}")
                 for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):

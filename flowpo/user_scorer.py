@@ -61,7 +61,8 @@ def resolve(spec: str) -> Callable:
     if not module_name or not attribute or not all(part.isidentifier() for part in module_name.split(".")) \
             or not all(part.isidentifier() for part in attribute.split(".")):
         raise FlowPOError(f"scorer {spec!r}: a user's scorer is named {SPEC_FORMAT!r}")
-    if os.getcwd() not in sys.path:  # a console script's path lacks the current directory; python -m and Ray's workers have it
+    # a console script's path lacks the current directory; python -m and Ray's workers have it
+    if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
         target = importlib.import_module(module_name)

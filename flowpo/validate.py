@@ -85,7 +85,8 @@ def _check_operators(tree: ast.Module) -> str:
     for node in ast.walk(cls):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name):
             for target in node.targets:
-                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+                if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"):
                     attribute_ops[target.attr] = node.value.func.id
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):

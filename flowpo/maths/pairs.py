@@ -47,7 +47,7 @@ def sample_score_dpo_pairs(candidates: list[Candidate], *, num_pairs: int, alpha
     pool = candidate_pairs(candidates)
     if not pool or num_pairs <= 0:
         return []
-    weights = np.array([(w.score - l.score) ** alpha for w, l in pool], dtype=np.float64)
+    weights = np.array([(winner.score - loser.score) ** alpha for winner, loser in pool], dtype=np.float64)
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(pool), size=num_pairs, replace=True, p=weights / weights.sum())
     return [PreferencePair(problem_id=pool[i][0].problem_id, prompt=pool[i][0].prompt,

@@ -85,7 +85,7 @@ def load_workflow(code, llm):
     workflow_class = namespace.get("Workflow")
     if not isinstance(workflow_class, type):
         raise ValueError("the code defines no class Workflow")
-    if not asyncio.iscoroutinefunction(getattr(workflow_class, "__call__", None)):
+    if not asyncio.iscoroutinefunction(getattr(workflow_class, "__call__", None)):  # noqa: B004 - the method itself
         raise ValueError("Workflow.__call__ is not an async method")
     try:
         return workflow_class(llm)

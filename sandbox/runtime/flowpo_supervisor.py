@@ -165,7 +165,8 @@ class Job:
     def __init__(self, message, send):
         self.id = message["job"]
         self.message = message
-        self.limits = message["limits"]  # every limit is the host's (sandbox/backend.py SandboxLimits); none is guessed here
+        # every limit is the host's (sandbox/backend.py SandboxLimits); none is guessed here
+        self.limits = message["limits"]
         self.send = send
         self.output = bytearray()
         self.output_bytes = 0
@@ -203,7 +204,8 @@ class Job:
             message = json.loads(line)
             forward = self.checked(message)
         except Exception as exc:  # noqa: BLE001 - any line the job can write must not upset PID 1
-            self.decide("crash", error=f"the job wrote a malformed protocol line ({type(exc).__name__}): {line[:120]!r}")
+            self.decide("crash",
+                        error=f"the job wrote a malformed protocol line ({type(exc).__name__}): {line[:120]!r}")
             return
         if forward is None:
             self.decide(message["status"], str(message.get("answer", "")), str(message.get("error", "")))

@@ -391,7 +391,8 @@ def test_judge_verdicts_are_recorded_apart_from_the_score(server):
     assert (words.score, words.details["judge_score"]) == (0.0, 1.0)
     # No label while the control question got one: the answer's doing, 0 (suspected, beside the rule's score).
     assert unreadable.score == 1.0 and unreadable.details["judge_score"] == 0.0
-    assert unreadable.details["judge_reply"] == "Hard to say." and unreadable.details["judge_suspect"] == "judge_unreadable"
+    assert (unreadable.details["judge_reply"] == "Hard to say."
+            and unreadable.details["judge_suspect"] == "judge_unreadable")
     assert "suspect" not in unreadable.details  # the rule's score stands; the judge's opinion is apart
     assert refused.score == 1.0 and refused.details["judge_score"] == 0.0 and "400" in refused.details["judge_error"]
     assert timed_out.details["judge_score"] == 0.0  # nothing to judge: no call

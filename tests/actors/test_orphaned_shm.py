@@ -54,7 +54,8 @@ def test_only_unmapped_old_engine_entries_are_removed():
 # A "generator" that starts an "engine" carrying its pid, then dies at once (as a SIGKILLed one does).
 DYING_OWNER = """
 import os, subprocess, sys
-engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           env={**os.environ, "FLOWPO_ENGINE_OWNER": str(os.getpid())})
 print(engine.pid, flush=True)
 os._exit(0)

@@ -135,7 +135,8 @@ def unavailable_once(value: int, marker: str) -> int:
     """Raises ActorUnavailableError the first time (as a call to an actor Ray is restarting does)."""
     if not os.path.exists(marker):
         open(marker, "w").close()
-        raise ray.exceptions.ActorUnavailableError("The actor is temporarily unavailable: IOError: The actor is restarting.", None)
+        raise ray.exceptions.ActorUnavailableError(
+            "The actor is temporarily unavailable: IOError: The actor is restarting.", None)
     return value
 
 

@@ -61,7 +61,8 @@ LABELS = {"base": "base", "round-1": "round-1", "io": "IO"}
 def test_rows_by_hand():
     base, round1, io = curve_rows(RUNS, ["base", "round-1", "io"], LABELS, {"io"})
     assert base.vs_base is None and not base.baseline and io.baseline
-    assert (base.rate.mean, base.rate.low, base.rate.high) == (pytest.approx(1 / 6), 0.0, pytest.approx(0.525221, abs=1e-6))
+    assert (base.rate.mean, base.rate.low, base.rate.high) == (pytest.approx(1 / 6), 0.0,
+                                                               pytest.approx(0.525221, abs=1e-6))
     assert (base.workflows, base.unscored, base.crashes, base.invalid) == (12, 1, 1, 1)
     assert base.per_seed == {0: pytest.approx(1 / 6), 1: pytest.approx(1 / 6)}
     assert (round1.rate.mean, round1.rate.low, round1.rate.high) == (pytest.approx(7 / 12), 0.0, 1.0)
@@ -78,9 +79,11 @@ def test_table_and_json():
     rows = curve_rows(RUNS, ["base", "round-1", "io"], LABELS, {"io"})
     table = render_curve_table(rows).splitlines()
     assert table[2] == "| base | 16.7 [0.0, 52.5] | – | – | – | 12 | 1 | 8.3 | 8.3 |"
-    assert table[3] == "| round-1 | 58.3 [0.0, 100.0] | +41.7 [5.8, 77.5] | +50.0, +33.3 | +41.7 [-64.2, 100.0] | 12 | 0 | 0.0 | 0.0 |"
+    assert table[3] == ("| round-1 | 58.3 [0.0, 100.0] | +41.7 [5.8, 77.5] | +50.0, +33.3 | +41.7 [-64.2, 100.0] "
+                        "| 12 | 0 | 0.0 | 0.0 |")
     # io per seed: 0: (1 - .5)/2 = .25, 1: (-.5 + 1 + 0)/3 = 1/6; mean 5/24, s/√2 = 1/24 → ± 12.706205/24 = .529425
-    assert table[4] == "| IO | 33.3 [0.0, 100.0] | +16.7 [-19.2, 52.5] | +25.0, +16.7 | +20.8 [-32.1, 73.8] | 6 | 1 | 0.0 | 0.0 |"
+    assert table[4] == ("| IO | 33.3 [0.0, 100.0] | +16.7 [-19.2, 52.5] | +25.0, +16.7 | +20.8 [-32.1, 73.8] "
+                        "| 6 | 1 | 0.0 | 0.0 |")
     data = json.loads(json.dumps(curve_json(rows)))  # plain JSON: no nan, string keys
     assert data[1]["vs_base"]["per_seed"] == {"0": pytest.approx(0.5), "1": pytest.approx(1 / 3)}
     assert data[0]["vs_base"] is None and data[1]["rate"]["n"] == 3
@@ -94,7 +97,8 @@ def test_curve_files_and_the_round_report_link(tmp_path):
     assert "Learning curve" not in before  # nothing to link before an evaluation wrote it
     path = write_curve(tmp_path / "reports", rows, title="Learning curve of t", setting="two seeds")
     assert path == tmp_path / "reports" / f"{CURVE}.md" and (tmp_path / "reports" / f"{CURVE}.png").stat().st_size > 0
-    assert "| round-1 | 58.3 [0.0, 100.0] |" in path.read_text() and f"![Learning curve of t]({CURVE}.png)" in path.read_text()
+    assert ("| round-1 | 58.3 [0.0, 100.0] |" in path.read_text()
+            and f"![Learning curve of t]({CURVE}.png)" in path.read_text())
     after = write_round_report(tmp_path, 1).read_text()
     assert f"[{CURVE}.md]({CURVE}.md)" in after and f"![Learning curve]({CURVE}.png)" in after
     two = plot_curves(tmp_path / "two.png", {"score_dpo": rows, "iogrpo": rows[:1]}, "both")
@@ -196,10 +200,10 @@ def test_sweep_compares_settings_on_the_same_seeds(tmp_path):
                  "--only", "reference,pairs-16,lr-1e-3,beta-0.05")
     assert done.returncode == 0, done.stderr
     table = (out / "sweep.md").read_text().splitlines()
-    assert table[4] == ("| reference | --num-pairs 8 | 16.7 [0.0, 52.5] | 58.3 [0.0, 100.0] | +41.7 [5.8, 77.5] | +50.0, +33.3 "
-                        "| – | 0.0 | 10, 10 |")
-    assert table[5] == ("| pairs-16 | --num-pairs 16 | 16.7 [0.0, 88.4] | 66.7 [0.0, 100.0] | +50.0 [-74.2, 100.0] | +50.0 "
-                        "| +0.0 [0.0, 0.0] | 0.0 | 10 |")
+    assert table[4] == ("| reference | --num-pairs 8 | 16.7 [0.0, 52.5] | 58.3 [0.0, 100.0] "
+                        "| +41.7 [5.8, 77.5] | +50.0, +33.3 | – | 0.0 | 10, 10 |")
+    assert table[5] == ("| pairs-16 | --num-pairs 16 | 16.7 [0.0, 88.4] | 66.7 [0.0, 100.0] "
+                        "| +50.0 [-74.2, 100.0] | +50.0 | +0.0 [0.0, 0.0] | 0.0 | 10 |")
     assert table[6] == ("| lr-1e-3 | --num-pairs 8 --learning-rate 1e-3 | 16.7 [0.0, 88.4] | 100.0 [100.0, 100.0] "
                         "| +83.3 [11.6, 100.0] | +83.3 | +33.3 [-38.4, 100.0] | 0.0 | 10 |")
     assert table[7] == "| beta-0.05 | --num-pairs 8 --beta 0.05 | not run |"
@@ -350,8 +354,8 @@ def test_bench_reports_the_cost_change_and_the_goal(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert ("cost base → final: -116.7 [-375.2, 141.9] tokens per problem (-46.7% of base's 250.0) over 3 problems "
-            "(per seed +0.0, -233.3); pass rate +33.3 [-38.4, 100.0] points (lower bound -38.4); an answered workflow's "
-            "cost 300.0 → 160.0; held-out no answer "
+            "(per seed +0.0, -233.3); pass rate +33.3 [-38.4, 100.0] points (lower bound -38.4); an answered "
+            "workflow's cost 300.0 → 160.0; held-out no answer "
             "16.7% → 16.7%, crash 16.7% → 16.7%; goal (a cost cut whose interval excludes zero, pass rate not lower): "
             "not reached") in done.stdout
     assert (tmp_path / "learning-cost.png").stat().st_size > 0 and (tmp_path / "score_dpo" / "tradeoff.png").is_file()
@@ -385,7 +389,8 @@ def test_bench_reports_the_cost_change_and_the_goal(tmp_path):
 
 def test_flowpo_evaluate_shows_accuracy_against_cost(tmp_path):
     """`flowpo evaluate --checkpoint`'s report (driver/evaluate.py), one seed: seed 0 of COST_RUNS. The
-    config names usd at no price, so tokens: base A 200, B 400, C 0 → 200, s/√3 = 115.47, ± 496.8 → [0 (clipped), 696.8]."""
+    config names usd at no price, so tokens: base A 200, B 400, C 0 → 200, s/√3 = 115.47, ± 496.8
+    → [0 (clipped), 696.8]."""
     from driver.evaluate import tradeoff_section
     from flowpo.config import Config
 

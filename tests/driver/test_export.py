@@ -133,7 +133,8 @@ def test_push_to_hub_is_one_upload(run_dir, tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
     calls = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo, **kw: calls.append(("create", repo, kw)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda self, repo, **kw: calls.append(("create", repo, kw)))
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder",
                         lambda self, **kw: calls.append(("upload", kw)) or "https://huggingface.co/me/gen/commit/1")
     assert main(["export", str(run_dir), "--out", str(tmp_path / "gen"), "--push-to-hub", "me/gen", "--private"]) == 0

@@ -285,12 +285,14 @@ def test_plan_refuses_duplicate_ids_tests_outside_code_and_bad_tests():
         plan_questions([Question("a", "def f(x):", tests="assert f(1) ==")], "code")
     with pytest.raises(FlowPOError, match="no question to solve"):
         plan_questions([], "text")
-    assert plan_questions([Question("a", "def f(x):", tests="assert f(1) == 1"), Question("b", "y")], "code").with_tests == 1
+    assert plan_questions([Question("a", "def f(x):", tests="assert f(1) == 1"), Question("b", "y")],
+                          "code").with_tests == 1
 
 
 @pytest.mark.parametrize("answers, family, chosen, first_votes", [
     (["42", "41", "42.0"], "math", 0, {"answer": "42", "count": 2, "samples": [0, 2]}),  # math normal form
-    (["\\boxed{\\frac12}", "1/3", "\\frac{1}{2}"], "math", 0, {"answer": "\\frac{1}{2}", "count": 2, "samples": [0, 2]}),
+    (["\\boxed{\\frac12}", "1/3", "\\frac{1}{2}"], "math", 0,
+     {"answer": "\\frac{1}{2}", "count": 2, "samples": [0, 2]}),
     (["", "B", "b"], "text", 1, {"answer": "b", "count": 2, "samples": [1, 2]}),  # an empty answer has no vote
     (["x", "y"], "qa", 0, {"answer": "x", "count": 1, "samples": [0]}),  # a tie: the answer given first
 ])
@@ -320,7 +322,8 @@ def test_the_command_line_refuses_with_one_line(tmp_path, capsys):
         (["solve"], "flowpo solve needs a CHECKPOINT"),
         (["solve", "base", "--input", str(tmp_path / "none.jsonl")], "none.jsonl: file not found"),
         (["solve", "base", "--input", str(questions), "--question", "x"], "not both"),
-        (["solve", "base", "--question", "x", "--samples", "0"], "--samples 0: workflows per question must be at least 1"),
+        (["solve", "base", "--question", "x", "--samples", "0"],
+         "--samples 0: workflows per question must be at least 1"),
         (["solve", str(tmp_path), "--question", "x"], "neither a run directory"),
         (["solve", "base", "--question", "x", "--out", str(done)], "already holds a solve"),
         (["solve", "base", "--input", str(questions), "--out", str(tmp_path / "new")], "question id 'a' appears twice"),

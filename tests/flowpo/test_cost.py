@@ -78,10 +78,11 @@ def test_units_and_what_answered_means():
 def test_score_dpo_pairs_and_weights_by_hand():
     # u gaps (winner > loser): a>b 0.3, a>c 1.1, a>d 1.3, a>e 1.2, b>c 0.8, b>d 1.0, b>e 0.9, c>d 0.2, c>e 0.1, e>d 0.1
     pool = candidate_pairs(cost_adjusted(PROBLEM, 0.4))  # on [0, 1]: u / 1.4
-    gaps = {(w.completion, l.completion): round(1.4 * (w.score - l.score), 6) for w, l in pool}
+    gaps = {(won.completion, lost.completion): round(1.4 * (won.score - lost.score), 6) for won, lost in pool}
     assert gaps == {("a", "b"): 0.3, ("a", "c"): 1.1, ("a", "d"): 1.3, ("a", "e"): 1.2, ("b", "c"): 0.8,
                     ("b", "d"): 1.0, ("b", "e"): 0.9, ("c", "d"): 0.2, ("c", "e"): 0.1, ("e", "d"): 0.1}
-    # P ∝ gap^3 (the same for gap / 1.4): a>d 2.197 of 2.197 + 1.728 + 1.331 + 1.0 + 0.729 + 0.512 + 0.027 + 0.008 + 0.001 + 0.001 = 7.534
+    # P ∝ gap^3 (the same for gap / 1.4): a>d 2.197 of
+    # 2.197 + 1.728 + 1.331 + 1.0 + 0.729 + 0.512 + 0.027 + 0.008 + 0.001 + 0.001 = 7.534
     pairs = algorithm("score_dpo").items(PROBLEM, config(cost_weight=0.4, cost_unit="tokens", num_pairs=20000), 1)
     counts = Counter((p.chosen, p.rejected) for p in pairs)
     assert counts[("a", "d")] / 20000 == pytest.approx(2.197 / 7.534, abs=0.015)

@@ -288,7 +288,8 @@ def test_allow_dropping_counts_and_lists_every_row_left_out(tmp_path, capsys):
     assert (loaded.rows, loaded.converted) == (6, 3)
     assert [where for where, _ in loaded.dropped] == [f"{path}:2", f"{path}:3", f"{path}:5"]
     assert "missing column 'question'" in loaded.dropped[1][1] and "already used" in loaded.dropped[2][1]
-    assert loaded.dropped_note().startswith(f"3 of 6 rows of {path} left out (task.allow_dropping): {path}:2: not valid")
+    assert loaded.dropped_note().startswith(f"3 of 6 rows of {path} left out (task.allow_dropping): "
+                                            f"{path}:2: not valid")
     load_problems(task(path, allow_dropping=True))
     assert "warning: 3 of 6 rows" in capsys.readouterr().err
 

@@ -43,7 +43,8 @@ def run(script: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
 
 def test_the_readme_shows_the_config_it_runs():
     (script,) = blocks("bash")
-    assert ".venv/bin/flowpo check examples/capitals.yaml" in script and ".venv/bin/flowpo train examples/capitals.yaml" in script
+    assert (".venv/bin/flowpo check examples/capitals.yaml" in script
+            and ".venv/bin/flowpo train examples/capitals.yaml" in script)
     (shown,) = blocks("yaml")
     task = load_config(ROOT / "examples" / "capitals.yaml").task
     for key, value in yaml.safe_load(shown)["task"].items():

@@ -1,5 +1,6 @@
 """One test per listed difference between FlowPO's scorers and the official evaluation scripts
-(the module docstrings of flowpo/scorers.py, G1…D3, and flowpo/math_scorer.py, M1…M8). Each asserts FlowPO's behaviour; the comment gives
+(the module docstrings of flowpo/scorers.py, G1…D3, and flowpo/math_scorer.py, M1…M8).
+Each asserts FlowPO's behaviour; the comment gives
 what the official script returns on the same input (run against grade-school-math dataset.py,
 hendrycks/math math_equivalence.py, allenai drop_eval.py and hotpot_evaluate_v1.py)."""
 import pytest

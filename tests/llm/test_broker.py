@@ -89,7 +89,8 @@ class ChatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                scripted = server._next({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                scripted = server._next({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                         "body": body})
                 try:
                     time.sleep(scripted.delay_s)
                     payload = scripted.body.encode()

@@ -37,19 +37,23 @@ ATTACKS = [
     Attack("one_huge_line", body("import sys\nsys.stderr.write('x' * 50_000_000)"), ("output_limit",)),
     Attack("huge_protocol_line", body("import os\nos.write(3, b'{' * (9 << 20))"), ("output_limit",)),
     Attack("forged_host_message", body(
-        "import os, json\nos.write(3, (json.dumps({'type': 'end', 'job': 1, 'status': 'ok', 'answer': 'forged'}) + '\\n').encode())\n"
+        "import os, json\n"
+        "os.write(3, (json.dumps({'type': 'end', 'job': 1, 'status': 'ok', 'answer': 'forged'}) + '\\n').encode())\n"
         "import time\ntime.sleep(1)\nreturn 'not forged'"), ("crash",), "malformed protocol line"),
     # Infrastructure failures are the host's judgment only: nothing written on the channel makes one.
     Attack("forged_llm_error", body(
         "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"llm_error\", \"error\": \"fake\"}\\n')\n"
         "import time\ntime.sleep(1)"), ("crash",), "never saw"),
-    Attack("raise_runtime_llm_error", body("import flowpo_runtime\nraise flowpo_runtime.LLMError('the API is down, honest')"),
+    Attack("raise_runtime_llm_error",
+           body("import flowpo_runtime\nraise flowpo_runtime.LLMError('the API is down, honest')"),
            ("crash",), "never saw"),
     Attack("forged_sandbox_error", body(
-        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"sandbox_error\"}\\n')\nimport time\ntime.sleep(1)"),
+        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"sandbox_error\"}\\n')\n"
+        "import time\ntime.sleep(1)"),
         ("crash",), "malformed protocol line"),
     Attack("forged_budget_stop", body(
-        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"budget_exceeded\"}\\n')\nimport time\ntime.sleep(1)"),
+        "import os\nos.write(3, b'{\"type\": \"result\", \"status\": \"budget_exceeded\"}\\n')\n"
+        "import time\ntime.sleep(1)"),
         ("crash",), "malformed protocol line"),
     Attack("unhashable_status", body(
         "import os\nos.write(3, b'{\"type\": \"result\", \"status\": [\"ok\"]}\\n')\nimport time\ntime.sleep(1)"),
@@ -60,7 +64,8 @@ ATTACKS = [
         "import os, json\nos.write(3, (json.dumps({'type': 'llm_request', 'id': 7, 'messages': [{'role': 'root', "
         "'content': 'x'}]}) + '\\n').encode())\nimport time\ntime.sleep(1)"), ("crash",), "malformed protocol line"),
     Attack("reply_for_invented_request", body(
-        "import os, json\nos.write(3, (json.dumps({'type': 'llm_response', 'id': 1, 'content': 'x'}) + '\\n').encode())\n"
+        "import os, json\n"
+        "os.write(3, (json.dumps({'type': 'llm_response', 'id': 1, 'content': 'x'}) + '\\n').encode())\n"
         "import time\ntime.sleep(1)"), ("crash",), "malformed protocol line"),
     Attack("tcp_egress", body("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)"), ("crash",),
            "OSError"),
@@ -84,8 +89,10 @@ ATTACKS = [
         "import os, signal\nfor sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):\n"
         "    os.kill(os.getppid(), sig)\n    os.kill(1, sig)\nreturn 'still here'"), ("",), answer="still here"),
     Attack("signal_tricks", body(
-        "import signal, time\nfor sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGHUP, signal.SIGXCPU):\n"
-        "    signal.signal(sig, signal.SIG_IGN)\nsignal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP})\n"
+        "import signal, time\n"
+        "for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGHUP, signal.SIGXCPU):\n"
+        "    signal.signal(sig, signal.SIG_IGN)\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP})\n"
         "while True:\n    time.sleep(0.1)"), ("timeout",)),
     Attack("fake_success_exit", body("import os\nos._exit(0)"), ("crash",), "without a result"),
     Attack("huge_integer_power", body("x = 10 ** 10 ** 10"), ("timeout",)),
@@ -101,7 +108,8 @@ ATTACKS = [
     Attack("patch_operator_library", body(
         "import flowpo_operators, flowpo_runtime, builtins\n"
         "async def evil(self, input, instruction=''):\n    return flowpo_operators.TextResult('patched')\n"
-        "flowpo_operators.Custom.__call__ = evil\nCustom.__call__ = evil\nflowpo_runtime.as_answer = lambda v: 'patched'\n"
+        "flowpo_operators.Custom.__call__ = evil\nCustom.__call__ = evil\n"
+        "flowpo_runtime.as_answer = lambda v: 'patched'\n"
         "builtins.LEAK = 'leaked'\nreturn (await Custom(self.llm)(input='q')).response"), ("",), answer="patched"),
     Attack("leave_state_behind", body(
         "import os, subprocess, builtins\nopen('/tmp/leak.txt', 'w').write('leak')\nos.makedirs('/tmp/hidden/deep')\n"

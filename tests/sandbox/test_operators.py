@@ -316,7 +316,7 @@ def test_every_operator_and_result_type_is_registered_and_answers():
 
 
 def test_the_generator_prompt_documents_every_operator():
-    for name, cls in ops.OPERATORS.items():
+    for name in ops.OPERATORS:
         line = next(line for line in OPERATOR_REFERENCE.splitlines() if line.startswith(f"- {name}(llm)"))
         result = next(r for r in ops.RESULT_TYPES.values() if f"-> {r.__name__} with" in line)
         assert all(f".{field}" in line for field in result.__dataclass_fields__)

@@ -32,7 +32,8 @@ def test_a_tuple_is_not_a_list_and_an_iterator_is_not_its_items():
     assert decode(encode((1, 2))) != [1, 2]  # as in Python: the test sees the tuple the function returned
     produced = decode(encode(x * 2 for x in range(3)))
     assert produced != [0, 2, 4] and list(produced) == [0, 2, 4]
-    assert list(decode(encode(map(str, [1, 2])))) == ["1", "2"] and list(decode(encode(zip("ab", [1, 2])))) == [("a", 1), ("b", 2)]
+    assert (list(decode(encode(map(str, [1, 2])))) == ["1", "2"]
+            and list(decode(encode(zip("ab", [1, 2])))) == [("a", 1), ("b", 2)])
 
 
 class AlwaysEqual:

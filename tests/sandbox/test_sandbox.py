@@ -95,7 +95,8 @@ def test_budget_stops_a_runaway_workflow(backend_kind, need, executor_llm_url):
 
 
 def test_concurrent_llm_calls_are_multiplexed_by_id(pool):
-    gather = body("import asyncio\nreplies = await asyncio.gather(*(Custom(self.llm)(input=str(i)) for i in range(8)))\n"
+    gather = body("import asyncio\n"
+                  "replies = await asyncio.gather(*(Custom(self.llm)(input=str(i)) for i in range(8)))\n"
                   "return ','.join(r.response for r in replies)")
     order = []
 

@@ -53,7 +53,7 @@ def test_pairs_shared_prompt_same_loss_and_gradients(policy, tokenizer):
     # two pairs whose prompts differ in length: padding is exercised too
     items = [("Write a workflow that solves the problem:", " return solution.code", " return max(x)"),
              ("Q:", " yes it is", " no")]
-    encoded = [encode_shared(tokenizer, p, [w, l], 64) for p, w, l in items]
+    encoded = [encode_shared(tokenizer, p, [won, lost], 64) for p, won, lost in items]
     batch = collate(encoded, pad_id=tokenizer.eos_token_id)
     scores_w, scores_l, ref = torch.tensor([1.0, 0.75]), torch.tensor([0.0, 0.25]), torch.tensor([-30.0, -20.0])
 

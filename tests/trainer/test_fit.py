@@ -119,7 +119,7 @@ def test_iogrpo_first_step_is_on_policy(tiny_model_dir, tmp_path):
 def test_dpo_uses_the_pair_not_the_scores(tiny_model_dir, tmp_path):
     rescored = [PreferencePair(p.problem_id, p.prompt, p.chosen, p.rejected, 1.0, 0.0) for p in PAIRS]
     dpo = train_local(PAIRS, settings(tiny_model_dir, tmp_path / "d", algorithm="dpo", grad_accum_steps=2))
-    as_score_dpo = train_local(rescored, settings(tiny_model_dir, tmp_path / "s", grad_accum_steps=2))
+    train_local(rescored, settings(tiny_model_dir, tmp_path / "s", grad_accum_steps=2))
     scored = train_local(PAIRS, settings(tiny_model_dir, tmp_path / "t", grad_accum_steps=2))
     # zero-init LoRA: Δ = 0 → the first loss is log 2 = 0.693147 for all three
     assert dpo[0]["loss"] == pytest.approx(0.693147, abs=1e-5) == scored[0]["loss"]

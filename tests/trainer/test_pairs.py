@@ -12,7 +12,7 @@ def test_candidate_pairs_are_within_problem_with_different_scores():
              cand("b", "b2", 1.0)]
     pairs = candidate_pairs(cands)
     # a: (a1>a2), (a1>a3); a2 vs a3 tie; b: tie → nothing
-    assert sorted((w.completion, l.completion) for w, l in pairs) == [("a1", "a2"), ("a1", "a3")]
+    assert sorted((won.completion, lost.completion) for won, lost in pairs) == [("a1", "a2"), ("a1", "a3")]
 
 
 def test_no_pairs_when_all_scores_tie():

@@ -19,7 +19,7 @@ def candidates(scores_by_problem):
 @given(problems)
 def test_pairs_are_within_one_problem_winner_above_loser(scores_by_problem):
     pairs = candidate_pairs(candidates(scores_by_problem))
-    assert all(w.problem_id == l.problem_id and w.score > l.score for w, l in pairs)
+    assert all(won.problem_id == lost.problem_id and won.score > lost.score for won, lost in pairs)
     expected = sum(1 for scores in scores_by_problem.values() for i, x in enumerate(scores)
                    for y in scores[i + 1:] if x != y)
     assert len(pairs) == expected
