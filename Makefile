@@ -7,7 +7,7 @@ MODEL_DIR ?= $(HOME)/.cache/flowpo/models/SmolLM2-135M-Instruct
 IMAGE ?= flowpo-sandbox:latest
 PYTEST_ARGS ?=
 
-.PHONY: setup venv model docker image demo test clean-runs
+.PHONY: setup venv model docker image demo test lint clean-runs
 
 setup: venv model image
 
@@ -28,8 +28,12 @@ image: docker
 demo: setup
 	$(VENV)/bin/flowpo train examples/local.yaml
 
-test: setup
+test: setup lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Pyflakes, pycodestyle, import order and bugbear (ruff.toml); seconds, so before the tests.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 clean-runs:
 	rm -rf runs/
