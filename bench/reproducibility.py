@@ -13,13 +13,13 @@ the same answer and the same score. Workflows are seeded by (run seed, problem, 
 index, attempt) and executor-LLM calls by (…, repeat, call number), so where the backends are
 deterministic everything matches; vLLM on CPU may still flip a token with the batch's make-up.
 
-    .venv/bin/python bench/reproducibility.py [--config examples/local.yaml] [--kill-after 12] [--before REV]
+    .venv/bin/python -m bench.reproducibility [--config examples/local.yaml] [--kill-after 12] [--before REV] [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,8 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-FLOWPO = Path(sys.executable).parent / "flowpo"
+from bench import common
+from bench.common import FLOWPO, REPO
+
+# Round 1 of 2 problems × 4 workflows, C killed after 3 of its 8 samples.
+QUICK = ["task.problem_ids=[HumanEval/23,HumanEval/53]", "generator.k=4"]
 
 
 def samples(run_dir: Path) -> dict:
@@ -110,14 +113,17 @@ def run_one(name: str, args, root: Path, total: int) -> dict:
     return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("reproducibility", __doc__, quick=f"{' '.join(QUICK)}, C killed after 3 samples")
     parser.add_argument("--config", default="examples/local.yaml")
     parser.add_argument("--kill-after", type=int, default=12, help="samples run C writes before it is killed")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds each run may take")
     parser.add_argument("--before", metavar="REV", help="also run round 1 on the code of this git revision (D)")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' directories (printed)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for all the runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.overrides, args.kill_after = [*QUICK, *args.overrides], 3
     from flowpo.config import load_config
 
     config = load_config(REPO / args.config, args.overrides)
@@ -126,14 +132,29 @@ def main() -> None:
         raise SystemExit(f"{args.config}: set task.problem_ids, so that the round's size is known")
     root = Path(tempfile.mkdtemp(prefix="flowpo-repro-"))
     names = ("A", "B", "C") + (("D",) if args.before else ())
-    runs = {name: run_one(name, args, root, total) for name in names}
-    for name in names[1:]:
-        same = compare(runs["A"], runs[name])
-        print(f"{name} vs A: same workflow {same['workflow']}/{total}, same answers {same['answer']}/{total}, "
-              f"same score {same['score']}/{total}")
-    if args.before:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(root / f"code-{args.before}")])
+    try:
+        runs = {name: run_one(name, args, root, total) for name in names}
+    finally:
+        if args.before:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(root / f"code-{args.before}")])
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    what = {"B": "uninterrupted again", "C": f"killed after {args.kill_after} samples, then --resume",
+            "D": f"on the code of {args.before}"}
+    same = {name: compare(runs["A"], runs[name]) for name in names[1:]}
+    lines = [f"Round 1 of {args.config} {' '.join(args.overrides)}: {total} samples a run; each against run A "
+             "(uninterrupted).", "", "| run | | same workflow | same answer | same score |", "|---|---|---:|---:|---:|"]
+    for name, s in same.items():
+        print(f"{name} vs A: same workflow {s['workflow']}/{total}, same answers {s['answer']}/{total}, "
+              f"same score {s['score']}/{total}")
+        lines.append(f"| {name} | {what[name]} | {s['workflow']}/{total} | {s['answer']}/{total} "
+                     f"| {s['score']}/{total} |")
+    common.write_results(args.out, "reproducibility", {
+        "config": args.config, "overrides": args.overrides, "kill_after": args.kill_after, "before": args.before,
+        "samples": total, "against_A": same}, "\n".join(lines), common.command("reproducibility", argv),
+        title="Is a run reproducible to the sample?")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
