@@ -63,10 +63,14 @@ def test_check_refuses_prompts_longer_than_the_generator_context(model_dir):
 @pytest.mark.docker
 @pytest.mark.vllm
 def test_train_refuses_prompts_longer_than_the_generator_context_before_any_round(model_dir, docker_backend,
-                                                                                  vllm_available, tmp_path):
+                                                                                  vllm_available, executor_llm_url,
+                                                                                  tmp_path):
     """The run measures the prompts with a replica's own tokenizer before generating anything
-    (before, vLLM refused the request mid-round and the run ended in a traceback)."""
+    (before, vLLM refused the request mid-round and the run ended in a traceback). The executor LLM is
+    the test session's vLLM server: the check needs the generator alone, one engine start less."""
     result = flowpo("train", "examples/local.yaml", "generator.max_model_len=1100", f"run_dir={tmp_path}/run",
+                    "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",
+                    "executor_llm.shared_limits=never", env={"OPENAI_API_KEY": "sk-cli-errors-test"},
                     timeout=600)  # starts the actors first
     assert_short_error(result, "cannot hold the generator prompt of", "HumanEval/42 (")
     events = [json.loads(line)["event"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
