@@ -1,6 +1,7 @@
 """`flowpo evaluate` for real on SmolLM2-135M: the base model's workflows and the IO baseline on two
-HumanEval problems, through the vLLM generator actor, Docker executors with the hosted executor LLM,
-and hidden tests; the written results must agree with the per-method samples."""
+HumanEval problems, through the vLLM generator actor, Docker executors with the executor LLM over
+HTTP (the test session's vLLM server: one engine start less; tests/test_end_to_end.py runs the hosted
+one), and hidden tests; the written results must agree with the per-method samples."""
 import json
 
 import pytest
@@ -13,12 +14,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mar
 PROBLEMS = ["HumanEval/23", "HumanEval/53"]  # strlen and add: the easiest for the 135M model
 
 
-def test_evaluate_base_and_io_baseline(model_dir, docker_backend, vllm_available, tmp_path, capsys):
+def test_evaluate_base_and_io_baseline(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path,
+                                       capsys, monkeypatch):
     import ray
 
     from driver.cli import main
 
     run_dir = tmp_path / "run"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-evaluate-test")  # the session's server takes any key
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False)
@@ -27,7 +30,8 @@ def test_evaluate_base_and_io_baseline(model_dir, docker_backend, vllm_available
         # split, so the split is set explicitly (and must then be kept).
         code = main(["evaluate", "examples/local.yaml", "--checkpoint", "base", f"run_dir={run_dir}",
                      "task.split=all", "task.problem_ids=[HumanEval/23,HumanEval/53]", "--baselines", "io",
-                     "evaluator.repeats=1"])
+                     "evaluator.repeats=1", "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",
+                     "executor_llm.shared_limits=never"])
     finally:
         ray.shutdown()
     out = capsys.readouterr().out

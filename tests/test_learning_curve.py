@@ -1,6 +1,7 @@
 """`flowpo evaluate --all-checkpoints` for real on SmolLM2-135M: a run directory with one round's
 LoRA adapter; the base model, that round and the IO baseline on one held-out HumanEval problem
-through one actor start; the learning curve and the round report's link to it."""
+through one actor start; the learning curve and the round report's link to it. The executor LLM is
+the test session's vLLM server (one engine start less; tests/test_end_to_end.py runs the hosted one)."""
 import json
 import shutil
 
@@ -14,14 +15,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mar
 PROBLEM = "HumanEval/23"  # strlen: in the test split, the easiest for the 135M model
 
 
-def test_all_checkpoints_of_a_run(model_dir, docker_backend, vllm_available, random_adapter, fresh_ray, tmp_path,
-                                  capsys):
+def test_all_checkpoints_of_a_run(model_dir, docker_backend, vllm_available, random_adapter, executor_llm_url,
+                                  fresh_ray, tmp_path, capsys, monkeypatch):
     from flowpo.config import load_config, to_yaml
     from driver.cli import main
 
     run_dir = tmp_path / "run"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-learning-curve-test")  # the session's server takes any key
     shutil.copytree(random_adapter, run_dir / "adapters" / "round-1")
-    (run_dir / "config.yaml").write_text(to_yaml(load_config("examples/local.yaml", [f"run_dir={run_dir}"])))
+    (run_dir / "config.yaml").write_text(to_yaml(load_config("examples/local.yaml", [
+        f"run_dir={run_dir}", "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",
+        "executor_llm.shared_limits=never"])))
     (run_dir / "samples.jsonl").write_text(json.dumps({"round": 1, "problem_id": PROBLEM, "sample_index": 0,
                                                        "score": 0.0}) + "\n")
     write_round_report(run_dir, 1)
