@@ -24,19 +24,18 @@ the current driver, or the first one to appear (a fault whose target never appea
 
 Each run has its own temporary directory (TMPDIR) and environment tag, so that what it leaves is
 told from what the rest of the machine does meanwhile; Ray's memory monitor is off in the runs (it
-would kill their workers for other programs' memory on a shared machine). Writes
-bench/results/chaos/<date>-<label>/results.json and results.md.
+would kill their workers for other programs' memory on a shared machine). Writes results.json and
+results.md to --out, by default bench/results/chaos/<date>-<label>/.
 
-    .venv/bin/python bench/chaos.py [--minutes 0] [--faults 7] [--seed 0] [--kinds generator,...] [overrides ...]
+    .venv/bin/python -m bench.chaos [--minutes 0] [--faults 7] [--seed 0] [--kinds generator,...] [--quick]
+                                    [overrides ...]
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -48,15 +47,18 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# The repository root first: run as a script, bench/ heads sys.path (bench/sandbox.py would shadow sandbox).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.faults import KINDS, TAG_ENV, Fault, Watch, counted, describe, inject  # noqa: E402
-from bench.reproducibility import FLOWPO, REPO  # noqa: E402
+from bench import common
+from bench.common import FLOWPO, REPO
+from bench.faults import KINDS, TAG_ENV, Fault, Watch, counted, describe, inject
 
 # Small enough for a 2-core machine: 2 rounds (a learner fault needs a round that trains, and round 2
 # follows round 1's adapter) and 4 pairs a round (the example's 16 train for minutes a round here).
 DEFAULT_OVERRIDES = ["rounds=2", "train.num_pairs=4"]
+# tests/test_chaos.py's run: round 1 of 2 problems × 4 workflows, no training; an executor, a sandbox
+# container and the driver killed.
+QUICK = ["rounds=1", "task.problem_ids=[HumanEval/23,HumanEval/53]", "generator.k=4", "train.num_pairs=0",
+         "logging.reports=false", "logging.tensorboard=false"]
+QUICK_KINDS = "executor,sandbox,driver"
 INFRA = ("sandbox_error", "llm_error")  # failures that say nothing of the workflow (sandbox/pool.py)
 SETTLE_S = 15.0  # after a driver ends, how long its processes get to go before the next one starts
 
@@ -383,21 +385,6 @@ def fault_table(trials: list[dict]) -> dict:
     return {kind: dict(row) for kind, row in sorted(table.items())}
 
 
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), 0)
-    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.splitlines()
-    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem / 2**20, 1),
-            "python": platform.python_version(),
-            "git": rev.strip() + (f" + {len(dirty)} modified files" if dirty else ""),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-
-
 def items(values: list, most: int = 12) -> str:
     """A list of leftovers on one markdown line."""
     return ", ".join(" ".join(str(v).split()) for v in values[:most]) + (" …" if len(values) > most else "")
@@ -410,13 +397,10 @@ def leftover_line(left: dict) -> str:
 
 def render(results: dict) -> str:
     clean, trials, totals = results["clean"], results["trials"], results["totals"]
-    lines = [f"# Chaos run: {results['label']}", "",
-             f"`{results['command']}`", "",
-             f"{results['date']}; {results['machine']['cpus']} CPUs ({results['machine']['cpu_model']}), "
-             f"{results['machine']['memory_gib']} GiB, load average at start "
-             f"{results['machine']['load_average_at_start']}, "
-             f"code {results['machine']['git']}; config {results['config']} with {' '.join(results['overrides'])}; "
-             f"{totals['expected_per_run']} samples a run.", "",
+    lines = [f"Config {results['config']} with {' '.join(results['overrides'])}; "
+             f"{totals['expected_per_run']} samples a run; load average at start "
+             f"{results['machine']['load_average_at_start']}, at the end {results['machine']['load_average_at_end']}.",
+             "",
              "## Summary", "",
              f"- faults injected: {totals['injected']} "
              f"({', '.join(f'{k} {v}' for k, v in totals['injected_by_kind'].items())}); "
@@ -542,8 +526,10 @@ def totals_of(trials: list[dict], expected: int) -> dict:
             "faults_by_kind": by_kind}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser("chaos", __doc__, quick=f"{' '.join(QUICK)}, 3 faults of {QUICK_KINDS} "
+                                                  "(tests/test_chaos.py's run, its executor LLM the config's own)")
+    parser.set_defaults(out=None)  # bench/results/chaos/<date>-<label>/: every run keeps its own page
     parser.add_argument("--config", default="examples/local.yaml")
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="repeat chaos runs (injector seed, seed+1, ...) while the next fits in this many minutes "
@@ -553,13 +539,15 @@ def main() -> None:
                         help="the injector's seed (the run's own seeds are the config's)")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
     parser.add_argument("--label", default="", help="results folder name after the date; default seed<S>-faults<K>")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "chaos"))
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds one driver may run before it counts as hung")
     parser.add_argument("--keep", action="store_true", help="keep the runs' directories (printed)")
     parser.add_argument("overrides", nargs="*",
                         help=f"dotted overrides for every run; default {' '.join(DEFAULT_OVERRIDES)}")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.overrides, args.faults, args.kinds = [*QUICK, *args.overrides], 3, QUICK_KINDS
+        args.label = args.label or "quick"
     from flowpo.config import load_config
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -572,7 +560,8 @@ def main() -> None:
         raise SystemExit(f"{args.config}: set task.problem_ids, so that a run's samples are known")
     per_round = config.generator.k * len(problems)
     expected = {(r, p, j) for r in range(1, config.rounds + 1) for p in problems for j in range(config.generator.k)}
-    info = machine()
+    info = common.machine()
+    info["load_average_at_start"] = info.pop("load_average")
     began = time.monotonic()
     # Short: Ray's sockets live under <TMPDIR>/ray/session_.../sockets, at most 107 bytes a path.
     root = Path(tempfile.mkdtemp(prefix="fpx-", dir="/tmp"))
@@ -608,22 +597,19 @@ def main() -> None:
             print(f"runs kept in {root}")
     totals = totals_of(trials, len(expected))
     label = args.label or f"seed{args.seed}-faults{args.faults}"
-    date = datetime.datetime.now(datetime.timezone.utc)
-    results = {"label": label, "command": " ".join([".venv/bin/python", "bench/chaos.py", *sys.argv[1:]]),
-               "date": date.strftime("%Y-%m-%d %H:%M UTC"), "machine": {**info, "load_average_at_end":
-                                                                         [round(x, 2) for x in os.getloadavg()]},
+    results = {"label": label,
+               "machine": {**info, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
                "config": args.config, "overrides": overrides, "kinds": kinds, "faults_per_run": args.faults,
                "minutes": args.minutes, "wall_s": round(time.monotonic() - began, 1),
                "clean": {"wall_s": round(clean.wall_s, 1), "legs": [asdict(leg) for leg in clean.legs],
                          "leftovers": clean.leftovers, "metrics": clean_metrics},
                "trials": trials, "totals": totals}
-    out = Path(args.out) / f"{date:%Y-%m-%d}-{label}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (out / "results.md").write_text(render(results) + "\n")
-    print(render(results))
-    print(f"\nwritten: {out / 'results.json'}, {out / 'results.md'}")
+    body = render(results)
+    print(body)
+    out = args.out or common.RESULTS / "chaos" / f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}-{label}"
+    common.write_results(out, "chaos", results, body, common.command("chaos", argv), title=f"Chaos run: {label}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
