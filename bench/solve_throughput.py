@@ -66,14 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         for command in order:
             t0 = time.monotonic()
             if command == "evaluate":
-                scores = []
-
-                def on_sample(method, sample):
+                samples = []
+                run_methods(problems, trained.checkpoint, [], actors, config,
+                            lambda _, sample, into=samples: into.append(sample))
+                for sample in samples:
                     workflows["evaluate"][sample.execution.workflow.problem_id] = sample.execution.workflow.code
-                    scores.append(sample.score)
-
-                run_methods(problems, trained.checkpoint, [], actors, config, on_sample)
-                extra = {"solved": sum(s for s in scores if s is not None)}
+                extra = {"solved": sum(s.score for s in samples if s.score is not None)}
             else:
                 out = Path(tempfile.mkdtemp(prefix="flowpo-bench-solve-"))
                 answers = []

@@ -224,6 +224,20 @@ class ChatEndpoint:
         return completion(answer, lines, self.settings.model_name)
 
 
+def check_tests(question: Question, family: str, task_family: str) -> None:
+    """A request's tests must be code tests this server can run (its evaluators have sandboxes for a
+    code task only), and valid Python naming a function: else a 400, never a failed run."""
+    from driver.solve import problem_of
+    from flowpo.scoring import check_hidden_test
+
+    if family != "code" or task_family != "code":
+        raise Refused(400, f"{EXTRA}.tests are for code questions; this server answers {family} questions")
+    try:
+        check_hidden_test(problem_of(question, family, ""))
+    except FlowPOError as exc:
+        raise Refused(400, f"{EXTRA}.tests: {exc}") from None
+
+
 async def read_body(request, limit: int) -> bytes:
     """The request's body, refused (413) past ``limit`` bytes, whether or not it says its length."""
     declared = request.headers.get("content-length")
@@ -247,6 +261,8 @@ class FlowPODeployment:
         from driver.solve import answer_one
 
         def answer(question: Question, samples: int):
+            if question.tests:
+                check_tests(question, family, config.task.resolved_family)
             return answer_one(actors, config, adapters, lane, question, samples=samples, family=family,
                               description=description)
 

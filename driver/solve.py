@@ -338,8 +338,16 @@ def run_questions(actors, config: Config, checkpoint, questions: Iterable[Questi
 def answer_one(actors, config: Config, adapters: dict, lane: str, question: Question, *, samples: int,
                family: str, description: str) -> tuple[dict, list[dict]]:
     """One question, answered at once (``flowpo serve``): its answer line and its workflows' lines."""
+    import ray
+
     from driver.flow import Generate, stream_flow
 
+    problem = problem_of(question, family, description)
+    rule = rule_for(samples, bool(question.tests))
+    length = ray.get(actors.generators[0].prompt_lengths.remote([problem]))[problem.problem_id]
+    if length >= config.generator.max_model_len:  # vLLM would refuse it
+        return refused_line(question, "prompt_too_long", f"the generator prompt is {length} tokens; "
+                            f"generator.max_model_len is {config.generator.max_model_len}", rule, lane), []
     lines: list[dict] = []
 
     def on_executed(_: str, executions: list[Execution]) -> bool:
@@ -348,13 +356,12 @@ def answer_one(actors, config: Config, adapters: dict, lane: str, question: Ques
         lines.append(sample_line(executions[0]))
         return False
 
-    problem = problem_of(question, family, description)
     stream_flow(actors, config, round_index=0, adapters=adapters,
                 generate=[Generate(lane, problem, list(range(samples)))],
                 on_sample=lambda _, scored: lines.append(sample_line(scored.execution, scored)),
                 on_executed=on_executed)
     lines.sort(key=lambda line: line["sample_index"])
-    return answer_line(question, lines, rule_for(samples, bool(question.tests)), family, lane), lines
+    return answer_line(question, lines, rule, family, lane), lines
 
 
 # ---------------------------------------------------------------------------------------------
