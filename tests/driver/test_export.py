@@ -159,3 +159,38 @@ def test_merged_weights_are_the_adapters_model(run_dir, tmp_path, model_dir):
     assert torch.allclose(adapted, merged, atol=1e-3)
     trained = load_trained(str(out), merged=True)
     assert trained.checkpoint.name == "base" and trained.config.model.path == str((out / "merged").resolve())
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_serves_the_exported_adapter_as_it_is(run_dir, tmp_path, model_dir, vllm_available):
+    """vLLM's own OpenAI-compatible server, `--lora-modules flowpo=FOLDER`: the folder needs nothing
+    more; prompted with the spec's template, the adapter writes (the start of) a workflow."""
+    import httpx
+    from transformers import AutoTokenizer
+
+    from actors.llm_server import LLMServer
+
+    out = export(run_dir, None, tmp_path / "gen")
+    spec = read_spec(out)
+
+    class WithLoRA(LLMServer):
+        def command(self, port: int) -> list[str]:
+            return super().command(port) + ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "1",
+                                            "--lora-modules", f"flowpo={out}"]
+
+    server = WithLoRA(model_dir, "base", host="127.0.0.1", max_model_len=2048, kv_cache_gb=0.5,
+                      gpu_memory_utilization=0.9, enforce_eager=True, log_path=str(tmp_path / "vllm.log"))
+    url = server.start()
+    try:
+        assert {m["id"] for m in httpx.get(f"{url}/models", timeout=30).json()["data"]} == {"base", "flowpo"}
+        messages = [{**m, "content": m["content"].replace(spec["template"]["placeholder"], "def add(a, b):")}
+                    for m in spec["template"]["messages"]]
+        prompt = AutoTokenizer.from_pretrained(model_dir).apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False) + spec["response_prefix"]
+        reply = httpx.post(f"{url}/completions", json={"model": "flowpo", "prompt": prompt, "max_tokens": 16,
+                                                       "temperature": 0}, timeout=600)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["model"] == "flowpo" and reply.json()["choices"][0]["text"]
+    finally:
+        server.stop()
