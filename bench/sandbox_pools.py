@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     for workload in ("trivial", "realistic"):
         warm, per_run = results[("warm-docker", workload)], results[("docker-per-run", workload)]
         ratios[workload] = {"warm_docker_vs_docker_per_run": warm["per_s"] / per_run["per_s"],
-                            "warm_docker_vs_plain_process": warm["per_s"] / results[("plain-process", workload)]["per_s"],
+                            "warm_docker_vs_plain_process":
+                                warm["per_s"] / results[("plain-process", workload)]["per_s"],
                             "warm_process_vs_docker_per_run":
                                 results[("warm-process", workload)]["per_s"] / per_run["per_s"]}
         r = ratios[workload]
