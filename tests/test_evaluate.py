@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flowpo.baselines import BASELINES
 from driver.evaluate import render_table, summarize_method
+from flowpo.baselines import BASELINES
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 

@@ -17,8 +17,8 @@ PROBLEM = "HumanEval/23"  # strlen: in the test split, the easiest for the 135M 
 
 def test_all_checkpoints_of_a_run(model_dir, docker_backend, vllm_available, random_adapter, executor_llm_url,
                                   fresh_ray, tmp_path, capsys, monkeypatch):
-    from flowpo.config import load_config, to_yaml
     from driver.cli import main
+    from flowpo.config import load_config, to_yaml
 
     run_dir = tmp_path / "run"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-learning-curve-test")  # the session's server takes any key

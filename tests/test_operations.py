@@ -19,8 +19,8 @@ from collections import Counter
 
 import pytest
 
-from flowpo.config import load_config
 from driver.runlog import RunLog
+from flowpo.config import load_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
