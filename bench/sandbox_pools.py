@@ -28,7 +28,8 @@ from sandbox.docker_backend import DockerBackend
 from sandbox.pool import SandboxPool
 from sandbox.process_backend import ProcessBackend
 
-TRIVIAL = "class Workflow:\n    def __init__(self, llm):\n        pass\n\n    async def __call__(self, problem, entry_point):\n        return 'ok'\n"
+TRIVIAL = ("class Workflow:\n    def __init__(self, llm):\n        pass\n\n"
+           "    async def __call__(self, problem, entry_point):\n        return 'ok'\n")
 PROBLEM = 'def add(a, b):\n    """Return a + b."""\n'
 ANSWER = "```python\ndef add(a, b):\n    return a + b\n```"
 
@@ -73,8 +74,8 @@ async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
     if failures:
         raise SystemExit(f"benchmark workflow failed: {sorted(failures)}")
     latencies.sort()
-    return {"median_ms": 1000 * statistics.median(latencies), "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))],
-            "per_s": runs / wall}
+    return {"median_ms": 1000 * statistics.median(latencies),
+            "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))], "per_s": runs / wall}
 
 
 async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str], dict]:
