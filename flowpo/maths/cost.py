@@ -18,9 +18,10 @@ The rule, per problem and round:
   no failure outranks an answer of the same or a higher score, whatever λ.
 - The learner gets u on the scores' own [0, 1]: v = u / (1 + λ) (scores in [0, 1]). Order and the
   ratios of gaps are u's, so Score-DPO's P ∝ gap^α and ioGRPO's advantages are too, and Score-DPO's
-  f(s_w) and 1 − f(s_l) stay in their domain; the cheapest solve gets 1, a failure s / (1 + λ).
+  f(s_w) and 1 − f(s_l) stay in their domain; a solve that cost nothing gets 1, a failure s / (1 + λ).
 - Cost moves a signal by at most λ (before the rescaling): a score gap larger than λ is never
-  reversed, so on pass/fail tasks a λ below 1 never prefers a wrong answer to a right one.
+  reversed, so on pass/fail tasks λ ≤ 1 never prefers a wrong answer to a right one; a larger λ
+  does where the right one cost more than the wrong one by over 1/λ of the costliest answer's.
 
 Infrastructure failures (score None) are no candidates at all: they stay unscored. λ = 0 gives the
 scores themselves (s + 0·x = s), and the registry then skips this module altogether.
