@@ -38,6 +38,7 @@ from driver.vote import NORMAL_FORMS, RULES, pick, rule_for
 from flowpo.config import Config, TaskConfig, to_yaml
 from flowpo.errors import FlowPOError
 from flowpo.records import Execution, Problem, ScoredSample
+from sandbox.pool import INFRA_FAILURES
 
 JOB_FILE, SAMPLES_FILE, ANSWERS_FILE = "solve.json", "samples.jsonl", "answers.jsonl"
 TEXT_KEYS = ("question", "problem", "prompt", "input")  # a question line's text, without a column map
@@ -555,6 +556,10 @@ def render_summary(s: dict, out_dir: Path) -> str:
             f"(actors started in {s['startup_s']} s)") if s["questions_per_s"] else "nothing left to run"
     resumed = f" ({s['answered_before_resume']} before the resume)" if s["answered_before_resume"] else ""
     notes = "".join(f"\nwarning: {note}" for note in s["notes"])
+    infra = {k: v for k, v in s["failures"].items() if k in INFRA_FAILURES}
+    if infra:
+        notes += (f"\nwarning: {sum(infra.values())} question(s) failed for infrastructure reasons "
+                  f"({', '.join(sorted(infra))}: the executor LLM or a sandbox, not the workflow); solve them again")
     return (f"# flowpo solve: {s['checkpoint']}\n\n"
             f"{s['answered']} of {s['questions']} questions answered{resumed}; {s['samples']} workflow(s) each, "
             f"answer by {s['rule']} ({RULES[s['rule']]}).\n\n"
