@@ -57,8 +57,7 @@ def test_two_rounds_end_to_end(model_dir, docker_backend, vllm_available, tmp_pa
     assert [s.round for s in summaries] == [1, 2]
 
 
-def test_iogrpo_trains_on_the_local_config(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path,
-                                           monkeypatch):
+def test_iogrpo_trains_on_the_local_config(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path):
     """SPOGW's ioGRPO on the local example as a user would run it (`train.algorithm=iogrpo`, group
     sizes derived from k): one round forms sharpened groups and trains an adapter on them. The executor
     LLM is the test session's vLLM server (the hosted one is the test above's): one engine start less."""
@@ -67,7 +66,6 @@ def test_iogrpo_trains_on_the_local_config(model_dir, docker_backend, vllm_avail
     from driver.train import train
 
     run_dir = tmp_path / "run"
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-end-to-end-test")  # the session's server takes any key
     # k = 16 on strlen: groups of n = 14 of the 16, sharpened to 4 + 4; a pass among 16 samples
     # (about a quarter pass) gives score variance with probability ≈ 0.99. One group, the one of highest
     # score variance among the C(16, 14) drawn: its 8 sequences are one step (two groups took 82 s of

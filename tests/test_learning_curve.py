@@ -16,12 +16,11 @@ PROBLEM = "HumanEval/23"  # strlen: in the test split, the easiest for the 135M 
 
 
 def test_all_checkpoints_of_a_run(model_dir, docker_backend, vllm_available, random_adapter, executor_llm_url,
-                                  fresh_ray, tmp_path, capsys, monkeypatch):
+                                  fresh_ray, tmp_path, capsys):
     from driver.cli import main
     from flowpo.config import load_config, to_yaml
 
     run_dir = tmp_path / "run"
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-learning-curve-test")  # the session's server takes any key
     shutil.copytree(random_adapter, run_dir / "adapters" / "round-1")
     (run_dir / "config.yaml").write_text(to_yaml(load_config("examples/local.yaml", [
         f"run_dir={run_dir}", "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",

@@ -36,8 +36,8 @@ def local_ray(fresh_ray):
 
 
 @pytest.fixture
-def small_config(executor_llm_url, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-operations-test")  # the session's server takes any key
+def small_config(executor_llm_url):
+    """A server of one's own as the executor LLM needs no key (executor_llm.api_key_env empty)."""
 
     def config(run_dir, *extra):
         # One pair a round: what is checked is whether and with which adapter a round trained, not

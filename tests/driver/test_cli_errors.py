@@ -70,8 +70,7 @@ def test_train_refuses_prompts_longer_than_the_generator_context_before_any_roun
     the test session's vLLM server: the check needs the generator alone, one engine start less."""
     result = flowpo("train", "examples/local.yaml", "generator.max_model_len=1100", f"run_dir={tmp_path}/run",
                     "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",
-                    "executor_llm.shared_limits=never", env={"OPENAI_API_KEY": "sk-cli-errors-test"},
-                    timeout=600)  # starts the actors first
+                    "executor_llm.shared_limits=never", timeout=600)  # starts the actors first
     assert_short_error(result, "cannot hold the generator prompt of", "HumanEval/42 (")
     events = [json.loads(line)["event"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert events == ["run_start"]  # no round began
