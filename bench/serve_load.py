@@ -61,7 +61,7 @@ def start_server(args, port: int, log: Path, stub_url: str) -> subprocess.Popen:
                       "executor_llm.api_key_env=FLOWPO_BENCH_STUB_KEY", "executor_llm.model=stub"]
     command = [sys.executable, "-m", "driver.cli", "serve", args.checkpoint, "--config", args.config,
                "--port", str(port), "--model-name", "bench", "--max-concurrency", str(max(args.levels)),
-               "--max-queue", str(max(args.levels)), *overrides]
+               "--max-queue", str(max(args.levels)), "--log-dir", str(log.parent), *overrides]
     print("server:", " ".join(command), flush=True)
     return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=common.REPO,
                             env={**os.environ, "FLOWPO_BENCH_STUB_KEY": "stub"}, start_new_session=True)

@@ -220,6 +220,7 @@ def server(tmp_path_factory, random_adapter, model_dir, docker_backend):
     process = subprocess.Popen(
         [sys.executable, "-m", "driver.cli", "serve", str(gen), "--port", str(port), "--model-name", "gen",
          "--api-key-env", "FLOWPO_SERVE_KEY", "--max-concurrency", "2", "--max-queue", "1", "--max-body-bytes", "4096",
+         "--log-dir", str(root / "logs"),
          "generator.max_tokens=8"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
