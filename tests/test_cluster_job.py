@@ -474,9 +474,11 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     assert "then resume with `flowpo train --resume RUN_DIR`" in logs, logs
     print(f"job 2 lost its executor node after {lost_at}/{total} samples, {time.monotonic() - began:.0f} s")
 
-    # 3. The node comes back; a third submission resumes the run and completes it.
+    # 3. The node comes back; a third submission resumes the run and completes it. Nothing is stopped
+    # mid-round any more: its executor runs the round's last samples in 4 sandboxes at once (an override
+    # after --resume, as a user gives one), not one after the other.
     cluster.start_executor_node()
-    third = Submission(cluster, resume_command)
+    third = Submission(cluster, f"{resume_command} sandbox.sandboxes_per_executor=4")
     environments: dict = {}
     status = wait_for_job(cluster, third.job_id, run_dir, timeout=600, environments=environments)
     logs = cluster.ray("job", "logs", third.job_id)

@@ -77,11 +77,13 @@ def test_two_workers_update_like_one_worker_with_twice_the_batch(tiny_model_dir,
              PreferencePair("b", "Q:", " yes", " no no", 0.75, 0.25),
              PreferencePair("c", "Solve it step by step:", " 42", " 41", 1.0, 0.5),
              PreferencePair("d", "R:", " a b", " c", 0.5, 0.0)]
-    # global batch 2 per step, 2 steps: 2 workers × 1 pair, or 1 worker × 2 pairs (one micro-batch)
+    # global batch 2 per step, 2 steps: 2 workers × 1 pair, or 1 worker × 2 pairs (one micro-batch); the
+    # one worker in this process (train_local, as the other tests' references), without a worker group of
+    # its own to start: what Learner.train returns is its last step's record and the first loss
     two = train_adapter(pairs, settings(tiny_model_dir, tmp_path / "two", num_workers=2), storage_dir=tmp_path / "ray",
                         name="two")
-    one = train_adapter(pairs, settings(tiny_model_dir, tmp_path / "one", micro_batch_size=2),
-                        storage_dir=tmp_path / "ray", name="one")
+    history = train_local(pairs, settings(tiny_model_dir, tmp_path / "one", micro_batch_size=2))
+    one = {**history[-1], "first_loss": history[0]["loss"]}
     assert two["items"] == 2 and one["items"] == 4  # per worker
     assert two["step"] == one["step"] == 2
     assert two["first_loss"] == pytest.approx(one["first_loss"], abs=1e-6)
