@@ -18,13 +18,16 @@ holds the window. Output, in a directory that is never written over:
 
 ``--resume DIR`` finishes an interrupted solve: answered questions are skipped, and a question's
 finished workflows are kept (only its missing sample slots are generated, with the seeds they would
-have had).
+have had). A workflow that ended in an infrastructure failure (llm_error, sandbox_error, or its tests
+unscored) did not finish: its slot runs again, its question is answered again, and the lines it
+replaces move to retried.jsonl.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -41,6 +44,7 @@ from flowpo.records import Execution, Problem, ScoredSample
 from sandbox.pool import INFRA_FAILURES
 
 JOB_FILE, SAMPLES_FILE, ANSWERS_FILE = "solve.json", "samples.jsonl", "answers.jsonl"
+RETRIED_FILE = "retried.jsonl"  # lines a --resume answered again (infrastructure failures)
 TEXT_KEYS = ("question", "problem", "prompt", "input")  # a question line's text, without a column map
 ID_KEYS = ("id", "question_id", "problem_id", "task_id")
 CHUNK = 64  # questions whose prompt lengths are measured in one call
@@ -445,16 +449,49 @@ def read_job(out_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def recorded(out_dir: Path, samples: int) -> tuple[list[dict], dict[str, dict[int, dict]]]:
-    """What an interrupted solve left: its answer lines, and the workflows of unanswered questions
-    (a line torn by the crash is cut off and redone)."""
+def unfinished(line: dict) -> bool:
+    """A workflow that ended for a reason outside it (the executor LLM, a sandbox, the test harness):
+    not an answer of the checkpoint's, so --resume runs its slot again."""
+    return line["failure"] in INFRA_FAILURES or line.get("test") == "unscored"
+
+
+def recorded(out_dir: Path, samples: int) -> tuple[list[dict], dict[str, dict[int, dict]], int]:
+    """What an interrupted solve left: its answer lines, the finished workflows of the questions still
+    to answer (a line torn by the crash is cut off and redone), and how many questions are answered
+    again because a workflow of theirs ended in an infrastructure failure. Those questions' answer
+    lines and unfinished workflow lines move to retried.jsonl, so each file keeps one line per
+    question and per slot and nothing recorded is lost."""
     answers = read_repairing(out_dir / ANSWERS_FILE)
+    workflows = read_repairing(out_dir / SAMPLES_FILE)
+    again = {line["question_id"] for line in workflows if unfinished(line)}
+    again |= {line["id"] for line in answers if line["failure"] in INFRA_FAILURES}
+    if again:
+        set_aside(out_dir, again, answers, workflows)
+        answers = [line for line in answers if line["id"] not in again]
+        workflows = [line for line in workflows if not (line["question_id"] in again and unfinished(line))]
     answered = {line["id"] for line in answers}
     partial: dict[str, dict[int, dict]] = {}
-    for line in read_repairing(out_dir / SAMPLES_FILE):
+    for line in workflows:
         if line["question_id"] not in answered and line["sample_index"] < samples:
             partial.setdefault(line["question_id"], {})[line["sample_index"]] = line
-    return answers, partial
+    return answers, partial, len(again)
+
+
+def set_aside(out_dir: Path, again: set[str], answers: list[dict], workflows: list[dict]) -> None:
+    """Move the lines of the questions answered again to retried.jsonl. The archive is appended first
+    and the answers replaced before the workflows: a crash between two steps leaves the unfinished
+    workflow lines in place, so the next --resume finds the same questions (the archive may then
+    hold a line twice, never miss one)."""
+    moved_answers = [line for line in answers if line["id"] in again]
+    moved_workflows = [line for line in workflows if line["question_id"] in again and unfinished(line)]
+    with open(out_dir / RETRIED_FILE, "a", encoding="utf-8") as archive:
+        archive.writelines(json.dumps({"file": name, "line": line}) + "\n" for name, lines in
+                           ((ANSWERS_FILE, moved_answers), (SAMPLES_FILE, moved_workflows)) for line in lines)
+    for name, keep in ((ANSWERS_FILE, [line for line in answers if line["id"] not in again]),
+                       (SAMPLES_FILE, [line for line in workflows if line not in moved_workflows])):
+        temporary = out_dir / f".{name}.tmp"
+        temporary.write_text("".join(json.dumps(line) + "\n" for line in keep), encoding="utf-8")
+        os.replace(temporary, out_dir / name)
 
 
 @dataclass
@@ -491,7 +528,7 @@ def solve(job: SolveJob, out_dir: Path, *, resume: bool = False, actors=None) ->
                           f"code task only: pass a code task's --config (this config's task is "
                           f"{config.task.resolved_family})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    answers, partial = recorded(out_dir, job.samples) if resume else ([], {})
+    answers, partial, retried = recorded(out_dir, job.samples) if resume else ([], {}, 0)
     done = {line["id"] for line in answers}
     tally = Tally()
     for line in answers:
@@ -534,6 +571,7 @@ def solve(job: SolveJob, out_dir: Path, *, resume: bool = False, actors=None) ->
     summary = {
         "checkpoint": job.trained.label, "questions": plan.total, "answered": tally.answered,
         "answered_before_resume": len(done), "answered_now": tally.answered - len(done),
+        "answered_again_after_infra_failure": retried,
         "workflows_now": sink.written, "samples": job.samples, "rule": rule_for(job.samples, bool(plan.with_tests)),
         "with_tests": plan.with_tests, "failures": dict(tally.failures),
         "ok": tally.answered - sum(tally.failures.values()),
@@ -555,11 +593,15 @@ def render_summary(s: dict, out_dir: Path) -> str:
     rate = (f"{s['questions_per_s']} questions/s, {s['workflows_per_s']} workflows/s over {s['flow_s']} s of flow "
             f"(actors started in {s['startup_s']} s)") if s["questions_per_s"] else "nothing left to run"
     resumed = f" ({s['answered_before_resume']} before the resume)" if s["answered_before_resume"] else ""
+    if s.get("answered_again_after_infra_failure"):
+        resumed += (f"; {s['answered_again_after_infra_failure']} answered again after an infrastructure "
+                    f"failure ({RETRIED_FILE} keeps the lines they replace)")
     notes = "".join(f"\nwarning: {note}" for note in s["notes"])
     infra = {k: v for k, v in s["failures"].items() if k in INFRA_FAILURES}
     if infra:
         notes += (f"\nwarning: {sum(infra.values())} question(s) failed for infrastructure reasons "
-                  f"({', '.join(sorted(infra))}: the executor LLM or a sandbox, not the workflow); solve them again")
+                  f"({', '.join(sorted(infra))}: the executor LLM or a sandbox, not the workflow); "
+                  f"`flowpo solve --resume {out_dir}` answers them again")
     return (f"# flowpo solve: {s['checkpoint']}\n\n"
             f"{s['answered']} of {s['questions']} questions answered{resumed}; {s['samples']} workflow(s) each, "
             f"answer by {s['rule']} ({RULES[s['rule']]}).\n\n"

@@ -68,9 +68,21 @@ class FakeGenerator:
 
 @ray.remote(num_cpus=0, max_concurrency=100)
 class FakeExecutor:
+    """'!flaky:x' ends in llm_error the first time its slot runs and answers x after that."""
+
+    def __init__(self):
+        self.ran: set[tuple[str, int]] = set()
+
     def execute_repeats(self, workflow, problem, repeats):
         items = script(problem.prompt)
         answer = items[workflow.sample_index % len(items)]
+        slot = (problem.problem_id, workflow.sample_index)
+        if answer.startswith("!flaky:"):
+            if slot not in self.ran:
+                self.ran.add(slot)
+                return [Execution(workflow=workflow, answer="", failure="llm_error", error="executor LLM gone",
+                                  llm_calls=1, prompt_tokens=10, completion_tokens=0, execute_s=0.02)]
+            answer = answer.removeprefix("!flaky:")
         failed = answer == "!crash"
         return [Execution(workflow=workflow, answer="" if failed else answer, failure="crash" if failed else "",
                           error="boom" if failed else "", llm_calls=1, prompt_tokens=10, completion_tokens=5,
@@ -209,6 +221,36 @@ def test_resume_keeps_what_finished_and_runs_only_the_missing_slots(fake_actors,
                {k: whole[qid][k] for k in ("answer", "chosen", "votes")}
     assert report.summary["answered_before_resume"] == 2 and report.summary["answered_now"] == 2
     assert report.summary["workflows_now"] == 4
+
+
+def test_resume_answers_again_what_failed_for_infrastructure_reasons(fake_actors, tmp_path):
+    """An llm_error is the executor LLM's failure, not the checkpoint's answer: --resume runs that
+    slot again (and only it), re-answers its question, and keeps the replaced lines in retried.jsonl."""
+    path = tmp_path / "questions.jsonl"
+    write_questions(path, [{"id": "r0", "question": "answers: a|!flaky:a|b"},
+                           {"id": "r1", "question": "answers: c|c|!crash"}])
+    out = output_dir(str(tmp_path / "out"), None)
+    first = solve(job_of(Source(str(path)), samples=3), out, actors=fake_actors)
+    assert first.summary["failures"] == {} and "infrastructure" not in first.markdown  # a|_|b: 'a' still wins
+    assert [s["failure"] for s in lines(out / SAMPLES_FILE) if s["question_id"] == "r0"].count("llm_error") == 1
+    generator = fake_actors.generators[0]
+    before = len(ray.get(generator.requests.remote()))
+    report = solve(job_of(Source(str(path)), samples=3), out, resume=True, actors=fake_actors)
+    assert ray.get(generator.requests.remote())[before:] == [("r0", (1,))]  # the failed slot, no more
+    answers = lines(out / ANSWERS_FILE)
+    assert [a["id"] for a in answers] == ["r1", "r0"]  # one line per question
+    r0 = answers[1]
+    assert (r0["answer"], r0["sample_failures"]) == ("a", {})
+    assert [(v["answer"], v["samples"]) for v in r0["votes"]] == [("a", [0, 1]), ("b", [2])]
+    slots = sorted((s["question_id"], s["sample_index"], s["failure"]) for s in lines(out / SAMPLES_FILE))
+    assert slots == [("r0", 0, ""), ("r0", 1, ""), ("r0", 2, ""), ("r1", 0, ""), ("r1", 1, ""), ("r1", 2, "crash")]
+    retried = lines(out / "retried.jsonl")
+    assert sorted((r["file"], r["line"].get("failure")) for r in retried) == \
+        [(ANSWERS_FILE, ""), (SAMPLES_FILE, "llm_error")]
+    assert report.summary["answered_again_after_infra_failure"] == 1 and "answered again" in report.markdown
+    # a crash is the workflow's own answer: nothing left to run
+    again = solve(job_of(Source(str(path)), samples=3), out, resume=True, actors=fake_actors)
+    assert again.summary["answered_now"] == 0 and len(lines(out / ANSWERS_FILE)) == 2
 
 
 def test_resume_reads_the_job_it_recorded(tmp_path, monkeypatch):
