@@ -309,6 +309,29 @@ def check_prompts_fit(actors: Actors, problems: list, config: Config, *, trainin
         print(f"warning: {warning}")
 
 
+STARTING_RETRY_S = 2.0  # before asking an actor that died while starting again: Ray is restarting it
+
+
+def wait_ready(handles: list, max_restarts: int) -> None:
+    """Every actor answers ``ready()``. One that dies while it starts (killed, out of memory) is
+    restarted by Ray up to ``max_restarts`` times, as during a round, and is asked again each time;
+    the error is raised once it cannot come back (a resumed run's start met exactly this in the
+    chaos bench: its executor was killed mid-start)."""
+    tries_left = {handle: (max_restarts if max_restarts >= 0 else 10) for handle in handles}
+    pending = {handle.ready.remote(): handle for handle in handles}
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        handle = pending.pop(ref)
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            if exc.actor_init_failed or tries_left[handle] <= 0:  # its constructor failed: it says why
+                raise
+            tries_left[handle] -= 1
+            time.sleep(STARTING_RETRY_S)
+            pending[handle.ready.remote()] = handle
+
+
 def start_actors(config: Config, model_path: str, run_dir: Path, *, generators: bool = True) -> Actors:
     """Start every stage and wait until all are ready; on any failure, stop what was started.
     ``generators=False`` (a replay of recorded workflows) starts no generator replica."""
@@ -322,7 +345,7 @@ def start_actors(config: Config, model_path: str, run_dir: Path, *, generators: 
         actors.limiter = start_limiter(config)
         actors.executors = start_executors(config, base_url, api_key, actors.limiter)
         actors.evaluators = start_evaluators(config, base_url, api_key, actors.limiter)
-        ray.get([h.ready.remote() for h in [*actors.generators, *actors.executors, *actors.evaluators]])
+        wait_ready([*actors.generators, *actors.executors, *actors.evaluators], config.pipeline.max_restarts)
     except BaseException as exc:
         actors.shutdown()
         cause = getattr(exc, "cause", None)
