@@ -368,6 +368,9 @@ class TrainConfig:
     target_modules: list[str] = option(["q_proj", "v_proj"], "modules that get LoRA weights")
     num_workers: int = option(1, "Ray Train workers (DDP)")
     cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker")
+    resources: dict[str, float] = option(
+        {}, "custom Ray resources per learner worker, e.g. {learner: 1} to keep workers on the nodes that hold "
+            "model.path (a directory is read on the worker's own node)")
     use_gpu: bool = option(False, "train on GPUs")
     bf16: bool = option(True, "bf16 base weights and autocast (GPU, and CPUs with bf16 arithmetic; fp32 on "
                               "other CPUs, flowpo/precision.py); LoRA weights stay fp32")

@@ -307,7 +307,8 @@ def cluster(model_dir, docker_backend, vllm_available):
     try:
         c.ray("start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
               "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
-              "--resources", json.dumps({"generator": 1}),  # the GPU node's part: see generator.resources
+              # the GPU node's part: see generator.resources and train.resources
+              "--resources", json.dumps({"generator": 1, "learner": 1}),
               "--temp-dir", str(c.head.ray), "--ray-client-server-port", str(free_port()), *node_ports(),
               timeout=180, node="head")
         c.env["RAY_ADDRESS"] = c.dashboard  # `ray list`, `ray job ...`: the job API, with the token
@@ -410,7 +411,9 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     # it went to the executor node once (the head was still freeing the stopped job's CPUs), and the
     # lost node took it along.
     config["generator"].update(resources={"generator": 1})
-    config["train"].update(num_pairs=1, grad_accum_steps=1)
+    # So does the learner (train.resources): once a resumed job's worker went to the executor node,
+    # whose disk has no model, and the job failed ("model directory ... does not exist").
+    config["train"].update(num_pairs=1, grad_accum_steps=1, resources={"learner": 1})
     # A lost node's actors are given up after 20 s (default 600 s: a restart may take minutes).
     config["pipeline"] = {**config.get("pipeline", {}), "actor_timeout_s": 20}
     config_path = cluster.head.root / "cluster-job.yaml"

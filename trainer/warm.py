@@ -237,7 +237,9 @@ class Learner:
         self._inboxes = [Queue(actor_options=no_cpu) for _ in range(t.num_workers)]
         self._outbox = Queue(actor_options=no_cpu)
         self._starts += 1
-        resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
+        # train.resources pins workers to nodes, as generator.resources does the replicas: a model
+        # directory is read on the worker's own node, and a CPU-only executor node may not hold it.
+        resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {}), **t.resources}
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={"base_model": self.base_model, "bf16": t.bf16, "use_gpu": t.use_gpu,
