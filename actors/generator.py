@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from actors.llm_server import ENGINE_SHUTDOWN_S, use_detached_resource_tracker
+from actors.llm_server import ENGINE_SHUTDOWN_S, engine_env, use_detached_resource_tracker
 from flowpo.node_tmp import make_node_tmp
 from flowpo.precision import local_engine_dtype
 from flowpo.prompts import extract_workflow, generator_prompt, prompt_lengths
@@ -75,7 +75,7 @@ def engine_kwargs(model_path: str, *, seed: int, dtype: str, max_model_len: int,
 class Generator:
     """Plain class; ``actors.launch`` wraps it as an async Ray actor (one vLLM replica)."""
 
-    def __init__(self, llm_kwargs: dict, sampling: SamplingSettings):
+    def __init__(self, llm_kwargs: dict, sampling: SamplingSettings, env: dict[str, str] | None = None):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -90,6 +90,7 @@ class Generator:
                       "dtype": local_engine_dtype(llm_kwargs.get("dtype", "auto"))}
         use_detached_resource_tracker()  # before the engine's processes start and register with it
         os.environ[OWNER_ENV] = str(os.getpid())  # the engine's processes inherit it: see kill_orphaned_engines
+        os.environ.update(engine_env() if env is None else env)  # the driver's choice of engine processes
         try:
             self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**llm_kwargs, disable_log_stats=True))
         finally:

@@ -59,6 +59,16 @@ def test_k_workflows_per_problem_with_prefix_labels_and_logprobs(generator, loop
         assert all(lp <= 0 and math.isfinite(lp) for lp in w.logprobs)
 
 
+def test_a_one_device_engine_runs_its_model_in_its_engine_process(generator):
+    """FlowPO's default (actors.llm_server.engine_env): the engine-core process runs the model itself,
+    with no worker process of its own that imports vLLM and torch once more (a third of a start here)."""
+    import psutil
+
+    titles = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert any("VLLM::EngineCore" in t for t in titles), titles
+    assert not any("VLLM::Worker" in t for t in titles), titles
+
+
 def test_adapter_swap_mid_stream_neither_drops_nor_mislabels(generator, loop, random_adapter):
     import asyncio
 

@@ -2,6 +2,11 @@
 in /dev/shm are gone after FlowPO's shutdown, after an error while the actors run, and after the
 driver is ended by a signal (its shutdown in ``finally`` may be cut short; Ray kills its actors).
 
+The engines here run vLLM's multiprocess executor (``VLLM_ENABLE_V1_MULTIPROCESSING=1``, as a
+tensor-parallel replica always does): FlowPO's default for a one-device engine keeps the model in the
+engine-core process (actors.llm_server.engine_env), whose queues need no ring buffers, so the
+shared-memory path is exercised where it exists.
+
 Other processes on the machine may create (and leave) entries meanwhile, so each test follows the
 new entries that its own actors' processes map, found by inode: glibc maps a semaphore under the
 temporary name it created it with."""
@@ -36,6 +41,8 @@ from pathlib import Path
 import ray
 
 from tests.actors.test_shm_cleanup import actor_pids, small_config, start
+
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"  # the driver's choice, handed to every engine
 
 model_dir, run_dir, cluster = sys.argv[1:4]
 ray.init(address=cluster, include_dashboard=False, log_to_driver=False)
@@ -115,11 +122,13 @@ def lingering(processes: list[psutil.Process], entries: dict[str, int], timeout_
 
 
 def test_flowpo_shutdown_releases_the_engines_shared_memory_also_after_an_error(model_dir, vllm_available,
-                                                                              ray_local, tmp_path, capsys):
+                                                                              ray_local, tmp_path, capsys,
+                                                                              monkeypatch):
     """FlowPO's shutdown, in the ``finally`` that an error raised while the actors run passes through
     (one engine start for both cases: an actor call that fails leaves the engines running, and the
     shutdown must stop them as it does after a clean run)."""
     before = names()
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # multiprocess engines (module docstring)
     actors = start(small_config(model_dir), model_dir, tmp_path)
     processes, entries = [], {}
     with pytest.raises(ray.exceptions.RayTaskError):
