@@ -89,9 +89,15 @@ def wait_for_groups(groups: list, what: str, *, patience_s: float, poll_s: float
             f"{describe(state, since, now)}")
 
 
-def reserve_or_explain(groups: list, what: str, bundle: dict, *, patience_s: float) -> None:
-    """``wait_for_groups``, then a clear error (and the groups removed) if some could not be placed."""
-    placed = wait_for_groups(groups, what, patience_s=patience_s)
+GENERATOR_ADVICE = ("Lower generator.num_replicas, num_cpus or num_gpus, or add nodes (with generator.resources, "
+                    "nodes that have them)")
+
+
+def reserve_or_explain(groups: list, what: str, bundle: dict, *, patience_s: float,
+                       advice: str = GENERATOR_ADVICE) -> None:
+    """``wait_for_groups``, then a clear error (and the groups removed) if some could not be placed;
+    ``advice`` says which settings to change."""
+    placed = wait_for_groups(groups, what, patience_s=patience_s, poll_s=min(30.0, max(1.0, patience_s)))
     if placed == len(groups):
         return
     for group in groups:
@@ -99,5 +105,4 @@ def reserve_or_explain(groups: list, what: str, bundle: dict, *, patience_s: flo
     raise FlowPOError(
         f"{what}: only {placed} of {len(groups)} could reserve {bundle}, and for {patience_s:.0f} s no node that "
         f"could hold one was being launched or set up ({describe(autoscaler_progress(), {}, time.monotonic())}); "
-        f"the cluster has {ray.cluster_resources()}. Lower generator.num_replicas, num_cpus or num_gpus, or add "
-        "nodes (with generator.resources, nodes that have them); `ray status` shows the autoscaler's view.")
+        f"the cluster has {ray.cluster_resources()}. {advice}; `ray status` shows the autoscaler's view.")

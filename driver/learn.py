@@ -8,6 +8,7 @@ import time
 
 import ray
 
+from actors.placement import reserve_or_explain
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from flowpo.algorithms import algorithm
@@ -17,7 +18,7 @@ from flowpo.maths.pairs import Candidate
 from flowpo.records import ScoredSample
 from trainer.checkpoint import pack
 from trainer.learner import LearnerSettings  # its heavy imports wait until training
-from trainer.warm import Learner, train_adapter
+from trainer.warm import Learner, train_adapter, worker_resources
 
 
 def candidates_of(samples: list[ScoredSample], cost_unit: str = "usd") -> list[Candidate]:
@@ -60,6 +61,8 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
     out_dir = log.adapter_dir(round_index)
     settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
     print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
+    if learner is None or not learner.running:
+        wait_for_learner_nodes(config)
     if learner is None:
         metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=adapter_name(round_index))
     else:
@@ -70,6 +73,20 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
     log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
               **{unit: len(items)}, **worker_metrics)
     return len(items), loss, str(out_dir.resolve())
+
+
+def wait_for_learner_nodes(config: Config) -> None:
+    """Before a worker group starts: wait, as the generator replicas do, until the cluster can hold its
+    workers (the autoscaler may be launching GPU nodes), then let Ray Train take them. Ray Train
+    itself waits without a word for resources no node has (a train.resources no node offers, a GPU on
+    a CPU cluster): this says which, and what to change."""
+    t = config.train
+    bundle = worker_resources(t)
+    group = ray.util.placement_group([bundle] * t.num_workers, strategy="PACK" if t.num_workers > 1 else "STRICT_PACK")
+    reserve_or_explain([group], "learner workers", bundle, patience_s=t.start_timeout_s,
+                       advice="Lower train.num_workers or train.cpus_per_worker, set train.use_gpu only where nodes "
+                              "have GPUs, give train.resources only resources some node offers, or add such nodes")
+    ray.util.remove_placement_group(group)  # Ray Train reserves its own, now that they fit
 
 
 def shipped(version: str, path: str) -> tuple[str, object]:

@@ -371,6 +371,9 @@ class TrainConfig:
     resources: dict[str, float] = option(
         {}, "custom Ray resources per learner worker, e.g. {learner: 1} to keep workers on the nodes that hold "
             "model.path (a directory is read on the worker's own node)")
+    start_timeout_s: float = option(
+        600.0, "how long the learner's workers may wait for nodes that can hold them once no node is being "
+               "launched or set up; then a clear error")
     use_gpu: bool = option(False, "train on GPUs")
     bf16: bool = option(True, "bf16 base weights and autocast (GPU, and CPUs with bf16 arithmetic; fp32 on "
                               "other CPUs, flowpo/precision.py); LoRA weights stay fp32")

@@ -30,6 +30,13 @@ from trainer.learner import LearnerSettings, Policy, equal_shards, prepare_round
 POLL_S = 1.0  # how often the driver checks the worker group while it waits for a reply
 
 
+def worker_resources(train: TrainConfig) -> dict[str, float]:
+    """What one Ray Train worker reserves. ``train.resources`` pins workers to nodes, as
+    generator.resources does the replicas: a model directory is read on the worker's own node, and a
+    CPU-only executor node may not hold it."""
+    return {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {}), **train.resources}
+
+
 class LearnerFailed(FlowPOError):
     """The learner's worker group ended: a worker died or raised. The next ``train`` starts a new
     group from the checkpoints on disk."""
@@ -237,9 +244,7 @@ class Learner:
         self._inboxes = [Queue(actor_options=no_cpu) for _ in range(t.num_workers)]
         self._outbox = Queue(actor_options=no_cpu)
         self._starts += 1
-        # train.resources pins workers to nodes, as generator.resources does the replicas: a model
-        # directory is read on the worker's own node, and a CPU-only executor node may not hold it.
-        resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {}), **t.resources}
+        resources = worker_resources(t)
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={"base_model": self.base_model, "bf16": t.bf16, "use_gpu": t.use_gpu,
