@@ -82,7 +82,7 @@ def wait_for_learner_nodes(config: Config) -> None:
     a CPU cluster): this says which, and what to change."""
     t = config.train
     bundle = worker_resources(t)
-    group = ray.util.placement_group([bundle] * t.num_workers, strategy="PACK" if t.num_workers > 1 else "STRICT_PACK")
+    group = ray.util.placement_group([bundle] * t.num_workers, strategy="PACK")  # as Ray Train places them
     reserve_or_explain([group], "learner workers", bundle, patience_s=t.start_timeout_s,
                        advice="Lower train.num_workers or train.cpus_per_worker, set train.use_gpu only where nodes "
                               "have GPUs, give train.resources only resources some node offers, or add such nodes")

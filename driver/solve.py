@@ -466,9 +466,9 @@ def recorded(out_dir: Path, samples: int) -> tuple[list[dict], dict[str, dict[in
     again = {line["question_id"] for line in workflows if unfinished(line)}
     again |= {line["id"] for line in answers if line["failure"] in INFRA_FAILURES}
     if again:
-        set_aside(out_dir, again, answers, workflows)
-        answers = [line for line in answers if line["id"] not in again]
-        workflows = [line for line in workflows if not (line["question_id"] in again and unfinished(line))]
+        answers, moved_answers = split(answers, lambda line: line["id"] in again)
+        workflows, moved_workflows = split(workflows, lambda line: line["question_id"] in again and unfinished(line))
+        set_aside(out_dir, {ANSWERS_FILE: (answers, moved_answers), SAMPLES_FILE: (workflows, moved_workflows)})
     answered = {line["id"] for line in answers}
     partial: dict[str, dict[int, dict]] = {}
     for line in workflows:
@@ -477,20 +477,25 @@ def recorded(out_dir: Path, samples: int) -> tuple[list[dict], dict[str, dict[in
     return answers, partial, len(again)
 
 
-def set_aside(out_dir: Path, again: set[str], answers: list[dict], workflows: list[dict]) -> None:
-    """Move the lines of the questions answered again to retried.jsonl. The archive is appended first
-    and the answers replaced before the workflows: a crash between two steps leaves the unfinished
-    workflow lines in place, so the next --resume finds the same questions (the archive may then
-    hold a line twice, never miss one)."""
-    moved_answers = [line for line in answers if line["id"] in again]
-    moved_workflows = [line for line in workflows if line["question_id"] in again and unfinished(line)]
+def split(lines: list[dict], moved: Callable[[dict], bool]) -> tuple[list[dict], list[dict]]:
+    """(the lines that stay, the lines ``moved`` picks), each in file order."""
+    stay, go = [], []
+    for line in lines:
+        (go if moved(line) else stay).append(line)
+    return stay, go
+
+
+def set_aside(out_dir: Path, files: dict[str, tuple[list[dict], list[dict]]]) -> None:
+    """For each file, its (kept, moved) lines: the moved ones are appended to retried.jsonl first, then
+    each file is replaced by its kept lines, answers before workflows. A crash between two steps
+    leaves the unfinished workflow lines in place, so the next --resume finds the same questions (the
+    archive may then hold a line twice, never miss one)."""
     with open(out_dir / RETRIED_FILE, "a", encoding="utf-8") as archive:
-        archive.writelines(json.dumps({"file": name, "line": line}) + "\n" for name, lines in
-                           ((ANSWERS_FILE, moved_answers), (SAMPLES_FILE, moved_workflows)) for line in lines)
-    for name, keep in ((ANSWERS_FILE, [line for line in answers if line["id"] not in again]),
-                       (SAMPLES_FILE, [line for line in workflows if line not in moved_workflows])):
+        archive.writelines(json.dumps({"file": name, "line": line}) + "\n"
+                           for name, (_, moved) in files.items() for line in moved)
+    for name, (kept, _) in files.items():  # answers first: the dict keeps the order given
         temporary = out_dir / f".{name}.tmp"
-        temporary.write_text("".join(json.dumps(line) + "\n" for line in keep), encoding="utf-8")
+        temporary.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
         os.replace(temporary, out_dir / name)
 
 
