@@ -12,14 +12,24 @@ Workloads:
              sandbox's stdio); the LLM is an in-process answerer with no latency, so the figures
              are the sandbox's cost, not a model's
 
-    .venv/bin/python -m bench.sandbox_pools [--runs 40] [--pool 2] [--quick] [--out DIR]
+A warm pool is measured twice: one job at a time (what a job pays on its own path, with a sandbox
+idle) and with every sandbox busy (concurrency = pool: the sandboxes' restore between jobs is paid
+here too). ``--baseline REV`` measures the trivial job on the warm pools of an earlier revision and
+of this tree in the same run, alternating, each in a fresh interpreter on the same harness.
+
+    .venv/bin/python -m bench.sandbox_pools [--runs 40] [--pool 2] [--baseline REV ...] [--quick] [--out DIR]
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from bench import common
 from flowpo.prompts import EXAMPLE_WORKFLOW
@@ -78,13 +88,14 @@ async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
             "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))], "per_s": runs / wall}
 
 
-async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str], dict]:
+async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, int], dict]:
+    """(mode, workload, jobs at once) -> figures."""
     limits = SandboxLimits(timeout_s=30)
     docker, process = DockerBackend("flowpo-sandbox:latest", limits), ProcessBackend(limits)
     docker.check()
     process.check()
     plain = ProcessBackend(limits, namespaces=False)
-    results: dict[tuple[str, str], dict] = {}
+    results: dict[tuple[str, str, int], dict] = {}
     for mode, make in [("warm-docker", lambda: SandboxPool(docker, pool_size)),
                        ("warm-process", lambda: SandboxPool(process, pool_size)),
                        ("docker-per-run", lambda: ColdPool(docker)),
@@ -96,48 +107,145 @@ async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str], dict]:
         for workload, code in [("trivial", TRIVIAL), ("realistic", EXAMPLE_WORKFLOW)]:
             n = max(runs // 4, 8) if cold else runs  # cold starts are slow; fewer runs say enough
             await measure(runner, code, 2, 1)  # warm-up: page cache, image layers, imports
-            results[(mode, workload)] = {"runs": n, **await measure(runner, code, n, pool_size)}
+            for at_once in [pool_size] if cold else sorted({1, pool_size}):
+                results[(mode, workload, at_once)] = {"runs": n, **await measure(runner, code, n, at_once)}
         if isinstance(runner, SandboxPool):
             await runner.close()
         print(f"{mode}: done", flush=True)
     return results
 
 
+# The trivial job on a warm pool, through the pool's public API only (unchanged since the first warm
+# pool), so that it runs on any revision's tree: argv = backend, jobs at once, runs, pool size.
+REVISION_PROBE = """
+import asyncio, json, statistics, sys, time
+from sandbox.backend import SandboxLimits
+from sandbox.docker_backend import DockerBackend
+from sandbox.pool import SandboxPool
+from sandbox.process_backend import ProcessBackend
+
+CODE = %r
+START = {"code": CODE, "problem": "def add(a, b):\\n    return a + b\\n", "entry_point": "add"}
+
+async def llm(messages, call=0):
+    raise AssertionError("the trivial workflow calls no LLM")
+
+async def main(kind, at_once, runs, size):
+    limits = SandboxLimits(timeout_s=30)
+    backend = DockerBackend("flowpo-sandbox:latest", limits) if kind == "docker" else ProcessBackend(limits)
+    pool = SandboxPool(backend, size)
+    await pool.start()
+    for _ in range(4):
+        await pool.run_workflow(START, llm)
+    latencies, left = [], list(range(runs))
+    async def worker():
+        while left:
+            left.pop()
+            began = time.perf_counter()
+            outcome = await pool.run_workflow(START, llm)
+            latencies.append(time.perf_counter() - began)
+            assert not outcome.failure, outcome
+    await asyncio.gather(*(worker() for _ in range(at_once)))
+    await pool.close()
+    print(json.dumps({"median_ms": 1000 * statistics.median(latencies)}))
+
+asyncio.run(main(sys.argv[1], *map(int, sys.argv[2:])))
+""" % TRIVIAL
+
+
+def revision_tree(rev: str, into: Path) -> Path:
+    """``rev``'s files (git archive), readable by the sandbox's uid, which mounts its runtime."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(common.REPO), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(into)], check=True)
+    into.parent.chmod(0o755)
+    return into
+
+
+def probe(tree: Path, kind: str, at_once: int, runs: int, pool_size: int) -> float:
+    done = subprocess.run([sys.executable, "-c", REVISION_PROBE, kind, str(at_once), str(runs), str(pool_size)],
+                          cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the probe on {tree} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])["median_ms"]
+
+
+def compare_revisions(revs: list[str], runs: int, pool_size: int, rounds: int = 2) -> list[dict]:
+    """The trivial job's median on each revision and on this tree, per backend and jobs at once;
+    the trees take turns, ``rounds`` times, and each figure is the median of its turns."""
+    with tempfile.TemporaryDirectory(prefix="flowpo-bench-revs-") as tmp:
+        trees = {rev: revision_tree(rev, Path(tmp) / rev) for rev in revs}
+        trees["this tree"] = common.REPO
+        rows = []
+        for kind in ("docker", "process"):
+            for at_once in sorted({1, pool_size}):
+                turns: dict[str, list[float]] = {name: [] for name in trees}
+                for _ in range(rounds):
+                    for name, tree in trees.items():
+                        turns[name].append(probe(tree, kind, at_once, runs, pool_size))
+                rows.append({"backend": kind, "at_once": at_once,
+                             **{name: statistics.median(ms) for name, ms in turns.items()}})
+                print(f"revisions, {kind}, {at_once} at once: done", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser("sandbox_pools", __doc__, quick="8 runs per warm mode (cold modes: 8)")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--pool", type=int, default=2, help="sandboxes in a warm pool (and jobs at once)")
+    parser.add_argument("--baseline", nargs="*", default=[], metavar="REV",
+                        help="earlier revisions whose warm pools run the trivial job in the same run")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 8
     results = asyncio.run(measure_all(args.runs, args.pool))
-    lines = [f"{args.runs} runs per warm mode, concurrency {args.pool}, LLM answered in-process with no latency "
-             "(sandbox cost only).", "", "| mode | workload | runs | median ms | p90 ms | runs/s |",
-             "|---|---|---:|---:|---:|---:|"]
-    for (mode, workload), r in results.items():
-        lines.append(f"| {mode} | {workload} | {r['runs']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} "
-                     f"| {r['per_s']:.1f} |")
-    lines.append("")
-    ratios = {}
-    for workload in ("trivial", "realistic"):
-        warm, per_run = results[("warm-docker", workload)], results[("docker-per-run", workload)]
-        ratios[workload] = {"warm_docker_vs_docker_per_run": warm["per_s"] / per_run["per_s"],
-                            "warm_docker_vs_plain_process":
-                                warm["per_s"] / results[("plain-process", workload)]["per_s"],
-                            "warm_process_vs_docker_per_run":
-                                results[("warm-process", workload)]["per_s"] / per_run["per_s"]}
-        r = ratios[workload]
-        lines.append(f"- {workload}: warm Docker pool median overhead {warm['median_ms']:.1f} ms; runs/s vs "
-                     f"docker-per-run {r['warm_docker_vs_docker_per_run']:.1f}×, vs plain-process "
-                     f"{r['warm_docker_vs_plain_process']:.1f}×; warm-process vs docker-per-run "
-                     f"{r['warm_process_vs_docker_per_run']:.1f}×")
-    table = "\n".join(lines)
+    revisions = compare_revisions(args.baseline, args.runs, args.pool) if args.baseline else []
+    table, ratios = report(results, revisions, args)
     print(table)
     common.write_results(args.out, "sandbox_pools", {
         "runs": args.runs, "pool": args.pool, "ratios": ratios,
-        "rows": [{"mode": m, "workload": w, **r} for (m, w), r in results.items()]},
+        "rows": [{"mode": m, "workload": w, "at_once": n, **r} for (m, w, n), r in results.items()],
+        "revisions": revisions},
         table, common.command("sandbox_pools", argv), title="Warm sandbox pools against a sandbox per execution")
     return 0
+
+
+def report(results: dict, revisions: list[dict], args) -> tuple[str, dict]:
+    lines = [f"{args.runs} runs per warm mode, a pool of {args.pool}, LLM answered in-process with no latency "
+             "(sandbox cost only). Jobs at once 1: a job's own path, a sandbox idle; "
+             f"{args.pool}: every sandbox busy, the restore between jobs paid too.", "",
+             "| mode | workload | jobs at once | runs | median ms | p90 ms | runs/s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (mode, workload, at_once), r in results.items():
+        lines.append(f"| {mode} | {workload} | {at_once} | {r['runs']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} "
+                     f"| {r['per_s']:.1f} |")
+    lines.append("")
+    ratios, busy = {}, args.pool
+    for workload in ("trivial", "realistic"):
+        warm, per_run = results[("warm-docker", workload, busy)], results[("docker-per-run", workload, busy)]
+        ratios[workload] = {"warm_docker_vs_docker_per_run": warm["per_s"] / per_run["per_s"],
+                            "warm_docker_vs_plain_process":
+                                warm["per_s"] / results[("plain-process", workload, busy)]["per_s"],
+                            "warm_process_vs_docker_per_run":
+                                results[("warm-process", workload, busy)]["per_s"] / per_run["per_s"]}
+        r = ratios[workload]
+        own_path = {m: results[(m, workload, 1)]["median_ms"] for m in ("warm-docker", "warm-process")}
+        lines.append(f"- {workload}: warm pool median overhead on a job's own path {own_path['warm-docker']:.1f} ms "
+                     f"(Docker), {own_path['warm-process']:.1f} ms (bubblewrap); runs/s with every sandbox busy vs "
+                     f"docker-per-run {r['warm_docker_vs_docker_per_run']:.1f}×, vs plain-process "
+                     f"{r['warm_docker_vs_plain_process']:.1f}×; warm-process vs docker-per-run "
+                     f"{r['warm_process_vs_docker_per_run']:.1f}×")
+    if revisions:
+        names = [k for k in revisions[0] if k not in ("backend", "at_once")]
+        lines += ["", "The trivial job's median ms on earlier revisions' warm pools and on this tree, in this run "
+                  "(the trees took turns; each figure is the median of its turns):", "",
+                  "| backend | jobs at once | " + " | ".join(names) + " | this tree vs " + names[0] + " |",
+                  "|---|---:|" + "---:|" * (len(names) + 1)]
+        for row in revisions:
+            lines.append(f"| {row['backend']} | {row['at_once']} | " + " | ".join(f"{row[n]:.1f}" for n in names)
+                         + f" | {row[names[0]] / row['this tree']:.2f}× faster |")
+    return "\n".join(lines), ratios
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """A warm pool of sandboxes: W long-lived supervisors, one job at a time each.
 
-A job never pays a sandbox start: it goes to an idle sandbox, whose supervisor forks a fresh child
-for it. A sandbox whose job broke a limit, that reports leftovers it could not clean, or that stops
-answering is replaced in the background; optionally every sandbox is recycled after N jobs.
+A job never pays a sandbox start: it goes to an idle sandbox, whose supervisor has a fresh child
+forked and waiting for it. After the job's end the supervisor restores the sandbox (sandbox/runtime/
+flowpo_supervisor.py); the pool takes it back as idle only once it says ``restored``, clean. A
+sandbox whose job broke a limit, that reports leftovers it could not clean, or that stops answering
+is replaced in the background; optionally every sandbox is recycled after N jobs.
 
 Failure classes (exactly one per run): ok, timeout, memory, output_limit, crash, invalid_workflow,
 budget_exceeded, bad_llm_request (workflow-caused: may score low) and llm_error, sandbox_error
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sandbox.backend import SandboxBackend
-from sandbox.supervised import Handler, Sandbox, SandboxBroken
+from sandbox.supervised import RESTORE_TIMEOUT_S, Handler, Sandbox, SandboxBroken
 from sandbox.verdicts import AskLLM, LLMCalls, host_status
 
 WORKFLOW_FAILURES = ("timeout", "memory", "output_limit", "crash", "invalid_workflow", "budget_exceeded",
@@ -43,7 +45,6 @@ class RunOutcome:
     error: str
     output: str  # tail of the job's stdout+stderr
     seconds: float
-    stray_processes: int = 0
     suspect: str = ""  # what looks like gaming: broke_sandbox
 
 
@@ -152,8 +153,7 @@ class SandboxPool:
             return end, end.failure == "sandbox_error"
         status, error = calls.judge(host_status(end), str(end.get("error", "")))
         return RunOutcome("" if status == "ok" else status, str(end.get("answer", "")), error,
-                          str(end.get("output", "")), time.monotonic() - began,
-                          int(end.get("stray_processes", 0))), False
+                          str(end.get("output", "")), time.monotonic() - began), False
 
     async def take(self) -> "Sandbox | RunOutcome":
         """An idle sandbox, or the sandbox_error outcome when none could start."""
@@ -186,13 +186,23 @@ class SandboxPool:
                                   time.monotonic() - began)
             return RunOutcome("sandbox_error", "", f"{exc} ({exit_info.detail}); "
                               f"stderr: {sandbox.stderr_text()[-500:]}", "", time.monotonic() - began)
-        self.stats.stray_processes += int(end.get("stray_processes", 0))
-        if host_status(end) in LIMIT_FAILURES or end.get("clean") is not True or (
-                self.recycle_after and sandbox.jobs >= self.recycle_after):
+        self._in_background(self._after_job(sandbox, replace=host_status(end) in LIMIT_FAILURES or bool(
+            self.recycle_after and sandbox.jobs >= self.recycle_after)))
+        return end
+
+    async def _after_job(self, sandbox: Sandbox, replace: bool) -> None:
+        """Off the job's path: wait for the supervisor's restore, then put the sandbox back as idle,
+        or replace it (its job broke a limit, it is due for recycling, or it is not clean)."""
+        try:
+            restored = await sandbox.restored(RESTORE_TIMEOUT_S)
+        except SandboxBroken as exc:
+            log.warning("sandbox %s was not restored after its job, so it is replaced: %s", sandbox.name, exc)
+            restored = {}
+        self.stats.stray_processes += int(restored.get("stray_processes", 0))
+        if replace or restored.get("clean") is not True:
             await self._discard(sandbox)
         else:
             self._idle.put_nowait(sandbox)
-        return end
 
     async def _discard(self, sandbox: Sandbox):
         """Tear ``sandbox`` down now and start its replacement in the background."""
@@ -211,12 +221,17 @@ class SandboxPool:
                 fresh = exc
             self._idle.put_nowait(fresh)
 
-        task = asyncio.ensure_future(replace())
+        self._in_background(replace())
+
+    def _in_background(self, work) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        # Replacements in progress finish first: cancelling one mid-start would orphan its sandbox.
-        await asyncio.gather(*list(self._background), return_exceptions=True)
+        # Work in progress finishes first: cancelling a replacement mid-start would orphan its
+        # sandbox, and a restore that ends in a replacement starts one more.
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         await asyncio.gather(*(sandbox.close() for sandbox in list(self._all)), return_exceptions=True)
         self._all.clear()

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from sandbox.backend import SandboxBackend, SandboxExit
 
 START_TIMEOUT_S = 120.0
+RESTORE_TIMEOUT_S = 60.0  # killing a job's leftovers and emptying its files: milliseconds, unless broken
 MAX_LINE = 1 << 25
 
 # One message from a running job -> the reply to send it (or None).
@@ -113,6 +114,18 @@ class Sandbox:
             self.current_job = None
             for task in tasks:
                 task.cancel()
+
+    async def restored(self, wait_s: float) -> dict:
+        """The supervisor's ``restored`` line after the last job's end: whether the sandbox is back to
+        its state before the first job (``clean``) and how many processes the job left behind."""
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                message = await asyncio.wait_for(self._read(), max(0.0, deadline - time.monotonic()))
+                if message.get("type") == "restored":
+                    return message
+        except asyncio.TimeoutError:
+            raise SandboxBroken(f"the supervisor did not restore the sandbox within {wait_s:.0f} s") from None
 
     def send_to_job(self, job_id: int, message: dict) -> None:
         """A message for a running job; quietly dropped when the sandbox is going away (the job's

@@ -2,10 +2,14 @@
 
 It is the sandbox's PID 1 (Docker, or bubblewrap with ``--as-pid-1``), so the kernel drops any
 signal a workflow sends it, and it is not dumpable, so a workflow cannot ptrace it or open its
-``/proc`` files. It never runs workflow code itself: each job is a ``fork`` of this clean parent
-(≈ 1 ms, with the runtime already imported) that gets its own session, scratch directory, rlimits
-and pipes. After each job every other process in the sandbox is killed and reaped, and the scratch
-area is wiped, so nothing a workflow leaves behind reaches the next one.
+``/proc`` files. It never runs workflow code itself: each job runs in a ``fork`` of this clean parent,
+with the runtime already imported, that has its own session, scratch directory, rlimits and pipes.
+After each job every other process in the sandbox is killed and reaped and every writable place is
+restored, so nothing a workflow leaves behind reaches the next one.
+
+The job's path is kept short: the child for the next job is forked and set up while the sandbox
+waits (a spare), and the job's ``end`` goes to the host as soon as its verdict is known; the kill,
+the restore and the next fork follow, and ``restored`` tells the host the sandbox may take a job.
 
 Host ↔ supervisor protocol, one JSON object per line on the supervisor's stdio:
 
@@ -19,14 +23,17 @@ Host ↔ supervisor protocol, one JSON object per line on the supervisor's stdio
                   {"type": "llm_request", "job": n, "id": m, "messages": [...]}  (from a workflow)
                   {"type": "call" | "reply", "job": n, "id": m, ...}            (harness | candidate)
                   {"type": "end", "job": n, "status": ..., "answer": ..., "error": ..., "output": ...,
-                   "seconds": ..., "stray_processes": ..., "clean": ..., "exit": ...}
+                   "output_bytes": ..., "seconds": ...}
+                  {"type": "restored", "job": n, "clean": bool, "stray_processes": ..., "exit": ...}
 
 Only this process writes the host's stdout; the child's own protocol lines are parsed and checked
 here (each job kind may send only its own message types, with fields of the right types), so a
 job cannot forge a message for the host. The host does not trust these lines either: it decides
 infrastructure failures from what it saw itself (``sandbox/pool.py``).
 """
+import asyncio
 import ctypes
+import fcntl
 import json
 import os
 import resource
@@ -96,17 +103,34 @@ def apply_limits(limits):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def child_main(job, scratch, fds):
-    """Runs in the forked child; never returns."""
+JOB_FD = 4  # the spare child's own pipe, on which its one job arrives whole
+SPARE_READY = b"R"  # a spare's first byte on the protocol pipe: set up, before any job reached it
+
+
+def place_fds(sources):
+    """Put ``sources`` at fds 0, 1, 2, ... in order and close every other fd. Each is first copied
+    above them all, so that no dup2 overwrites a source not yet placed."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, len(sources)) for fd in sources]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(high), 1 << 16)
+
+
+def read_to_end(fd):
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def child_main(scratch, fds):
+    """The next job's process, forked while the sandbox waits for that job (Supervisor.fork_spare):
+    it sets itself up, blocks until the job arrives whole on JOB_FD, runs it and exits; never returns."""
     code = 1
     try:
         os.setsid()  # its own session and process group: killed as one on timeout
-        command_r, output_w, protocol_w = fds
-        os.dup2(command_r, 0)
-        os.dup2(output_w, 1)
-        os.dup2(output_w, 2)
-        os.dup2(protocol_w, 3)
-        os.closerange(4, 1 << 16)
+        command_r, output_w, protocol_w, job_r = fds
+        place_fds([command_r, output_w, output_w, protocol_w, job_r])
         os.chdir(scratch)
         os.environ.clear()
         os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PATH": "/usr/bin:/bin"})
@@ -114,18 +138,13 @@ def child_main(job, scratch, fds):
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # under memory pressure the kernel kills the job, not the supervisor
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        loop = asyncio.new_event_loop()  # for a workflow; made and warmed before its job is waited for
+        flowpo_runtime.warm_up(loop)
+        os.write(3, SPARE_READY)
+        job = json.loads(read_to_end(JOB_FD))
+        os.close(JOB_FD)
         apply_limits(job["limits"])
-        if job["kind"] == "workflow":
-            flowpo_runtime.serve_child(job["start"], protocol_fd=3)
-            code = 0
-        elif job["kind"] == "candidate":
-            flowpo_tests.serve_candidate(job["start"], protocol_fd=3)
-            code = 0
-        elif job["kind"] == "harness":
-            flowpo_tests.run_harness(job["start"], protocol_fd=3)
-            code = 0
-        else:
-            code = run_program(job["source"])
+        code = run_job(job, loop)
     except BaseException:  # noqa: BLE001 - the child must end in os._exit whatever happens
         try:
             traceback.print_exc()
@@ -137,6 +156,21 @@ def child_main(job, scratch, fds):
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def run_job(job, loop):
+    """Run ``job`` in this child; its exit status."""
+    if job["kind"] == "workflow":
+        flowpo_runtime.serve_child(job["start"], protocol_fd=3, loop=loop)
+        return 0
+    loop.close()
+    if job["kind"] == "candidate":
+        flowpo_tests.serve_candidate(job["start"], protocol_fd=3)
+        return 0
+    if job["kind"] == "harness":
+        flowpo_tests.run_harness(job["start"], protocol_fd=3)
+        return 0
+    return run_program(job["source"])
 
 
 def run_program(source):
@@ -231,6 +265,27 @@ class Job:
         return {**fields, "type": kind, "job": self.id, "id": message["id"]}
 
 
+class Spare:
+    """A forked child waiting for its job, and the supervisor's ends of its pipes."""
+
+    def __init__(self, pid, pidfd, command_w, output_r, protocol_r, job_w):
+        self.pid, self.pidfd = pid, pidfd
+        self.command_w, self.output_r, self.protocol_r, self.job_w = command_w, output_r, protocol_r, job_w
+
+    def wait_ready(self):
+        """Until it is set up. One that could not set itself up means no job can run here: this
+        process ends, so the host sees a broken sandbox (an infrastructure failure), never a job's
+        own crash."""
+        if os.read(self.protocol_r, 1) != SPARE_READY:
+            os.waitpid(self.pid, 0)
+            raise SystemExit(f"supervisor: a job's process failed before its job: "
+                             f"{os.read(self.output_r, 4000).decode(errors='replace')}")
+
+    def close(self):
+        for fd in (self.pidfd, self.command_w, self.output_r, self.protocol_r, self.job_w):
+            os.close(fd)
+
+
 def checked_messages(message):
     """An LLM request's chat messages, flat: role and content strings only."""
     messages = message.get("messages")
@@ -256,6 +311,8 @@ class Supervisor:
         self.to_child = None
         self.child_backlog = bytearray()  # replies the job's process has not read yet
         self.child_writable = False  # to_child is registered for EVENT_WRITE
+        self.spare = None  # the next job's process, forked and waiting for it
+        self.spares = 0
 
     def send(self, message):
         data = (json.dumps(message) + "\n").encode()
@@ -263,6 +320,7 @@ class Supervisor:
             data = data[os.write(self.host_out, data):]
 
     def serve(self):
+        self.spare = self.fork_spare()
         self.send({"type": "ready", "pid1": self.is_pid1})
         self.selector.register(self.host_in, selectors.EVENT_READ, "host")
         while True:
@@ -333,31 +391,55 @@ class Supervisor:
 
     # -- one job --------------------------------------------------------------------------
 
+    def fork_spare(self):
+        """Fork the next job's process now, while no job waits for it: the fork and the child's setup
+        (pipes, session, scratch directory, event loop) are off the job's path. Forked after the last
+        job's processes are gone and its writable places restored, so it starts from the clean parent."""
+        self.spares += 1
+        scratch = os.path.join(SCRATCH_ROOT, f"job-{self.spares}")
+        os.makedirs(scratch, mode=0o700)
+        pipes = {name: os.pipe() for name in ("command", "output", "protocol", "job")}
+        pid = os.fork()
+        if pid == 0:
+            child_main(scratch, (pipes["command"][0], pipes["output"][1], pipes["protocol"][1], pipes["job"][0]))
+        for name, end in (("command", 0), ("output", 1), ("protocol", 1), ("job", 0)):
+            os.close(pipes[name][end])
+        return Spare(pid, os.pidfd_open(pid), pipes["command"][1], pipes["output"][0], pipes["protocol"][0],
+                     pipes["job"][1])
+
+    def take_spare(self):
+        """The waiting child, or a new one where it died while it waited (it runs no job's code
+        then, so nothing of a job is lost)."""
+        spare, self.spare = self.spare, None
+        if spare is not None and os.waitpid(spare.pid, os.WNOHANG) != (0, 0):
+            spare.close()
+            spare = None
+        spare = spare or self.fork_spare()
+        spare.wait_ready()
+        return spare
+
     def start_job(self, message):
         job = Job(message, self.send)
-        scratch = os.path.join(SCRATCH_ROOT, f"job-{job.id}")
-        os.makedirs(scratch, mode=0o700)
-        command_r, command_w = os.pipe()
-        output_r, output_w = os.pipe()
-        protocol_r, protocol_w = os.pipe()
         start = dict(message.get("start") or {})
         if message["kind"] == "workflow":
             start["timeout_s"] = job.limits["timeout_s"]
-        pid = os.fork()
-        if pid == 0:
-            child_main({**message, "start": start}, scratch, (command_r, output_w, protocol_w))
-        for fd in (command_r, output_w, protocol_w):
-            os.close(fd)
-        self.job, self.child, self.to_child = job, pid, command_w
-        os.set_blocking(command_w, False)
+        spare = self.take_spare()
+        try:
+            data = json.dumps({**message, "start": start}).encode()
+            while data:
+                data = data[os.write(spare.job_w, data):]
+        except OSError:  # it died as the job arrived: its exit is seen below, and told as its status
+            pass
+        os.close(spare.job_w)
+        self.job, self.child, self.to_child = job, spare.pid, spare.command_w
+        os.set_blocking(spare.command_w, False)
         self.child_backlog, self.child_writable = bytearray(), False
-        os.set_blocking(output_r, False)
-        os.set_blocking(protocol_r, False)
-        self.selector.register(output_r, selectors.EVENT_READ, "output")
-        self.selector.register(protocol_r, selectors.EVENT_READ, "protocol")
+        os.set_blocking(spare.output_r, False)
+        os.set_blocking(spare.protocol_r, False)
+        self.selector.register(spare.output_r, selectors.EVENT_READ, "output")
+        self.selector.register(spare.protocol_r, selectors.EVENT_READ, "protocol")
         self.child_exit = None
-        self.pidfd = os.pidfd_open(pid)
-        self.selector.register(self.pidfd, selectors.EVENT_READ, "exit")
+        self.selector.register(spare.pidfd, selectors.EVENT_READ, "exit")
 
     def read_child(self, key):
         if key.data == "exit":
@@ -409,9 +491,12 @@ class Supervisor:
         self.child_backlog = bytearray()
 
     def finish_job(self):
+        """Send the job's end as soon as its verdict is known, then restore the sandbox (kill what
+        the job left, empty every writable place, fork the next job's process) and say so with
+        ``restored``: the host gives the sandbox its next job only after that line, so the restore
+        costs no job any time unless every sandbox is busy."""
         job = self.job
-        stray = self.kill_job_processes()
-        if job.verdict is None:
+        if job.verdict is None:  # no verdict yet: the child exited, and its exit status is the verdict
             job.decide(*self.verdict_from_exit(job))
         status, answer, error = job.verdict
         oom = job.oom_before is not None and (oom_kills() or 0) > job.oom_before
@@ -421,13 +506,16 @@ class Supervisor:
             if key.data not in ("host", "to_child"):
                 self.unregister(key.fd)
         self.close_to_child()
-        clean = wipe(SCRATCH_ROOT)
-        clean = self.cleaner.clean() and clean
         self.send({"type": "end", "job": job.id, "status": status, "answer": answer, "error": error,
                    "output": job.output.decode(errors="replace"), "output_bytes": job.output_bytes,
-                   "seconds": time.monotonic() - job.began, "stray_processes": stray,
-                   "clean": clean, "exit": exit_description(self.child_exit)})
+                   "seconds": time.monotonic() - job.began})
         self.job = None
+        stray = self.kill_job_processes()
+        clean = wipe(SCRATCH_ROOT)
+        clean = self.cleaner.clean() and clean
+        self.spare = self.fork_spare()
+        self.send({"type": "restored", "job": job.id, "clean": clean, "stray_processes": stray,
+                   "exit": exit_description(self.child_exit)})
 
     def verdict_from_exit(self, job):
         status = self.child_exit

@@ -190,6 +190,55 @@ def test_broken_limits_replace_the_sandbox_and_recycling_works(backend_kind, nee
     assert stats.failures == {"ok": 5, "timeout": 1}
 
 
+DAEMON = body("""
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(600)
+    os._exit(0)
+return 'left a daemon'
+""")
+PROCESSES = body("""
+import os
+return ' '.join(sorted(p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())))
+""")
+
+
+def test_a_jobs_end_comes_before_its_restore_and_the_next_job_after_it(backend_kind, need):
+    """The supervisor answers as soon as the verdict is known and restores the sandbox afterwards (its
+    ``restored`` line says how, and counts the processes the job left); the pool gives the sandbox its
+    next job only after that line, so the next job finds nothing of the last one."""
+    from sandbox.supervised import Sandbox
+
+    async def scenario():
+        backend = make_backend(backend_kind, need, timeout_s=10)
+        sandbox = await Sandbox.start(backend)
+        try:
+            job = {"type": "job", "kind": "workflow", "limits": backend.job_limits(),
+                   "start": {"code": DAEMON, "problem": "p", "entry_point": "f"}}
+            end = await sandbox.run(job, None, 30)
+            restored = await sandbox.restored(30)
+        finally:
+            await sandbox.close()
+        pool = SandboxPool(backend, 1)
+        try:
+            outcomes = [await pool.run_workflow({"code": code, "problem": "p", "entry_point": "f"}, None)
+                        for code in (DAEMON, PROCESSES)]
+        finally:
+            await pool.close()
+        return end, restored, outcomes, pool.stats
+
+    end, restored, (daemon, probe), stats = run_async(scenario())
+    assert (end["type"], end["status"], end["answer"]) == ("end", "ok", "left a daemon")
+    assert "clean" not in end and "stray_processes" not in end  # known only once the restore is done
+    assert (restored["type"], restored["job"], restored["clean"]) == ("restored", end["job"], True)
+    assert restored["stray_processes"] >= 1, restored
+    assert (daemon.failure, probe.failure) == ("", "") and daemon.answer == "left a daemon"
+    assert probe.answer == "", f"processes left by the last job: {probe.answer}"  # its own pid namespace
+    assert stats.stray_processes >= 1 and stats.sandboxes_replaced == 0, stats
+
+
 def test_a_sandbox_that_cannot_start_is_a_clear_error(need):
     from sandbox.backend import SandboxLimits
     from sandbox.docker_backend import DockerBackend
