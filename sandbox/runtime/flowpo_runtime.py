@@ -136,19 +136,6 @@ async def serve(start, protocol):
     protocol.send({"type": "result", **result})
 
 
-WARM_UP = {"code": "class Workflow:\n    def __init__(self, llm):\n        pass\n\n"
-                   "    async def __call__(self, problem, entry_point):\n        return ''\n",
-           "problem": "", "entry_point": "", "timeout_s": 1}
-
-
-def warm_up(loop):
-    """Run a fixed no-op workflow once in a freshly forked child, before its job arrives: the memory
-    pages a run writes are copied from the parent now (copy-on-write), not on the job's path
-    (about 0.5 ms here). Only this module's own code runs; nothing of it is left for the job."""
-    loop.run_until_complete(run(WARM_UP, protocol=None))
-    linecache.cache.pop("<workflow>", None)
-
-
 def serve_child(start, protocol_fd, loop=None):
     """Entry point in the supervisor's forked child: fd 0 brings replies, ``protocol_fd`` takes
     requests and the result, fds 1 and 2 are the workflow's capped output. ``loop``: an event loop

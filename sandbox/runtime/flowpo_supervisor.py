@@ -138,8 +138,7 @@ def child_main(scratch, fds):
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # under memory pressure the kernel kills the job, not the supervisor
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        loop = asyncio.new_event_loop()  # for a workflow; made and warmed before its job is waited for
-        flowpo_runtime.warm_up(loop)
+        loop = asyncio.new_event_loop()  # for a workflow; made before its job is waited for
         os.write(3, SPARE_READY)
         job = json.loads(read_to_end(JOB_FD))
         os.close(JOB_FD)
