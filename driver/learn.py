@@ -41,16 +41,18 @@ def learner_items(round_index: int, samples: list[ScoredSample], config: Config)
 
 
 def learner_settings(round_index: int, config: Config, model_path: str, out_dir: str,
-                     init_adapter: str) -> LearnerSettings:
+                     init_adapter: str, data_adapter: str | None = None) -> LearnerSettings:
     """The learner's round: the run's ``train`` section and this round's paths."""
     return LearnerSettings.for_round(config.train, base_model=model_path, out_dir=out_dir, init_adapter=init_adapter,
-                                     round_index=round_index)
+                                     round_index=round_index, data_adapter=data_adapter)
 
 
 def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
-                model_path: str, init_adapter: str, learner: Learner | None = None) -> tuple[int, float | None, str]:
+                model_path: str, init_adapter: str, learner: Learner | None = None,
+                data_adapter: str | None = None) -> tuple[int, float | None, str]:
     """Build pairs or groups and train on ``learner`` (the run's warm learner; None: a worker group
-    of the round's own); returns (their count, loss or None if skipped, adapter dir or "")."""
+    of the round's own) from ``init_adapter``; ``data_adapter`` wrote the samples (None: the same);
+    returns (their count, loss or None if skipped, adapter dir or "")."""
     t = config.train
     items, no_signal = learner_items(round_index, samples, config)
     unit = algorithm(t.algorithm).unit
@@ -59,7 +61,7 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
         log.event("train_skipped", round=round_index, reason=no_signal)
         return 0, None, ""
     out_dir = log.adapter_dir(round_index)
-    settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter)
+    settings = learner_settings(round_index, config, model_path, str(out_dir.resolve()), init_adapter, data_adapter)
     print(f"round {round_index}: {t.algorithm} on {len(items)} {unit} with {t.num_workers} Ray Train worker(s)")
     if learner is None or not learner.running:
         wait_for_learner_nodes(config)
@@ -71,7 +73,7 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
     worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     worker_metrics[f"{unit}_per_worker"] = worker_metrics.pop("items", 0)
     log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
-              **{unit: len(items)}, **worker_metrics)
+              old_policy=settings.old_adapter or "start", **{unit: len(items)}, **worker_metrics)
     return len(items), loss, str(out_dir.resolve())
 
 
@@ -102,13 +104,13 @@ def ship_adapter(generators: list, version: str, path: str) -> float:
     return time.monotonic() - began
 
 
-def learner_stage_times(times: dict, ship_s: float) -> dict:
+def learner_stage_times(times: dict, ship_s: float, overlap_s: float = 0.0) -> dict:
     """The learner's part of a round for ``stage_times``: its seconds by phase (``learner_*``), the
     adapter's shipping to the generators, and its overhead: everything but the loss's own work, which
     is the optimizer steps and the round-start log-probs (the reference and π_old terms of the loss,
     computed once a round instead of in every step); so start-up, model load, data, saving, shipping
-    back and to the generators. The generators wait through all of it: nothing of the next round
-    runs without the new adapter."""
+    back and to the generators. The generators wait through all of it, unless the next round streamed
+    meanwhile (``overlap_s``, pipeline.overlap_rounds): then only through what is left."""
     if not times:
         return {}
     wall = times["wall_s"] + ship_s
@@ -117,7 +119,7 @@ def learner_stage_times(times: dict, ship_s: float) -> dict:
     return {**{f"learner_{key}": round(value, 3) for key, value in times.items()},
             "adapter_ship_s": round(ship_s, 3), "learner_overhead_s": round(other, 3),
             "learner_overhead_pct": round(100 * other / wall, 1) if wall > 0 else 0.0,
-            "generators_idle_training_s": round(wall, 3)}
+            "rounds_overlap_s": round(overlap_s, 3), "generators_idle_training_s": round(max(0.0, wall - overlap_s), 3)}
 
 
 def learner_line(round_index: int, t: dict) -> str:

@@ -155,6 +155,18 @@ def learner_time_line(events: list[dict], round_index: int) -> list[str]:
             "loading, data and saving).", ""]
 
 
+def overlap_line(events: list[dict], round_index: int) -> list[str]:
+    """With pipeline.overlap_rounds: how old the round's data was, and how much of the learner's time
+    the next round streamed through."""
+    end = next((e for e in reversed(events) if e.get("event") == "round_end" and e.get("round") == round_index), {})
+    t, staleness = end.get("stage_times") or {}, end.get("staleness", 0)
+    if not staleness and not t.get("rounds_overlap_s"):
+        return []
+    return [f"Overlapped rounds: this round's workflows were written by `{end.get('adapter')}`, {staleness} adapter "
+            f"version(s) older than the one its training started from; the next round streamed for "
+            f"{t.get('rounds_overlap_s', 0):.1f} s of the learner's time.", ""]
+
+
 @dataclass(frozen=True)
 class RoundRecords:
     """What one round's report is written from, read once from the run directory."""
@@ -211,7 +223,7 @@ def round_paragraph(records: RoundRecords) -> list[str]:
     lines += [f"{row.workflows} workflows, {row.scored} scored ({row.workflows - row.scored} unscored: "
               f"infrastructure failures), mean score {_fmt(row.mean_score)}; "
               f"training: {row.training or '–'}.", ""]
-    return lines + learner_time_line(records.events, records.index)
+    return lines + learner_time_line(records.events, records.index) + overlap_line(records.events, records.index)
 
 
 def draw_plots(records: RoundRecords) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driver.rundir import RunDir, adapter_name, read_repairing
+from driver.rundir import RunDir, adapter_name, read_repairing, round_of
 from flowpo.errors import FlowPOError
 from flowpo.records import BASE_ADAPTER
 
@@ -36,6 +36,18 @@ class RunState:
             return BASE_ADAPTER, ""
         last = max(earlier)
         return adapter_name(last), self.adapters[last]
+
+    def data_adapter(self, round_index: int, overlap: bool) -> tuple[str, str]:
+        """(version, path) of the adapter that writes ``round_index``'s workflows: the newest trained
+        before it; with rounds that overlap, the newest before the round before it, which is still
+        training while this one is generated."""
+        return self.adapter_before(round_index - 1 if overlap else round_index)
+
+    def staleness(self, round_index: int, data_version: str) -> int:
+        """How many adapters were trained after ``data_version`` and before ``round_index``: how many
+        versions the round's data lags the adapter its training starts from (0: sequential rounds)."""
+        data_round = round_of(data_version) or 0
+        return sum(1 for r in self.adapters if data_round < r < round_index)
 
 
 def read_run_state(run_dir: Path) -> RunState:

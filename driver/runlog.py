@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -35,6 +36,9 @@ class RunLog:
         self.samples_path, self.metrics_path = self.layout.samples, self.layout.metrics
         self.sinks = list(sinks)
         self._round = 0  # step of events that carry no round (run_start: 0, run_end: the last round)
+        # Overlapped rounds log from two threads (the next round's stream, this round's training): a
+        # record is one whole line, and the sinks see one event at a time.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config) -> RunLog:
@@ -59,12 +63,14 @@ class RunLog:
             handle.write(json.dumps(record) + "\n")
 
     def sample(self, record: dict) -> None:
-        self._append(self.samples_path, record)
+        with self._lock:
+            self._append(self.samples_path, record)
 
     def event(self, event: str, **fields) -> None:
-        self._append(self.metrics_path, {"event": event, "time": round(time.time(), 3), **fields})
-        if self.sinks:
-            self._mirror(event, fields)
+        with self._lock:
+            self._append(self.metrics_path, {"event": event, "time": round(time.time(), 3), **fields})
+            if self.sinks:
+                self._mirror(event, fields)
 
     def _mirror(self, event: str, fields: dict) -> None:
         round_index = fields.get("round")

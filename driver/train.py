@@ -7,8 +7,11 @@ resumed run (``train(config, resume=True)``) redoes nothing that samples.jsonl r
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -23,6 +26,7 @@ from driver.runlog import RunLog
 from driver.session import prepare, session
 from flowpo.algorithms import algorithm
 from flowpo.config import Config
+from flowpo.errors import FlowPOError
 from flowpo.gaming import suspected_gaming
 from flowpo.records import Problem, ScoredSample
 from flowpo.validate import reason_kind
@@ -118,44 +122,118 @@ def round_todo(round_index: int, problems: list[Problem], config: Config, state:
     return [(p, None if len(slots) == config.generator.k else slots) for p, slots in todo if slots]
 
 
+@dataclass
+class Streamed:
+    """A round streamed to its end: its scored samples, the adapter that wrote them and what the
+    streaming met."""
+    round: int
+    data: tuple[str, str]  # (version, path) of the adapter that wrote the round's workflows
+    samples: list[ScoredSample]
+    faults: Faults
+    clock: StageClock
+    driver_restarts: int  # round_start events before this one: the driver died mid-round
+
+
 def run_rounds(config: Config, problems: list[Problem], actors, log: RunLog, model_path: str,
                state: RunState | None = None, learner: Learner | None = None) -> list[RoundSummary]:
     """The rounds; with ``state`` (a resumed run) what it records as done is not done again. Each
-    round trains on ``learner``, the run's warm learner (None: a worker group per round)."""
+    round trains on ``learner``, the run's warm learner (None: a worker group per round). With
+    ``pipeline.overlap_rounds`` the next round streams while this one trains (on a thread of the
+    driver: the learner's work is on its own Ray Train workers), and waits for nothing else."""
     state = state or RunState()
-    return [run_round(k, config, problems, actors, log, model_path, state, learner)
-            for k in range(1, config.rounds + 1) if k not in state.ended]
+    rounds = [k for k in range(1, config.rounds + 1) if k not in state.ended]
+    summaries, ahead = [], None
+    for i, k in enumerate(rounds):
+        streamed = ahead or stream_phase(k, config, problems, actors, log, state)
+        following = rounds[i + 1] if config.pipeline.overlap_rounds and i + 1 < len(rounds) else None
+        if following is None:
+            trained, ahead, overlap_s = train_phase(streamed, config, log, model_path, state, learner), None, 0.0
+        else:
+            trained, ahead, overlap_s = train_while_streaming(
+                partial(train_phase, streamed, config, log, model_path, state, learner),
+                partial(stream_phase, following, config, problems, actors, log, state))
+        summaries.append(finish_phase(streamed, trained, config, actors, log, state, learner, overlap_s))
+    return summaries
 
 
-def run_round(round_index: int, config: Config, problems: list[Problem], actors, log: RunLog, model_path: str,
-              state: RunState, learner: Learner | None) -> RoundSummary:
-    """One round: stream what is left of it, train (unless it trained before a crash), ship the
-    adapter, log and report."""
-    version, path = state.adapter_before(round_index)
+def train_while_streaming(train, stream) -> tuple[tuple, Streamed, float]:
+    """``train()`` on a thread while ``stream()`` runs here: (what each returned, the seconds they ran
+    together). A stream that raises waits for the training first, so that its adapter is kept for a
+    resume; an interrupt (Ctrl-C, a signal) does not wait: the session's shutdown ends the learner."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowpo-learner")
+    began = time.monotonic()
+    training = pool.submit(train)
+    try:
+        streamed = stream()
+    except Exception:
+        wait([training])  # its own failure, if any, is logged by it; the stream's is the one raised
+        pool.shutdown(wait=False)
+        raise
+    except BaseException:
+        pool.shutdown(wait=False)
+        raise
+    streamed_s = time.monotonic() - began
+    try:
+        trained = training.result()
+    finally:
+        pool.shutdown(wait=False)
+    return trained, streamed, min(streamed_s, time.monotonic() - began)
+
+
+def stream_phase(round_index: int, config: Config, problems: list[Problem], actors, log: RunLog,
+                 state: RunState) -> Streamed:
+    """Stream what is left of the round with the adapter that writes its data (RunState.data_adapter)."""
+    version, path = state.data_adapter(round_index, config.pipeline.overlap_rounds)
     done = [ScoredSample.from_log(r) for r in state.samples.get(round_index, [])]
+    check_data_adapter(round_index, done, version)
     log.event("round_start", round=round_index, adapter=version, problems=len(problems), resumed_samples=len(done))
     faults, clock = round_faults(round_index, state, log), StageClock()
-    driver_restarts = state.starts[round_index]  # round_start events before this one: the driver died mid-round
     todo = round_todo(round_index, problems, config, state)
     samples = done + stream_round(round_index, todo, actors, config, log, shipped(version, path), faults, clock)
-    if round_index in state.adapters:  # trained before the crash: keep that adapter
-        event = state.train_events[round_index]
-        pairs, loss, new_adapter = (event.get("pairs", event.get("groups", 0)), event.get("loss"),
-                                    state.adapters[round_index])
-    else:
-        pairs, loss, new_adapter = train_round(round_index, samples, config, log, model_path, path, learner)
-    new_version, ship_s = adapter_name(round_index), 0.0
+    return Streamed(round_index, (version, path), samples, faults, clock, state.starts[round_index])
+
+
+def check_data_adapter(round_index: int, done: list[ScoredSample], version: str) -> None:
+    """A round's workflows all come from one adapter: a resume must not finish a round with another
+    (as it would after pipeline.overlap_rounds was changed between the run's drivers)."""
+    recorded = {s.execution.workflow.adapter for s in done}
+    if recorded - {version}:
+        raise FlowPOError(f"round {round_index}'s recorded samples were written by {', '.join(sorted(recorded))}, "
+                          f"but this run would write the rest with {version}: resume with the "
+                          "pipeline.overlap_rounds the run started with")
+
+
+def train_phase(streamed: Streamed, config: Config, log: RunLog, model_path: str, state: RunState,
+                learner: Learner | None) -> tuple[int, float | None, str]:
+    """Train the round (unless it trained before a crash: keep that adapter) from the newest adapter,
+    π_old the one that wrote its data: (pairs or groups, loss, adapter dir or "")."""
+    k = streamed.round
+    if k in state.adapters:
+        event = state.train_events[k]
+        return event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[k]
+    return train_round(k, streamed.samples, config, log, model_path, state.adapter_before(k)[1], learner,
+                       data_adapter=streamed.data[1])
+
+
+def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], config: Config, actors, log: RunLog,
+                 state: RunState, learner: Learner | None, overlap_s: float) -> RoundSummary:
+    """Ship the round's adapter, log and report the round."""
+    k, (version, _), samples = streamed.round, streamed.data, streamed.samples
+    pairs, loss, new_adapter = trained
+    staleness = state.staleness(k, version)
+    new_version, ship_s = adapter_name(k), 0.0
     if new_adapter:
-        state.adapters[round_index] = new_adapter
+        state.adapters[k] = new_adapter
         ship_s = ship_adapter(actors.generators, new_version, new_adapter)
-    learner_times = learner_stage_times(learner.round_times.get(round_index, {}) if learner else {}, ship_s)
-    summary = summarize(round_index, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
-    end_round(summary, samples, actors, log, faults, {**clock.summary(), **learner_times},
-              driver_restarts=driver_restarts)
+    learner_times = learner_stage_times(learner.round_times.get(k, {}) if learner else {}, ship_s, overlap_s)
+    summary = summarize(k, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
+    end_round(summary, samples, actors, log, streamed.faults,
+              {**streamed.clock.summary(), "rounds_overlap_s": round(overlap_s, 3), **learner_times},
+              driver_restarts=streamed.driver_restarts, staleness=staleness)
     if config.logging.reports:
-        report(log.run_dir, round_index)
+        report(log.run_dir, k)
     if new_adapter:
-        log.event("adapter_loaded", round=round_index, adapter=new_version, path=new_adapter,
+        log.event("adapter_loaded", round=k, adapter=new_version, path=new_adapter,
                   **adapter_probe(actors.generators[0], samples[0], new_version))
     return summary
 
@@ -170,8 +248,9 @@ def round_faults(round_index: int, state: RunState, log: RunLog) -> Faults:
 
 
 def end_round(summary: RoundSummary, samples: list[ScoredSample], actors, log: RunLog, faults: Faults,
-              stage_times: dict, *, driver_restarts: int = 0) -> None:
-    """The round_end record and the console's lines about the round."""
+              stage_times: dict, *, driver_restarts: int = 0, staleness: int = 0) -> None:
+    """The round_end record and the console's lines about the round; ``staleness``: how many adapter
+    versions the round's data lags the adapter its training started from (overlapped rounds: 1)."""
     k = summary.round
     failures = Counter(s.execution.failure or "ok" for s in samples)
     invalid_reasons = Counter(reason_kind(s.execution.workflow.invalid_reason) for s in samples
@@ -181,7 +260,7 @@ def end_round(summary: RoundSummary, samples: list[ScoredSample], actors, log: R
               suspected_gaming={kind: len(ids) for kind, ids in gaming.items()}, suspected_gaming_ids=gaming,
               regenerations=sum(s.execution.workflow.attempts - 1 for s in samples),
               actor_failures=dict(faults.by_stage), retried_items=sum(faults.by_stage.values()),
-              driver_restarts=driver_restarts,
+              driver_restarts=driver_restarts, staleness=staleness,
               restart_waits=dict(faults.restart_waits), stage_times=stage_times, **stage_stats(actors))
     print(summary.line(), "| outcomes:", ", ".join(f"{key} {v}" for key, v in sorted(failures.items())))
     if "learner_overhead_pct" in stage_times:

@@ -35,8 +35,12 @@ class Algorithm:
     name: str
     summary: str  # the config's help for it
     unit: str  # what a round trains on, as summaries and reports name it: "pairs" or "groups"
-    needs_old: bool  # the loss needs π_old (the starting adapter, which generated the round's data)
+    needs_old: bool  # the loss needs π_old, the policy that generated the round's data
     reference: str  # what ``train.reference: auto`` means: "base" (adapter off) or "previous"
+    # How the policy that wrote the round's data enters the loss: with rounds that overlap
+    # (pipeline.overlap_rounds) it is one version older than the adapter the learner starts from.
+    data_policy: str
+    overlap: bool  # whether rounds may overlap: the loss stays right when data is one version old
     items: Callable[["list[Candidate]", "Config", int], list]  # (scored candidates, config, seed) -> items
     loss: Loss
     no_items: Callable[["Config"], str]  # why a round has no items, when it has none
@@ -111,15 +115,22 @@ def cost_check(config: "Config") -> str:
     return ""
 
 
+OFFLINE = ("unused: pairs from any policy's workflows; the reference is the base model, so data one version "
+           "old changes which pairs a round sees, not the loss")
+
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("score_dpo", "ScoreFlow's Score-DPO: pairs, the implicit rewards scaled by their scores", "pairs",
               needs_old=False, reference="base", items=score_dpo_pairs, loss=score_dpo_loss,
+              data_policy=OFFLINE, overlap=True,
               no_items=lambda config: "no pair of workflows with different scores"),
     Algorithm("dpo", "DPO on the same pairs, their scores unused", "pairs", needs_old=False, reference="base",
-              items=score_dpo_pairs, loss=dpo_loss,
+              items=score_dpo_pairs, loss=dpo_loss, data_policy=OFFLINE, overlap=True,
               no_items=lambda config: "no pair of workflows with different scores"),
     Algorithm("iogrpo", "SPOGW's iterative offline GRPO with the advantage-masked KL: groups", "groups",
               needs_old=True, reference="previous", items=iogrpo_groups, loss=iogrpo_loss,
+              data_policy="π_old of the clipped ratio: the learner computes it with the adapter that wrote the "
+                          "round's workflows (recorded on each sample), whatever round that adapter is from",
+              overlap=True,
               no_items=lambda config: (f"no problem has {group_sizes(config)[1]} scored workflows with different "
                                        "scores (ioGRPO groups)"),
               check=iogrpo_check),

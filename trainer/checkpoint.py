@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OPTIMIZER_FILE = "optimizer.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's save_pretrained: the LoRA weights
 META_FILE = "checkpoint.json"
 
 

@@ -8,7 +8,7 @@ so does a micro-batch run in several passes (trainer/objectives.py).
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable
 
 import torch
@@ -19,11 +19,13 @@ from trainer.objectives import MicroBatch, Pass
 
 def round_start_logprobs(policy, mbs: list[MicroBatch], *, reference: str, needs_old: bool,
                          starts_from_base: bool, autocast: Callable = nullcontext, share_prompt: bool = True,
-                         max_tokens: int = 0) -> None:
+                         max_tokens: int = 0, old_weights=None) -> None:
     """Fill each pass's ``ref`` (and ``old``) with per-token log-probs, no second model copy.
 
     reference "base": the adapter switched off; "previous": the adapter the round starts from. π_old
-    (ioGRPO) is always the starting adapter, the policy that generated the round's data. With
+    (ioGRPO) is the policy that generated the round's data: the starting adapter, unless
+    ``old_weights`` says it is another (rounds that overlap, where the data is one version older):
+    "base" for the adapter off, or a LoRA state dict, swapped in for the pass and back out. With
     ``share_prompt`` each distinct prompt of the round is computed once (``distinct_logprobs``), in
     passes of at most ``max_tokens`` padded tokens (0: no limit); without, pass by training pass.
     """
@@ -41,7 +43,8 @@ def round_start_logprobs(policy, mbs: list[MicroBatch], *, reference: str, needs
             return distinct_logprobs(policy, [p.batch for p in passes], chunk=chunk, max_tokens=max_tokens)
         return [completion_logprobs(policy, *p.batch.tensors(), share_prompt=False) for p in passes]
 
-    need_start = needs_old or reference == "previous"
+    old_is_start = needs_old and old_weights is None
+    need_start = old_is_start or reference == "previous"
     was_training = policy.training
     policy.eval()  # no dropout: these are the fixed targets of the round
     with torch.no_grad(), autocast():
@@ -51,9 +54,28 @@ def round_start_logprobs(policy, mbs: list[MicroBatch], *, reference: str, needs
         else:
             with policy.disable_adapter():
                 ref = logprobs()
-    for p, p_ref, p_start in zip(passes, ref, start):
-        p.ref, p.old = p_ref, p_start if needs_old else None
+        old = start
+        if needs_old and old_weights is not None:
+            with (policy.disable_adapter() if old_weights == "base" else swapped_adapter(policy, old_weights)):
+                old = logprobs()
+    for p, p_ref, p_old in zip(passes, ref, old):
+        p.ref, p.old = p_ref, p_old if needs_old else None
     policy.train(was_training)
+
+
+@contextmanager
+def swapped_adapter(policy, weights: dict):
+    """The peft ``policy`` with another adapter's LoRA ``weights`` (same rank and modules) in place of
+    its own for the block, its own copied back after: in place, so an optimizer's parameters and a
+    DDP wrapper's hooks stay those of the training adapter."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    own = {name: tensor.detach().clone() for name, tensor in get_peft_model_state_dict(policy).items()}
+    set_peft_model_state_dict(policy, weights)
+    try:
+        yield
+    finally:
+        set_peft_model_state_dict(policy, own)
 
 
 def _sum_over_workers(numbers: list[float], device: torch.device) -> torch.Tensor:

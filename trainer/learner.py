@@ -24,6 +24,7 @@ from flowpo.config import TrainConfig
 from trainer.checkpoint import is_checkpoint, load_optimizer, read_meta, save_checkpoint
 
 METRICS_FILE = "train_metrics.json"
+OLD_IS_BASE = "base"  # LearnerSettings.old_adapter: π_old is the base model (the data's adapter was none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,20 +38,26 @@ class LearnerSettings:
     resume_from: str = ""  # a checkpoint dir: its adapter, optimizer state and step continue
     round_index: int = 0  # recorded in the checkpoint's metadata
     reference: str = "base"  # base (adapter off) | previous (the adapter the round starts from)
+    # π_old, the policy that wrote the round's data, where it is not the adapter the round starts from
+    # (rounds that overlap): OLD_IS_BASE, or an adapter dir; "" when it is the start (sequential rounds)
+    old_adapter: str = ""
 
     @classmethod
     def for_round(cls, train: TrainConfig, *, base_model: str, out_dir: str, init_adapter: str,
-                  round_index: int) -> "LearnerSettings":
+                  round_index: int, data_adapter: str | None = None) -> "LearnerSettings":
         """The round's settings from the run's ``train`` section: ``reference: auto`` is each paper's
         own choice (ScoreFlow the base model, SPOGW the previous round); with ``carry_optimizer`` a
         previous round's checkpoint continues with its optimizer state (an adapter from elsewhere
-        may have none)."""
+        may have none). ``data_adapter``: the adapter that wrote the round's workflows ("" the base
+        model; None: the one the round starts from), π_old where the algorithm needs it."""
         reference = train.reference
         if reference == "auto":
             reference = algorithm(train.algorithm).reference
         resume = init_adapter if train.carry_optimizer and is_checkpoint(init_adapter) else ""
+        old = "" if data_adapter is None or data_adapter == init_adapter else (data_adapter or OLD_IS_BASE)
         return cls(train=train, base_model=base_model, out_dir=out_dir, init_adapter=init_adapter,
-                   resume_from=resume, round_index=round_index, reference=reference)
+                   resume_from=resume, round_index=round_index, reference=reference,
+                   old_adapter=old if algorithm(train.algorithm).needs_old else "")
 
     @property
     def start(self) -> str:
@@ -139,8 +146,9 @@ class Policy:
 
 
 def prepare_round(p: Policy, s: LearnerSettings, items: list, *, rank: int = 0, world: int = 1,
-                  times: dict | None = None) -> list:
-    """This worker's micro-batches (shard ``rank`` of ``world``) with their round-start log-probs."""
+                  times: dict | None = None, old_weights=None) -> list:
+    """This worker's micro-batches (shard ``rank`` of ``world``) with their round-start log-probs;
+    ``old_weights``: π_old's where it is not the starting adapter (trainer/fit.py)."""
     from trainer.fit import round_start_logprobs
     from trainer.objectives import micro_batches
 
@@ -156,7 +164,7 @@ def prepare_round(p: Policy, s: LearnerSettings, items: list, *, rank: int = 0, 
     began, cpu = time.perf_counter(), time.process_time()
     round_start_logprobs(p.policy, mbs, reference=s.reference, needs_old=algorithm(t.algorithm).needs_old,
                          starts_from_base=not s.start, autocast=p.autocast(), share_prompt=t.share_prompt,
-                         max_tokens=t.max_tokens_per_pass)
+                         max_tokens=t.max_tokens_per_pass, old_weights=old_weights)
     times.update(reference_s=time.perf_counter() - began, reference_cpu_s=time.process_time() - cpu)
     return mbs
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from flowpo.config import TrainConfig
 from flowpo.errors import FlowPOError
-from trainer.checkpoint import pack, remove, unpack, unpack_local
-from trainer.learner import LearnerSettings, Policy, equal_shards, prepare_round, save_round, train_round
+from trainer.checkpoint import ADAPTER_WEIGHTS, pack, remove, unpack, unpack_local
+from trainer.learner import OLD_IS_BASE, LearnerSettings, Policy, equal_shards, prepare_round, save_round, train_round
 
 POLL_S = 1.0  # how often the driver checks the worker group while it waits for a reply
 
@@ -48,6 +48,7 @@ class Work:
     settings: LearnerSettings
     items: Any  # ObjectRef of the round's items (PreferencePair or PromptGroup), all workers' shards
     start: Any  # ObjectRef of the packed start checkpoint, or None: the adapter in memory, or a fresh LoRA
+    old: Any  # ObjectRef of the packed adapter that wrote the round's data, where π_old is not the start
     world: int  # the ranks that train this round: all, or 1 when there are fewer items than workers
     warm: bool  # continue from the adapter in memory (the previous round's result)
 
@@ -94,7 +95,8 @@ class Worker:
             self.model = None
         times["load_s"] = time.perf_counter() - began
         items = ray.get(work.items)
-        mbs = prepare_round(self.policy, s, items, rank=self.rank, world=work.world, times=times)
+        mbs = prepare_round(self.policy, s, items, rank=self.rank, world=work.world, times=times,
+                            old_weights=self._old_weights(work))
         history = train_round(self.policy, s, self._model(s, work.world), mbs, world=work.world, times=times)
         if self.rank != 0:
             return None
@@ -107,6 +109,20 @@ class Worker:
             remove(out)  # shipped: nothing of the round stays on this node
         times["save_s"] = time.perf_counter() - began
         return Done(checkpoint, history, times)
+
+    def _old_weights(self, work: Work):
+        """π_old's LoRA weights where it is not the starting adapter (None), OLD_IS_BASE, or a state dict
+        read from this node's copy of the adapter that wrote the round's data."""
+        import ray
+        from safetensors.torch import load_file
+
+        if not work.settings.old_adapter or work.settings.old_adapter == OLD_IS_BASE:
+            return work.settings.old_adapter or None
+        old_dir = unpack_local(ray.get(work.old), "flowpo-learner-old-")
+        try:
+            return load_file(str(old_dir / ADAPTER_WEIGHTS), device=str(self.policy.device))
+        finally:
+            remove(str(old_dir))
 
     def _model(self, s: LearnerSettings, world: int):
         import ray.train.torch
@@ -186,7 +202,9 @@ class Learner:
         items, world = equal_shards(items, self.train_config.num_workers)
         warm = bool(settings.start) and settings.start == self._in_memory
         start = ray.put(pack(settings.start)) if settings.start and not warm else None
-        work = Work(settings, ray.put(items), start, world, warm)
+        shipped_old = settings.old_adapter and settings.old_adapter != OLD_IS_BASE
+        old = ray.put(pack(settings.old_adapter)) if shipped_old else None
+        work = Work(settings, ray.put(items), start, old, world, warm)
         self._in_memory = ""  # until this round's result is back
         for inbox in self._inboxes:
             inbox.put(work)
