@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,19 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 FLOWPO = Path(sys.executable).parent / "flowpo"  # this environment's CLI
 MODEL = "~/.cache/flowpo/models/SmolLM2-135M-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raylet_ports() -> list[str]:
+    """`ray start` flags giving a raylet ports of its own: two nodes on one machine must not share one."""
+    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+    return [arg for flag in flags for arg in (flag, str(free_port()))]
 
 
 def parser(name: str, doc: str, quick: str = "") -> argparse.ArgumentParser:

@@ -23,7 +23,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.common import free_port, raylet_ports
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.ray, pytest.mark.docker, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,19 +46,6 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 KEY = "sk-flowpo-cluster-test-" + secrets.token_hex(8)
 # Ray's own detached service, created by Ray Train for the cluster and kept for the next job.
 RAY_SERVICES = {("AutoscalingCoordinator", "_AutoscalingCoordinatorActor")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def node_ports() -> list[str]:
-    """A raylet's own ports: two nodes on one machine must not share one."""
-    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
-    return [arg for flag in flags for arg in (flag, str(free_port()))]
 
 
 @dataclass(frozen=True)
@@ -223,7 +211,7 @@ class Cluster:
     def start_executor_node(self) -> None:
         """`ray start --address` of the node with the `executor` resource; waits until it has joined."""
         self.ray("start", "--address", self.gcs, "--num-cpus", "2", "--resources", json.dumps({"executor": 4}),
-                 "--disable-usage-stats", "--temp-dir", str(self.executor.ray), *node_ports(), timeout=180,
+                 "--disable-usage-stats", "--temp-dir", str(self.executor.ray), *raylet_ports(), timeout=180,
                  node="executor")
         deadline = time.monotonic() + 60
         while True:
@@ -309,7 +297,7 @@ def cluster(model_dir, docker_backend, vllm_available):
               "--dashboard-port", str(dashboard_port), "--num-cpus", "2", "--disable-usage-stats",
               # the GPU node's part: see generator.resources and train.resources
               "--resources", json.dumps({"generator": 1, "learner": 1}),
-              "--temp-dir", str(c.head.ray), "--ray-client-server-port", str(free_port()), *node_ports(),
+              "--temp-dir", str(c.head.ray), "--ray-client-server-port", str(free_port()), *raylet_ports(),
               timeout=180, node="head")
         c.env["RAY_ADDRESS"] = c.dashboard  # `ray list`, `ray job ...`: the job API, with the token
         c.start_executor_node()
