@@ -77,11 +77,15 @@ class Faults:
     # to its run log, so that a round's counts survive the driver's own death (driver/resume.py).
     notify: Callable[[str, str], None] | None = None
 
-    def record(self, stage: str, key: Hashable, exc: Exception, advice: str) -> None:
+    def count(self, stage: str) -> None:
+        """An actor of ``stage`` died under work that is being done again."""
         self.by_stage[stage] += 1
-        self.attempts[key] += 1
         if self.notify:
             self.notify("actor_failure", stage)
+
+    def record(self, stage: str, key: Hashable, exc: Exception, advice: str) -> None:
+        self.count(stage)
+        self.attempts[key] += 1
         if self.attempts[key] > MAX_ITEM_RETRIES:
             raise FlowPOError(
                 f"the {stage} stage lost {key} {self.attempts[key]} times (last: {type(exc).__name__}: "

@@ -9,6 +9,7 @@ import time
 import ray
 
 from actors.placement import reserve_or_explain
+from actors.streaming import Faults
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from flowpo.algorithms import algorithm
@@ -18,7 +19,7 @@ from flowpo.maths.pairs import Candidate
 from flowpo.records import ScoredSample
 from trainer.checkpoint import pack
 from trainer.learner import LearnerSettings  # its heavy imports wait until training
-from trainer.warm import Learner, train_adapter, worker_resources
+from trainer.warm import Learner, LearnerFailed, train_adapter, worker_resources
 
 
 def candidates_of(samples: list[ScoredSample], cost_unit: str = "usd") -> list[Candidate]:
@@ -49,10 +50,11 @@ def learner_settings(round_index: int, config: Config, model_path: str, out_dir:
 
 def train_round(round_index: int, samples: list[ScoredSample], config: Config, log: RunLog,
                 model_path: str, init_adapter: str, learner: Learner | None = None,
-                data_adapter: str | None = None) -> tuple[int, float | None, str]:
+                data_adapter: str | None = None, faults: Faults | None = None) -> tuple[int, float | None, str]:
     """Build pairs or groups and train on ``learner`` (the run's warm learner; None: a worker group
     of the round's own) from ``init_adapter``; ``data_adapter`` wrote the samples (None: the same);
-    returns (their count, loss or None if skipped, adapter dir or "")."""
+    a worker group lost mid-round is counted in ``faults``. Returns (their count, loss or None if
+    skipped, adapter dir or "")."""
     t = config.train
     items, no_signal = learner_items(round_index, samples, config)
     unit = algorithm(t.algorithm).unit
@@ -68,13 +70,28 @@ def train_round(round_index: int, samples: list[ScoredSample], config: Config, l
     if learner is None:
         metrics = train_adapter(items, settings, storage_dir=log.run_dir / "ray_train", name=adapter_name(round_index))
     else:
-        metrics = learner.train(items, settings)
+        metrics = train_on(learner, items, settings, faults)
     loss = float(metrics.get("loss", math.nan))
     worker_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     worker_metrics[f"{unit}_per_worker"] = worker_metrics.pop("items", 0)
     log.event("train", round=round_index, algorithm=t.algorithm, reference=settings.reference, adapter=str(out_dir),
               old_policy=settings.old_adapter or "start", **{unit: len(items)}, **worker_metrics)
     return len(items), loss, str(out_dir.resolve())
+
+
+def train_on(learner: Learner, items: list, settings: LearnerSettings, faults: Faults | None) -> dict:
+    """``learner.train``, once more on a new worker group when the group ended mid-round (a worker's
+    process killed, its node lost): the round starts again from the checkpoint on disk, as a resumed
+    run would, without the run stopping; counted in the round's ``faults`` (stage ``train``). A second
+    failure is the run's."""
+    try:
+        return learner.train(items, settings)
+    except LearnerFailed as exc:
+        print(f"warning: round {settings.round_index}: {exc.args[0].split('. ')[0]}; training the round again "
+              "on a new worker group")
+        if faults is not None:
+            faults.count("train")
+        return learner.train(items, settings)
 
 
 def wait_for_learner_nodes(config: Config) -> None:

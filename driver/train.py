@@ -212,7 +212,7 @@ def train_phase(streamed: Streamed, config: Config, log: RunLog, model_path: str
         event = state.train_events[k]
         return event.get("pairs", event.get("groups", 0)), event.get("loss"), state.adapters[k]
     return train_round(k, streamed.samples, config, log, model_path, state.adapter_before(k)[1], learner,
-                       data_adapter=streamed.data[1])
+                       data_adapter=streamed.data[1], faults=streamed.faults)
 
 
 def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], config: Config, actors, log: RunLog,

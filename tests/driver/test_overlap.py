@@ -65,7 +65,7 @@ class Stack:
         return samples
 
     def train_round(self, round_index, samples, config, log, model_path, init_adapter, learner=None,
-                    data_adapter=None):
+                    data_adapter=None, faults=None):
         self.training_now.set()
         self.record("train", round_index, init_adapter, data_adapter)
         time.sleep(self.train_s)  # the next round streams meanwhile, when rounds overlap

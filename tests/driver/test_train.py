@@ -80,3 +80,38 @@ def test_the_round_line_speaks_of_groups_for_iogrpo():
     skipped = RoundSummary(round=1, adapter="base", workflows=8, valid=8, scored=8, mean_score=0.0, pairs=0, loss=None,
                            unit="groups")
     assert "skipped (no groups)" in skipped.line() and "pairs" not in skipped.line()
+
+
+def test_a_learner_worker_group_lost_mid_round_trains_the_round_again(tmp_path, capsys):
+    """A worker's process killed under a round ends its group (LearnerFailed): the driver trains the
+    round once more on a new group instead of stopping the run, and counts the fault; a second
+    failure stops it."""
+    import pytest
+
+    from actors.streaming import Faults
+    from trainer.warm import LearnerFailed
+
+    class FlakyLearner:
+        running = True
+
+        def __init__(self, failures):
+            self.failures, self.calls = failures, 0
+
+        def train(self, items, settings):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise LearnerFailed("learner: the Ray Train worker group ended in round 1 (killed). More advice.")
+            return {"loss": 0.25, "items": len(items)}
+
+    log, samples = RunLog(tmp_path), [sample(0, 1.0), sample(1, 0.0), sample(2, 1.0), sample(3, 0.0)]
+    faults = Faults(notify=lambda kind, stage: log.event("fault", round=1, kind=kind, stage=stage))
+    learner = FlakyLearner(failures=1)
+    pairs, loss, adapter = train_round(1, samples, Config(), log, "unused-model", "", learner, faults=faults)
+    assert (learner.calls, loss) == (2, 0.25) and pairs > 0 and adapter
+    assert faults.by_stage == {"train": 1}
+    assert "training the round again on a new worker group" in capsys.readouterr().out
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["event"], e.get("kind"), e.get("stage")) for e in events] == [
+        ("fault", "actor_failure", "train"), ("train", None, None)]
+    with pytest.raises(LearnerFailed):
+        train_round(1, samples, Config(), RunLog(tmp_path / "again"), "unused-model", "", FlakyLearner(failures=2))
