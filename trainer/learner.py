@@ -21,7 +21,7 @@ from pathlib import Path
 
 from flowpo.algorithms import algorithm
 from flowpo.config import TrainConfig
-from trainer.checkpoint import is_checkpoint, load_optimizer, read_meta, save_checkpoint
+from trainer.checkpoint import ADAPTER_WEIGHTS, is_checkpoint, load_optimizer, read_meta, save_checkpoint
 
 METRICS_FILE = "train_metrics.json"
 OLD_IS_BASE = "base"  # LearnerSettings.old_adapter: π_old is the base model (the data's adapter was none)
@@ -213,6 +213,16 @@ def save_round(p: Policy, s: LearnerSettings, out_dir: str, items: list, history
     Path(out_dir, METRICS_FILE).write_text(json.dumps(history))
 
 
+def read_old_weights(s: LearnerSettings, old_dir: str, device) -> "dict | str | None":
+    """π_old for ``prepare_round``: None where it is the adapter the round starts from, OLD_IS_BASE, or
+    the LoRA weights in ``old_dir`` (this node's copy of ``s.old_adapter``)."""
+    if not s.old_adapter or s.old_adapter == OLD_IS_BASE:
+        return s.old_adapter or None
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(old_dir) / ADAPTER_WEIGHTS), device=str(device))
+
+
 @dataclasses.dataclass(frozen=True)
 class RoundResult:
     history: list  # one record per optimizer step
@@ -230,7 +240,8 @@ def run_local(items: list, settings: LearnerSettings) -> RoundResult:
     p = Policy(settings.base_model, bf16=t.bf16, device="cuda" if t.use_gpu else "cpu")
     p.start(settings, settings.start)
     times["load_s"] = time.perf_counter() - began
-    mbs = prepare_round(p, settings, items, times=times)
+    mbs = prepare_round(p, settings, items, times=times,
+                        old_weights=read_old_weights(settings, settings.old_adapter, p.device))
     history = train_round(p, settings, CompletionScorer(p.policy, share_prompt=settings.train.share_prompt), mbs,
                           times=times)
     began = time.perf_counter()

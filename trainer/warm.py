@@ -24,8 +24,17 @@ from typing import Any
 
 from flowpo.config import TrainConfig
 from flowpo.errors import FlowPOError
-from trainer.checkpoint import ADAPTER_WEIGHTS, pack, remove, unpack, unpack_local
-from trainer.learner import OLD_IS_BASE, LearnerSettings, Policy, equal_shards, prepare_round, save_round, train_round
+from trainer.checkpoint import pack, remove, unpack, unpack_local
+from trainer.learner import (
+    OLD_IS_BASE,
+    LearnerSettings,
+    Policy,
+    equal_shards,
+    prepare_round,
+    read_old_weights,
+    save_round,
+    train_round,
+)
 
 POLL_S = 1.0  # how often the driver checks the worker group while it waits for a reply
 
@@ -111,18 +120,17 @@ class Worker:
         return Done(checkpoint, history, times)
 
     def _old_weights(self, work: Work):
-        """π_old's LoRA weights where it is not the starting adapter (None), OLD_IS_BASE, or a state dict
-        read from this node's copy of the adapter that wrote the round's data."""
+        """π_old (trainer.learner.read_old_weights), from this node's copy of the adapter that wrote the
+        round's data where it is shipped."""
         import ray
-        from safetensors.torch import load_file
 
-        if not work.settings.old_adapter or work.settings.old_adapter == OLD_IS_BASE:
-            return work.settings.old_adapter or None
+        if work.old is None:
+            return read_old_weights(work.settings, "", self.policy.device)
         old_dir = unpack_local(ray.get(work.old), "flowpo-learner-old-")
         try:
-            return load_file(str(old_dir / ADAPTER_WEIGHTS), device=str(self.policy.device))
+            return read_old_weights(work.settings, str(old_dir), self.policy.device)
         finally:
-            remove(str(old_dir))
+            remove(old_dir)
 
     def _model(self, s: LearnerSettings, world: int):
         import ray.train.torch

@@ -135,6 +135,33 @@ def test_two_workers_through_a_small_round_a_killed_worker_and_a_restart_from_di
         assert max_diff(lora(tmp_path / f"w{k}"), lora(tmp_path / f"c{k}")) < 1e-5
 
 
+def test_pi_old_from_an_older_adapter_on_the_workers_equals_the_local_learner(tiny_model_dir, ray_local, tmp_path):
+    """Overlapped rounds (pipeline.overlap_rounds): round 3 trains from round 2's adapter on data that
+    round 1's wrote, so ioGRPO's π_old is round 1's adapter, shipped to the workers packed. Its first
+    step's importance ratio then differs from 1 (π_old is not the start), where a round whose data its
+    starting adapter wrote has 1 exactly (no dropout), and the workers compute what the local learner does."""
+    train = train_section(algorithm="iogrpo", epsilon=0.2, epochs=1, grad_accum_steps=1)
+
+    def settings(out: str, k: int, start: str = "", data: str | None = None) -> LearnerSettings:
+        return LearnerSettings.for_round(train, base_model=tiny_model_dir, out_dir=str(tmp_path / out),
+                                         init_adapter=start and str(tmp_path / start), round_index=k,
+                                         data_adapter=data if data is None else str(tmp_path / data))
+
+    with Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray") as learner:
+        learner.train(GROUPS, settings("w1", 1))
+        learner.train(GROUPS, settings("w2", 2, "w1"))
+        learner.train(GROUPS, settings("w3", 3, "w2", data="w1"))
+    train_local(GROUPS, settings("c1", 1))
+    train_local(GROUPS, settings("c2", 2, "c1"))
+    train_local(GROUPS, settings("c3", 3, "c2", data="c1"))
+    assert settings("w3", 3, "w2", data="w1").old_adapter == str(tmp_path / "w1")
+    same_steps(read_history(tmp_path / "w3"), read_history(tmp_path / "c3"))
+    assert read_history(tmp_path / "w3")[0]["ratio"] == pytest.approx(read_history(tmp_path / "c3")[0]["ratio"],
+                                                                       abs=1e-6)
+    assert read_history(tmp_path / "w2")[0]["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert abs(read_history(tmp_path / "w3")[0]["ratio"] - 1.0) > 1e-4
+
+
 def test_a_round_for_another_model_is_refused(tiny_model_dir, tmp_path):
     train = train_section()
     learner = Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray")
