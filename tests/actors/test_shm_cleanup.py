@@ -148,13 +148,17 @@ def test_flowpo_shutdown_releases_the_engines_shared_memory_also_after_an_error(
     assert not node_log.exists(), "the server's temporary log was left on its node"
 
 
-@pytest.mark.parametrize("cluster, kill_after_s", [
-    ("shared", None),  # SIGTERM: Ray's handler raises SystemExit, the driver's finally shuts down
-    ("shared", 3),  # `ray job stop`: SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (3 s), mid-shutdown
-    ("local", None),  # `flowpo train` on its own Ray: SIGTERM ends the Ray node first, then the driver
-], ids=["sigterm", "ray-job-stop", "own-ray"])
+@pytest.mark.parametrize("cluster, first_signal, kill_after_s", [
+    # `ray job stop`: SIGTERM (Ray's handler raises SystemExit, the driver's finally shuts down), then
+    # SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (3 s), mid-shutdown
+    ("shared", signal.SIGTERM, 3),
+    ("local", signal.SIGTERM, None),  # `flowpo train` on its own Ray: SIGTERM ends the Ray node first
+    # `flowpo train` on its own Ray, killed (the OOM killer, a chaos run): nothing of the driver runs;
+    # Ray SIGKILLs the actors and their children, and the executor LLM's engine must still stop
+    ("local", signal.SIGKILL, None),
+], ids=["ray-job-stop", "own-ray", "sigkill-own-ray"])
 def test_a_driver_ended_by_a_signal_leaves_no_shared_memory(model_dir, vllm_available, ray_local, tmp_path,
-                                                             cluster, kill_after_s):
+                                                             cluster, first_signal, kill_after_s):
     before = names()
     address = ray.get_runtime_context().gcs_address if cluster == "shared" else "local"
     with open(tmp_path / "driver.log", "w") as log:
@@ -163,7 +167,7 @@ def test_a_driver_ended_by_a_signal_leaves_no_shared_memory(model_dir, vllm_avai
     try:
         processes = engine_processes(wait_for_pids(driver, tmp_path))
         entries = engine_entries(processes, before, engines=2)
-        driver.send_signal(signal.SIGTERM)
+        driver.send_signal(first_signal)
         try:
             driver.wait(kill_after_s or 120)
         except subprocess.TimeoutExpired:
