@@ -318,7 +318,10 @@ def serve(trained, settings: ServeSettings, *, host: str = "127.0.0.1", port: in
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # Both stop it, installed explicitly: a process started in the background by a shell script
+    # inherits SIGINT ignored (and Python then installs no KeyboardInterrupt for it), so a server
+    # started by `cmd &` would shrug off the Ctrl-C or `kill -INT` its user expects to stop it.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with session(config, home, model_path) as actors:
             ray_serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
@@ -341,7 +344,8 @@ def serve(trained, settings: ServeSettings, *, host: str = "127.0.0.1", port: in
     except KeyboardInterrupt:
         print("flowpo serve: stopped", flush=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def api_key_from(env_name: str) -> str:

@@ -221,7 +221,9 @@ def server(tmp_path_factory, random_adapter, model_dir, docker_backend):
         [sys.executable, "-m", "driver.cli", "serve", str(gen), "--port", str(port), "--model-name", "gen",
          "--api-key-env", "FLOWPO_SERVE_KEY", "--max-concurrency", "2", "--max-queue", "1", "--max-body-bytes", "4096",
          "--log-dir", str(root / "logs"),
-         "generator.max_tokens=8"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+         "generator.max_tokens=8"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        # as `flowpo serve &` in a shell script starts it: SIGINT inherited ignored; Ctrl-C must still stop it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
     while True:
@@ -240,11 +242,14 @@ def server(tmp_path_factory, random_adapter, model_dir, docker_backend):
     yield {"url": url, "llm": llm, "log": root / "serve.log", "process": process}
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(180)
+        process.wait(120)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    log.close()
-    llm.stop()
+    finally:
+        log.close()
+        llm.stop()
+    assert "flowpo serve: stopped" in (root / "serve.log").read_text(), \
+        f"SIGINT did not stop flowpo serve within 120 s:\n{(root / 'serve.log').read_text()[-3000:]}"
 
 
 @pytest.fixture
