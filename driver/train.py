@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from actors.streaming import Faults, StageClock
 from driver.flow import Generate, stream_flow
-from driver.learn import learner_line, learner_stage_times, ship_adapter, shipped, train_round
+from driver.learn import learner_line, learner_stage_times, ship_adapter, shipped, start_learner_ahead, train_round
 from driver.resume import RunState, read_run_state
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
@@ -224,6 +224,10 @@ def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], con
     new_version, ship_s = adapter_name(k), 0.0
     if new_adapter:
         state.adapters[k] = new_adapter
+    # The last round's adapter writes nothing in this run: the generators are not sent it (on 2 CPU
+    # cores its load and probe took 12 s). `flowpo solve`, `serve` and `evaluate` load it from disk.
+    served = bool(new_adapter) and k < config.rounds
+    if served:
         ship_s = ship_adapter(actors.generators, new_version, new_adapter)
     learner_times = learner_stage_times(learner.round_times.get(k, {}) if learner else {}, ship_s, overlap_s)
     summary = summarize(k, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
@@ -232,7 +236,7 @@ def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], con
               driver_restarts=streamed.driver_restarts, staleness=staleness)
     if config.logging.reports:
         report(log.run_dir, k)
-    if new_adapter:
+    if served:
         log.event("adapter_loaded", round=k, adapter=new_version, path=new_adapter,
                   **adapter_probe(actors.generators[0], samples[0], new_version))
     return summary
@@ -305,6 +309,8 @@ def train(config: Config, resume: bool = False) -> list[RoundSummary]:
             learner = Learner(model_path, config.train, storage_dir=log.run_dir / "ray_train")
             try:
                 check_prompts_fit(actors, problems, config, training=True)
+                start_learner_ahead(learner, config, [k for k in range(1, config.rounds + 1)
+                                                      if k not in (state.adapters if state else {})])
                 summaries = run_rounds(config, problems, actors, log, model_path, state, learner)
             finally:
                 learner.close()

@@ -108,8 +108,9 @@ def test_killed_actors_restart_and_their_items_are_retried(model_dir, docker_bac
     from driver.train import train
 
     run_dir = tmp_path / "run"
+    # No training: what is checked is the round's items, and the learner would add 20 s.
     config = small_config(run_dir, "rounds=1", "task.problem_ids=[HumanEval/23, HumanEval/53]",
-                          "generator.max_inflight_problems=1")
+                          "generator.max_inflight_problems=1", "train.num_pairs=0")
     killed = []
 
     def saboteur():
