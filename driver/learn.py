@@ -108,6 +108,25 @@ def wait_for_learner_nodes(config: Config) -> None:
     ray.util.remove_placement_group(group)  # Ray Train reserves its own, now that they fit
 
 
+def start_learner_ahead(learner: Learner, config: Config, rounds_left: list[int]) -> bool:
+    """Start the run's worker group as the first round starts streaming, when a round left may train
+    and the cluster holds its workers now: its start-up (13 s of round 1's 23 s of learner on 2 CPU
+    cores: Ray Train's workers, the model's load) then overlaps the streaming instead of the
+    generators' wait. The workers take no more than they hold from the first trained round on.
+    Otherwise (nothing to train, or nodes still to come) the first round that trains starts it, as
+    before, after ``wait_for_learner_nodes``. Whether it started ahead."""
+    t = config.train
+    wanted = t.num_groups if algorithm(t.algorithm).unit == "groups" else t.num_pairs
+    if wanted <= 0 or not rounds_left:
+        return False
+    group = ray.util.placement_group([worker_resources(t)] * t.num_workers, strategy="PACK")
+    fits = group.wait(timeout_seconds=2)
+    ray.util.remove_placement_group(group)  # Ray Train reserves its own
+    if fits:
+        learner.start()
+    return fits
+
+
 def shipped(version: str, path: str) -> tuple[str, object]:
     """(version, adapter) as generators on any node receive it: the run directory's checkpoint,
     packed into Ray's object store (no node reads a path of the driver's), or "" for the base model."""

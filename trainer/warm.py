@@ -205,7 +205,7 @@ class Learner:
 
         self._check(settings)
         began = time.perf_counter()
-        times = {"startup_s": self._start() if not self.running else 0.0}
+        times = {"startup_s": self.ready()}
         mark = time.perf_counter()
         items, world = equal_shards(items, self.train_config.num_workers)
         warm = bool(settings.start) and settings.start == self._in_memory
@@ -257,15 +257,40 @@ class Learner:
             raise ValueError(f"learner: round {settings.round_index} does not fit the running learner "
                              f"({'; '.join(changed)}); start a new Learner for it")
 
-    def _start(self) -> float:
-        """Start the worker group and wait until every worker has loaded the model; the seconds it took."""
+    def start(self) -> None:
+        """Start the worker group now and return at once: its start-up (Ray Train's workers, and the
+        model's load on each) then overlaps whatever the driver does next, such as round 1's streaming;
+        the first ``train`` waits only for what is left of it."""
+        if not self.running:
+            self._launch()
+
+    def ready(self) -> float:
+        """Start the worker group unless it runs, and wait until every worker has loaded the model;
+        the seconds this waited (0 for a group that was ready)."""
+        if self.running and self.pids:
+            return 0.0
+        began = time.perf_counter()
+        if self._thread is not None and not self.running and not self.pids:
+            cause = f"{type(self._error).__name__}: {self._error}" if self._error else "without an error"
+            print(f"warning: learner: the worker group started ahead ended before it was ready ({cause}); "
+                  "starting another")
+        if not self.running:
+            self._launch()
+        if not self.pids:
+            ready = sorted((self._receive("while starting") for _ in range(self.train_config.num_workers)),
+                           key=lambda r: r.rank)
+            self.pids = [r.pid for r in ready]
+        return time.perf_counter() - began
+
+    def _launch(self) -> None:
+        """Start the worker group on a thread of its own; its workers say Ready once they hold the model."""
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
         from ray.util.queue import Queue
 
         self.close()
         t = self.train_config
-        began = time.perf_counter()
+        self.pids = []
         no_cpu = {"num_cpus": 0}  # a queue is a small actor that mostly waits
         self._inboxes = [Queue(actor_options=no_cpu) for _ in range(t.num_workers)]
         self._outbox = Queue(actor_options=no_cpu)
@@ -283,9 +308,6 @@ class Learner:
         self._error, self._in_memory = None, ""
         self._thread = threading.Thread(target=self._fit, args=(trainer,), name=f"{self.name}-fit", daemon=True)
         self._thread.start()
-        ready = sorted((self._receive("while starting") for _ in range(t.num_workers)), key=lambda r: r.rank)
-        self.pids = [r.pid for r in ready]
-        return time.perf_counter() - began
 
     def _fit(self, trainer) -> None:
         try:

@@ -89,6 +89,18 @@ def test_two_warm_rounds_equal_two_cold_rounds(tiny_model_dir, ray_local, tmp_pa
     assert then["wall_s"] >= then["steps_s"] + then["reference_s"]
 
 
+def test_a_worker_group_started_ahead_holds_the_model_before_its_first_round(tiny_model_dir, ray_local, tmp_path):
+    # The driver starts it as round 1 starts streaming: the round then waits for no start-up.
+    train = train_section()
+    with Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray") as learner:
+        learner.start()
+        assert learner.running and learner.pids == []  # start() did not wait for the workers
+        assert learner.ready() > 0 and len(learner.pids) == 1
+        learner.train(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "w1", 1))
+    assert learner.round_times[1]["startup_s"] == 0
+    assert (tmp_path / "w1" / "adapter_model.safetensors").is_file()
+
+
 def kill_when_taken(learner: Learner, rank: int) -> threading.Thread:
     """Kill worker ``rank`` once the workers have taken the round from their inboxes (it is training)."""
     def kill():
