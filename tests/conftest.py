@@ -1,5 +1,12 @@
 """Shared fixtures. A missing component skips locally with how to get it; in CI (CI=true) it fails,
-since only GPU tests may skip there."""
+since only GPU tests may skip there.
+
+`make test` runs the suite on two pytest-xdist workers (``--dist loadgroup``): every test that
+starts a stack of its own (marked ``slow`` or ``stack``: engines, Ray, a driver) is in one group, run
+one after the other by one worker, from the start; the other worker takes the rest a module at a time,
+so that a module's fixtures start once. Each worker has a Ray temporary directory of its own: a bare
+``ray.init()`` never joins the other worker's cluster (``ray.cluster_utils`` announces its cluster in
+the temporary directory's ``ray_current_cluster``)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +19,22 @@ import pytest
 from flowpo.config import DEFAULT_MODEL_DIR
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if WORKER:
+    os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-{WORKER}")  # short: Ray's socket paths live under it
+STACK = "stack"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    """Under xdist: the stack tests in one group, first in the queue (they are the longest chain); every
+    other test in its module's group."""
+    if not WORKER:
+        return
+    for item in items:
+        stack = item.get_closest_marker("slow") or item.get_closest_marker(STACK)
+        item.add_marker(pytest.mark.xdist_group(STACK if stack else item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] != STACK)  # stable
 
 
 class BackgroundLoop:
