@@ -25,16 +25,18 @@ if WORKER:
 STACK = "stack"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
-def pytest_collection_modifyitems(config, items):
-    """Under xdist: the stack tests in one group, first in the queue (they are the longest chain); every
-    other test in its module's group."""
-    if not WORKER:
-        return
-    for item in items:
+def pytest_itemcollected(item):
+    """Under xdist: the stack tests in one group, every other test in its module's group (marked as each
+    item is collected: xdist reads the marks in its own pytest_collection_modifyitems)."""
+    if WORKER:
         stack = item.get_closest_marker("slow") or item.get_closest_marker(STACK)
         item.add_marker(pytest.mark.xdist_group(STACK if stack else item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] != STACK)  # stable
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist: the stack group first in the queue (it is the longest chain of the run)."""
+    if WORKER:
+        items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] != STACK)  # stable
 
 
 class BackgroundLoop:
