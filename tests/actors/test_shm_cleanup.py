@@ -27,7 +27,7 @@ import ray
 from actors.launch import Actors, start_generators, start_llm_server
 from flowpo.config import Config
 
-pytestmark = [pytest.mark.vllm, pytest.mark.ray, pytest.mark.stack]
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
 SHM = Path("/dev/shm")
 ROOT = Path(__file__).resolve().parents[2]
