@@ -24,7 +24,7 @@ import pytest
 from bench.chaos import Runner, check_samples, compare_runs, read_samples
 from bench.faults import Fault
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.docker, pytest.mark.vllm]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.ray, pytest.mark.docker, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[1]
 PROBLEMS = ["HumanEval/23", "HumanEval/53"]

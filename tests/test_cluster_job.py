@@ -36,7 +36,8 @@ import yaml
 
 from bench.common import free_port, raylet_ports
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.ray, pytest.mark.docker, pytest.mark.vllm]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.stack, pytest.mark.ray, pytest.mark.docker,
+              pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the virtualenv's: `ray` and `flowpo` come from there

@@ -11,7 +11,7 @@ import pytest
 
 from flowpo.config import load_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
 SAMPLE_FIELDS = {"problem_id", "round", "adapter", "workflow", "answer", "score", "failure", "timings"}
 

@@ -22,7 +22,7 @@ import pytest
 from driver.runlog import RunLog
 from flowpo.config import load_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
 
 class Crash(Exception):

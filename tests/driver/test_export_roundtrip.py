@@ -14,7 +14,7 @@ import pytest
 from tests.driver.test_export import make_run
 from tests.llm.test_broker import ChatServer, Scripted, completion
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
 ADD = 'def add(a, b):\n    """Return the sum of a and b."""\n'
 QUESTIONS = [{"id": "add", "question": ADD, "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]},
