@@ -63,11 +63,45 @@ class ColdPool:
             await pool.close()
 
 
+# Where a warm job's CPU goes, by process name: the sandboxes' supervisors and their job processes
+# (the image's python3, and bubblewrap's), Docker's stdio relay (the `docker run -i` client, the
+# daemons, the container's shim) and this process, the host. A supervisor reaps its jobs, so their
+# CPU is in its children's count.
+SANDBOX_PROCESSES = {"python3"}
+RELAY_PROCESSES = {"docker", "dockerd", "containerd", "containerd-shim", "bwrap"}
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (name, CPU seconds of the process and its reaped children), for every process."""
+    found, tick = {}, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        found[int(pid)] = (raw[raw.index("(") + 1:raw.rindex(")")], sum(map(int, fields[11:15])) / tick)
+    return found
+
+
+def cpu_per_job(before: dict, after: dict, host_s: float, runs: int) -> dict:
+    """ms of CPU per job: the sandboxes', the relay's, the host's and their sum."""
+    spent = {"sandbox": 0.0, "relay": 0.0}
+    for pid, (name, seconds) in after.items():
+        kind = "sandbox" if name in SANDBOX_PROCESSES else "relay" if name in RELAY_PROCESSES else None
+        if kind and pid != os.getpid():
+            spent[kind] += seconds - before.get(pid, (name, 0.0))[1]
+    spent["host"] = host_s
+    per_job = {k: 1000 * v / runs for k, v in spent.items()}
+    return {**per_job, "total": sum(per_job.values())}
+
+
 async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
     start = {"code": code, "problem": PROBLEM, "entry_point": "add"}
     latencies: list[float] = []
     failures: set[str] = set()
     queue = list(range(runs))
+    cpu_before, host_before = cpu_seconds(), sum(os.times()[:2])
 
     async def worker():
         while queue:
@@ -83,9 +117,11 @@ async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
     wall = time.perf_counter() - began
     if failures:
         raise SystemExit(f"benchmark workflow failed: {sorted(failures)}")
+    await asyncio.sleep(0.2)  # the last restore's CPU
+    cpu = cpu_per_job(cpu_before, cpu_seconds(), sum(os.times()[:2]) - host_before, runs)
     latencies.sort()
     return {"median_ms": 1000 * statistics.median(latencies),
-            "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))], "per_s": runs / wall}
+            "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))], "per_s": runs / wall, "cpu_ms": cpu}
 
 
 async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, int], dict]:
@@ -215,12 +251,19 @@ def report(results: dict, revisions: list[dict], args) -> tuple[str, dict]:
     lines = [f"{args.runs} runs per warm mode, a pool of {args.pool}, LLM answered in-process with no latency "
              "(sandbox cost only). Jobs at once 1: a job's own path, a sandbox idle; "
              f"{args.pool}: every sandbox busy, the restore between jobs paid too.", "",
-             "| mode | workload | jobs at once | runs | median ms | p90 ms | runs/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| mode | workload | jobs at once | runs | median ms | p90 ms | runs/s | CPU ms a job |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for (mode, workload, at_once), r in results.items():
+        # a cold sandbox's processes are reaped by processes that end with them: their CPU is not seen
+        cpu = f"{r['cpu_ms']['total']:.1f}" if mode.startswith("warm") else "–"
         lines.append(f"| {mode} | {workload} | {at_once} | {r['runs']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} "
-                     f"| {r['per_s']:.1f} |")
+                     f"| {r['per_s']:.1f} | {cpu} |")
     lines.append("")
+    for mode in ("warm-docker", "warm-process"):
+        c = results[(mode, "trivial", args.pool)]["cpu_ms"]
+        lines.append(f"- CPU of a trivial job on {mode}, every sandbox busy: {c['total']:.1f} ms: the sandbox's "
+                     f"supervisor and job processes {c['sandbox']:.1f}, Docker's stdio relay {c['relay']:.1f}, "
+                     f"the host {c['host']:.1f}")
     ratios, busy = {}, args.pool
     for workload in ("trivial", "realistic"):
         warm, per_run = results[("warm-docker", workload, busy)], results[("docker-per-run", workload, busy)]
