@@ -13,7 +13,7 @@ from actors.streaming import Faults
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from flowpo.algorithms import algorithm
-from flowpo.config import Config
+from flowpo.config import Config, TrainConfig
 from flowpo.maths.cost import line_answered, line_cost
 from flowpo.maths.pairs import Candidate
 from flowpo.records import ScoredSample
@@ -100,12 +100,16 @@ def wait_for_learner_nodes(config: Config) -> None:
     itself waits without a word for resources no node has (a train.resources no node offers, a GPU on
     a CPU cluster): this says which, and what to change."""
     t = config.train
-    bundle = worker_resources(t)
-    group = ray.util.placement_group([bundle] * t.num_workers, strategy="PACK")  # as Ray Train places them
+    bundle, group = worker_resources(t), learner_group(t)
     reserve_or_explain([group], "learner workers", bundle, patience_s=t.start_timeout_s,
                        advice="Lower train.num_workers or train.cpus_per_worker, set train.use_gpu only where nodes "
                               "have GPUs, give train.resources only resources some node offers, or add such nodes")
     ray.util.remove_placement_group(group)  # Ray Train reserves its own, now that they fit
+
+
+def learner_group(t: TrainConfig):
+    """A placement group shaped as Ray Train places the worker group: to ask whether it fits."""
+    return ray.util.placement_group([worker_resources(t)] * t.num_workers, strategy="PACK")
 
 
 def start_learner_ahead(learner: Learner, config: Config, rounds_left: list[int]) -> bool:
@@ -119,7 +123,7 @@ def start_learner_ahead(learner: Learner, config: Config, rounds_left: list[int]
     wanted = t.num_groups if algorithm(t.algorithm).unit == "groups" else t.num_pairs
     if wanted <= 0 or not rounds_left:
         return False
-    group = ray.util.placement_group([worker_resources(t)] * t.num_workers, strategy="PACK")
+    group = learner_group(t)
     fits = group.wait(timeout_seconds=2)
     ray.util.remove_placement_group(group)  # Ray Train reserves its own
     if fits:
