@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 
+import psutil
 import pytest
 import ray
 
@@ -163,8 +164,22 @@ def lost_node_worker(tmp_path):
     gone = tmp_path / "node-gone"
     worker = started(0.01, node_gone=str(gone))
     gone.touch()
+    pid = ray.get(worker.__ray_call__.remote(lambda self: os.getpid()))
     ray.kill(worker, no_restart=False)
+    # ray.kill is asynchronous: until its process is gone, a call may still reach the old instance
+    # and be answered (seen in CI, on a loaded machine)
+    deadline = time.monotonic() + 60
+    while running(pid):
+        assert time.monotonic() < deadline, f"the killed actor's process {pid} is still running"
+        time.sleep(0.05)
     return worker
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_items_of_an_actor_that_stops_answering_go_to_the_others(ray_local, tmp_path):
