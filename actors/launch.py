@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,6 +290,25 @@ def withhold_from_workers(names: Iterable[str]) -> list[str]:
     if dropped:
         os.environ[JOB_CONFIG_ENV] = json.dumps(job)
     return dropped
+
+
+def cluster_address_for_workers(environ: Mapping[str, str]) -> dict | None:
+    """The runtime env for ``ray.init`` that tells every worker of the job which cluster it is in:
+    ``RAY_ADDRESS``, the GCS address this driver joins (`ray job submit` sets it for the entrypoint).
+
+    A worker that asks Ray's state API with no address (Ray Train's PlacementGroupCleaner does, every
+    second) finds its cluster by the node's ``ray_current_cluster`` file, and failing that by scanning
+    the machine's processes for raylets: on a head started with ``--temp-dir`` that shares its machine
+    with another Ray instance, that scan finds two and raises, the cleaner's watch ends, and when the
+    driver is then stopped (`ray job stop`) the detached cleaner stays for the cluster's life. None
+    when the driver starts a Ray of its own, names it by URL or "auto", or the job sets it already."""
+    address = environ.get("RAY_ADDRESS", "")
+    if not address or address == "auto" or "://" in address:
+        return None
+    job = json.loads(environ.get(JOB_CONFIG_ENV) or "{}")
+    if "RAY_ADDRESS" in ((job.get("runtime_env") or {}).get("env_vars") or {}):
+        return None  # ray.init refuses a variable set twice; the job's own value reaches the workers
+    return {"env_vars": {"RAY_ADDRESS": address}}
 
 
 def check_prompts_fit(actors: Actors, problems: list, config: Config, *, training: bool = False) -> None:

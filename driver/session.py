@@ -5,13 +5,20 @@ need no cluster), then run inside ``session``.
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import ray
 
-from actors.launch import Actors, check_local_sandbox, start_actors, withhold_from_workers
+from actors.launch import (
+    Actors,
+    check_local_sandbox,
+    cluster_address_for_workers,
+    start_actors,
+    withhold_from_workers,
+)
 from flowpo.config import Config
 from flowpo.model import model_spec
 
@@ -19,10 +26,12 @@ from flowpo.model import model_spec
 def connect(config: Config) -> None:
     """Join the Ray cluster this process was started in (``ray job submit``), or start a local one.
     Before it: the key's environment variable leaves the job's runtime env, so only the brokers,
-    which get it as a constructor argument, ever hold it."""
+    which get it as a constructor argument, ever hold it; the cluster's address joins it, so that
+    Ray's own helpers in the workers find their cluster (``cluster_address_for_workers``)."""
     if not ray.is_initialized():
         withhold_from_workers([config.executor_llm.key_env])
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False,
+                 runtime_env=cluster_address_for_workers(os.environ))
 
 
 def prepare(config: Config, *, generators: bool = True) -> str:

@@ -268,6 +268,29 @@ class Cluster:
 
 
 @pytest.fixture
+def another_ray_on_the_machine():
+    """The head's machine runs a second Ray instance, as a shared machine does (another user's, or
+    the test session's own). Ray finds the instances of a machine by their raylets' command lines
+    (``ray._private.services.find_gcs_addresses``); this process has one's, naming a GCS that is not
+    there. A worker that finds its cluster by that scan instead of by its address meets two and
+    fails: always, not only while some other Ray happens to run on this machine."""
+    from ray._private.services import _find_address_from_flag
+
+    decoy = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([str(Path(tempfile.gettempdir()) / "raylet"), "-c", "import time; time.sleep(86400)",
+                             f"--gcs-address={decoy}"], executable=sys.executable)
+    try:
+        deadline = time.monotonic() + 30
+        while decoy not in _find_address_from_flag("--gcs-address"):
+            assert proc.poll() is None and time.monotonic() < deadline, "Ray's scan does not see the decoy raylet"
+            time.sleep(0.2)
+        yield decoy
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
 def cluster(model_dir, docker_backend, vllm_available):
     # A short root (Ray's unix sockets live under each node's --temp-dir, at most 107 bytes a path),
     # outside /tmp, which the head mounts its own /tmp over.
@@ -381,7 +404,7 @@ def wait_for_job(cluster: Cluster, job_id: str, run_dir: Path, timeout: float, e
         time.sleep(1 if ended else 2)
 
 
-def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url):
+def test_job_submit_stop_resume_on_a_two_node_cluster(another_ray_on_the_machine, cluster, executor_llm_url):
     run_dir = cluster.head.root / "run"  # on the head's disk: the executor node cannot see it
     config = yaml.safe_load((REPO / "examples" / "local.yaml").read_text())
     config.update(name="cluster-job", run_dir=str(run_dir), rounds=1)
@@ -496,7 +519,9 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(cluster, executor_llm_url)
     assert re.search(r"^round 1 \[base\]: \d+/\d+ valid workflows", logs, re.M), logs
     assert f"round 1 report: {run_dir / 'reports' / 'round-1.md'}" in logs, logs
 
-    # Executors and evaluators (both jobs') ran on the executor node, and every actor has ended.
+    # Executors and evaluators (both jobs') ran on the executor node, and every actor has ended: also
+    # Ray Train's detached PlacementGroupCleaner of the stopped job 1, which ends once it sees its
+    # controller gone (it finds its cluster by the job's RAY_ADDRESS: see another_ray_on_the_machine).
     deadline = time.monotonic() + 60
     while alive := [a for a in cluster.actors() if a["state"] == "ALIVE"
                     and (a.get("name"), a.get("class_name")) not in RAY_SERVICES]:

@@ -12,6 +12,7 @@ import pytest
 from actors.launch import (
     JOB_CONFIG_ENV,
     check_local_sandbox,
+    cluster_address_for_workers,
     evaluator_options,
     evaluator_sandboxes,
     executor_options,
@@ -121,6 +122,26 @@ def test_the_key_is_dropped_from_the_jobs_runtime_env_and_nothing_else(monkeypat
 def test_outside_a_submitted_job_there_is_nothing_to_withhold(monkeypatch):
     monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
     assert withhold_from_workers(["OPENAI_API_KEY"]) == []
+
+
+def test_the_workers_of_a_submitted_job_learn_the_clusters_address():
+    job = json.dumps({"runtime_env": {"env_vars": {"HF_HOME": "/mnt/hf"}}, "metadata": {}})
+    environ = {"RAY_ADDRESS": "10.0.0.5:6379", JOB_CONFIG_ENV: job}  # as `ray job submit` starts the entrypoint
+    given = {"env_vars": {"RAY_ADDRESS": "10.0.0.5:6379"}}
+    assert cluster_address_for_workers(environ) == given
+    assert cluster_address_for_workers({"RAY_ADDRESS": "10.0.0.5:6379"}) == given  # a driver joining by address
+
+
+@pytest.mark.parametrize("environ", [
+    {},  # the driver starts a Ray of its own: there is no address yet
+    {"RAY_ADDRESS": ""},
+    {"RAY_ADDRESS": "auto"},
+    {"RAY_ADDRESS": "http://10.0.0.5:8265"},  # a dashboard or Ray Client URL is not the GCS address
+    {"RAY_ADDRESS": "10.0.0.5:6379",  # the job sets it itself: a second value would be refused
+     JOB_CONFIG_ENV: json.dumps({"runtime_env": {"env_vars": {"RAY_ADDRESS": "10.0.0.5:6379"}}})},
+])
+def test_no_address_is_added_where_there_is_none_to_give(environ):
+    assert cluster_address_for_workers(environ) is None
 
 
 @pytest.mark.ray
