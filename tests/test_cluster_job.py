@@ -154,6 +154,9 @@ class Cluster:
     def actors(self) -> list[dict]:
         return json.loads(self.ray("list", "actors", "--detail", "--format", "json", "--limit", "10000"))
 
+    def alive_actors(self, class_name: str) -> list[dict]:
+        return [a for a in self.actors() if a["state"] == "ALIVE" and a.get("class_name") == class_name]
+
     def processes(self) -> list:
         """This cluster's processes: everything started from `ray start` inherits the marker."""
         import psutil
@@ -308,6 +311,10 @@ def cluster(model_dir, docker_backend, vllm_available):
         # Ray's memory monitor kills workers when the whole machine runs short, and here the machine
         # also holds the test session's other processes: it would kill this run for their memory.
         RAY_memory_monitor_refresh_ms="0",
+        # `ray job stop` without its grace: SIGTERM, then SIGKILL at once (default: after 3 s), as when
+        # a loaded driver's clean-up outlasts the grace (met in CI). What a stopped job leaves behind
+        # must not depend on the driver's own clean-up.
+        RAY_JOB_STOP_WAIT_TIME_S="0",
     )
     env.pop("OPENAI_API_KEY", None)  # the nodes never have it: it comes with the job (see Submission)
     c = Cluster(root, env, head=NodeDisk(root / "h"), executor=NodeDisk(root / "x"), model_dir=model_dir)
@@ -460,10 +467,20 @@ def test_job_submit_stop_resume_on_a_two_node_cluster(another_ray_on_the_machine
             cluster.sandbox_containers()
             looked = time.monotonic()
         time.sleep(0.2)
+    # The learner started ahead with round 1 (Ray Train's controller, and its detached cleaner of the
+    # workers' placement group): the stop must leave nothing of it either.
+    deadline = time.monotonic() + 120
+    while not cluster.alive_actors("PlacementGroupCleaner"):
+        assert time.monotonic() < deadline, f"the learner did not start ahead of round 1's end:\n{first.text}"
+        time.sleep(2)
     cluster.ray("job", "stop", first.job_id)
     stopped_at = sample_lines(run_dir)
     first.finish()
     assert cluster.job_status(first.job_id) == "STOPPED", first.text
+    deadline = time.monotonic() + 60
+    while cluster.alive_actors("PlacementGroupCleaner"):
+        assert time.monotonic() < deadline, "the stopped job's PlacementGroupCleaner is still alive after 60 s"
+        time.sleep(2)
     assert 1 <= stopped_at < total, f"stopped after {stopped_at} of {total} samples: not in the middle of round 1"
     print(f"job 1 stopped after {stopped_at}/{total} samples, {time.monotonic() - began:.0f} s")
 
