@@ -106,6 +106,8 @@ class SandboxBackend(Protocol):
 
     def new_name(self) -> str: ...
 
+    host_socket: bool  # argv(name, path) makes the supervisor connect to the host's socket at path
+
     def argv(self, name: str) -> list[str]:
         """The command that starts one sandbox running the supervisor on its stdio."""
 

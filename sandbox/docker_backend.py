@@ -1,7 +1,8 @@
 """Docker isolation backend: long-lived, hardened, network-less containers running the supervisor.
 
 The container runs the standard-library runtime from ``sandbox/runtime`` (mounted read-only) and
-speaks JSON lines over its stdio; nothing else crosses the boundary.
+speaks JSON lines on a unix socket of the host's, mounted read-only (see sandbox/supervised.py), or
+on its stdio; nothing else crosses the boundary.
 """
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from pathlib import Path
 from flowpo.errors import FlowPOError
 from sandbox.backend import NOBODY_UID, RUNTIME_MOUNT, SUPERVISOR_ARGV, SandboxExit, SandboxLimits, runtime_stage
 
+HOST_SOCKET_MOUNT = "/flowpo-host"
+
 
 class DockerBackend:
+    host_socket = True  # the supervisor connects to the host: no stdio relay on the job's path
+
     def __init__(self, image: str, limits: SandboxLimits, runtime_dir: Path | None = None):
         self.image = image
         self.limits = limits
@@ -58,11 +63,17 @@ class DockerBackend:
     def new_name(self) -> str:
         return f"flowpo-sbx-{uuid.uuid4().hex[:12]}"
 
-    def argv(self, name: str) -> list[str]:
+    def argv(self, name: str, host_socket: Path | None = None) -> list[str]:
+        """``host_socket``: the host's listening socket, mounted (its directory, read-only) and named
+        to the supervisor; None: the conversation runs on the container's stdio (``-i``)."""
         lim = self.limits
+        channel = ["-i"] if host_socket is None else [
+            "--mount", f"type=bind,source={host_socket.parent},target={HOST_SOCKET_MOUNT},readonly",
+            "--env", f"FLOWPO_HOST_SOCKET={HOST_SOCKET_MOUNT}/{host_socket.name}"]
         return [
-            # --rm: a sandbox whose owner died (its stdin closes, the supervisor exits) leaves nothing.
-            "docker", "run", "-i", "--rm", "--name", name, "--label", "flowpo.sandbox=1",
+            # --rm: a sandbox whose owner died (its socket or stdin closes, the supervisor exits)
+            # leaves nothing.
+            "docker", "run", *channel, "--rm", "--name", name, "--label", "flowpo.sandbox=1",
             "--label", f"flowpo.owner={socket.gethostname()}:{os.getpid()}",
             "--network", "none", "--ipc", "none", "--read-only", "--user", f"{NOBODY_UID}:{NOBODY_UID}",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",

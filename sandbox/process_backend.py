@@ -91,6 +91,8 @@ class ProcessBackend:
     namespaces work) is found by the process that starts the sandboxes, on first use, so a backend
     built by the driver and pickled to an actor on another node carries none of the driver's paths."""
 
+    host_socket = False  # bubblewrap execs the supervisor: its stdio is the host's own pipes
+
     def __init__(self, limits: SandboxLimits, *, python: str = "", runtime_dir: Path | None = None,
                  namespaces: bool = True):
         self.limits = limits

@@ -11,7 +11,8 @@ The job's path is kept short: the child for the next job is forked and set up wh
 waits (a spare), and the job's ``end`` goes to the host as soon as its verdict is known; the kill,
 the restore and the next fork follow, and ``restored`` tells the host the sandbox may take a job.
 
-Host ↔ supervisor protocol, one JSON object per line on the supervisor's stdio:
+Host ↔ supervisor protocol, one JSON object per line on the supervisor's stdio, or on the unix socket
+named by FLOWPO_HOST_SOCKET (Docker: see sandbox/supervised.py), which it connects to first:
 
   host → sandbox  {"type": "job", "job": n, "kind": "workflow" | "program" | "candidate" | "harness",
                    "limits": {...}, "start": {...} | "source": "..." (program)}
@@ -39,6 +40,7 @@ import os
 import resource
 import selectors
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -598,11 +600,22 @@ def exit_description(status):
     return f"status {os.WEXITSTATUS(status)}"
 
 
+def host_channel():
+    """(read fd, write fd) of the conversation with the host: its socket, or stdin and stdout."""
+    path = os.environ.pop("FLOWPO_HOST_SOCKET", "")
+    if not path:
+        return os.dup(0), os.dup(1)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    fd = sock.detach()
+    return fd, os.dup(fd)
+
+
 def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1, default dispositions ignore signals
     set_dumpable(False)
     os.umask(0o077)
-    host_in, host_out = os.dup(0), os.dup(1)
+    host_in, host_out = host_channel()
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)

@@ -863,6 +863,17 @@ async def fan_out_within_share(kind, need, server):
         return await executor.execute(as_workflow(FAN_OUT), GSM8K)
 
 
+async def kill_sandbox(sandbox) -> None:
+    """The sandbox itself: its container (the `docker run` client is not it), or bubblewrap's process."""
+    from sandbox.docker_backend import DockerBackend
+
+    if isinstance(sandbox.backend, DockerBackend):
+        killer = await asyncio.create_subprocess_exec("docker", "kill", sandbox.name, stdout=asyncio.subprocess.DEVNULL)
+        assert await killer.wait() == 0, f"docker kill {sandbox.name} failed"
+    else:
+        sandbox.proc.kill()
+
+
 async def sandbox_killed_from_outside(kind, need, server):
     """The infrastructure kills the sandbox mid-job: the job is retried on a fresh one and runs."""
     async with executor_for(kind, need, server) as executor:
@@ -871,7 +882,7 @@ async def sandbox_killed_from_outside(kind, need, server):
         await asyncio.sleep(0.7)
         for sandbox in list(executor.pool._all):
             if sandbox.current_job is not None:
-                sandbox.proc.kill()
+                await kill_sandbox(sandbox)
         return await running, executor.stats()["pool"]
 
 
