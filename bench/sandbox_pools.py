@@ -64,8 +64,9 @@ class ColdPool:
 
 
 # Where a warm job's CPU goes, by process name: the sandboxes' supervisors and their job processes
-# (the image's python3, and bubblewrap's), Docker's stdio relay (the `docker run -i` client, the
-# daemons, the container's shim) and this process, the host. A supervisor reaps its jobs, so their
+# (the image's python3, and bubblewrap's), Docker's client, daemons and the container's shim (the
+# relay of a container's stdio, when it speaks there; see sandbox/supervised.py) and this process,
+# the host. A supervisor reaps its jobs, so their
 # CPU is in its children's count.
 SANDBOX_PROCESSES = {"python3"}
 RELAY_PROCESSES = {"docker", "dockerd", "containerd", "containerd-shim", "bwrap"}
@@ -262,8 +263,8 @@ def report(results: dict, revisions: list[dict], args) -> tuple[str, dict]:
     for mode in ("warm-docker", "warm-process"):
         c = results[(mode, "trivial", args.pool)]["cpu_ms"]
         lines.append(f"- CPU of a trivial job on {mode}, every sandbox busy: {c['total']:.1f} ms: the sandbox's "
-                     f"supervisor and job processes {c['sandbox']:.1f}, Docker's stdio relay {c['relay']:.1f}, "
-                     f"the host {c['host']:.1f}")
+                     f"supervisor and job processes {c['sandbox']:.1f}, Docker's client, daemons and shim "
+                     f"{c['relay']:.1f}, the host {c['host']:.1f}")
     ratios, busy = {}, args.pool
     for workload in ("trivial", "realistic"):
         warm, per_run = results[("warm-docker", workload, busy)], results[("docker-per-run", workload, busy)]
