@@ -147,6 +147,8 @@ class Sandbox:
             line = await self.reader.readline()
         except (ValueError, asyncio.LimitOverrunError) as exc:
             raise SandboxBroken(f"over-long line from the supervisor: {exc}") from None
+        except ConnectionError as exc:  # a socket whose peer died after the host wrote to it
+            raise SandboxBroken(f"the sandbox exited ({type(exc).__name__})") from None
         if not line:
             raise SandboxBroken("the sandbox exited")
         try:

@@ -91,3 +91,31 @@ def test_a_docker_sandbox_talks_on_the_socket_and_its_jobs_find_nothing_of_it(ne
     finally:
         runner.close()
     assert leftovers("docker") == []
+
+
+@pytest.mark.docker
+def test_a_container_killed_while_the_host_answers_it_is_the_infrastructures(need):
+    """The host writes an LLM reply to a sandbox whose container was just killed: its socket then
+    fails (EPIPE) rather than ending cleanly, and the job is still retried on a fresh sandbox."""
+    import subprocess
+
+    runner = PoolRunner(make_backend("docker", need, timeout_s=20), size=1)
+    killed = []
+
+    async def kill_then_answer(messages, call=0):
+        if not killed:
+            (sandbox,) = [s for s in runner.pool._all if s.current_job is not None]
+            # Blocking, on purpose: the event loop writes the reply before it reads the socket's end.
+            subprocess.run(["docker", "kill", sandbox.name], check=True, capture_output=True)
+            killed.append(sandbox.name)
+        return {"content": "72"}
+
+    try:
+        asks = body("return (await Custom(self.llm)(input='q')).response")
+        outcome = runner.workflow(asks, kill_then_answer)
+        stats = runner.pool.stats
+    finally:
+        runner.close()
+    assert killed and outcome.failure == "" and outcome.answer == "72", outcome.error
+    assert stats.infra_retries == 1, stats
+    assert leftovers("docker") == []
