@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -46,7 +47,6 @@ class CandidateLink:
         self.job_id: int | None = None
         self.started = asyncio.Event()  # set once the candidate's job id is known (or it never ran)
         self.pending: dict[int, asyncio.Future] = {}
-        self.ids = iter(range(1, 1 << 62))
         self.ended = ""  # why the candidate's job ended, once it has
         self.forged = 0  # replies for calls the host never made, or of the wrong shape
 
@@ -74,7 +74,10 @@ class CandidateLink:
         await self.started.wait()
         if self.ended or self.job_id is None:
             return {**reply, "gone": self.ended or "the candidate is not running"}
-        call_id = next(self.ids)
+        # An id the candidate cannot guess: a reply it sends ahead for "call 1" never answers call 1,
+        # and, sent before the call's own reply, it is counted before the harness has its answer.
+        while (call_id := secrets.randbits(62)) in self.pending:
+            pass
         future = self.pending[call_id] = asyncio.get_running_loop().create_future()
         self.sandbox.send_to_job(self.job_id, {"type": "call", "id": call_id, "function": name,
                                                "args": args, "kwargs": kwargs})
