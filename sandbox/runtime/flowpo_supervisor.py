@@ -35,6 +35,7 @@ infrastructure failures from what it saw itself (``sandbox/pool.py``).
 import asyncio
 import ctypes
 import fcntl
+import gc
 import json
 import os
 import resource
@@ -66,11 +67,13 @@ OOM_EVENTS_V2 = "/sys/fs/cgroup/memory.events"
 MAX_PROTOCOL_LINE = 8 << 20
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once, before any fork: every job's child uses it
+
+
 def set_dumpable(flag):
     """Not dumpable: no ptrace and no reading or writing its /proc files, even by the same uid."""
-    libc = ctypes.CDLL(None, use_errno=True)
     pr_set_dumpable = 4
-    if libc.prctl(pr_set_dumpable, int(flag), 0, 0, 0) != 0:
+    if LIBC.prctl(pr_set_dumpable, int(flag), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl(PR_SET_DUMPABLE, {int(flag)}) failed")
 
 
@@ -134,8 +137,7 @@ def child_main(scratch, fds):
         command_r, output_w, protocol_w, job_r = fds
         place_fds([command_r, output_w, output_w, protocol_w, job_r])
         os.chdir(scratch)
-        os.environ.clear()
-        os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PATH": "/usr/bin:/bin"})
+        os.environ.update({"HOME": scratch, "TMPDIR": scratch})  # the rest is the parent's: PATH only
         set_dumpable(True)  # the job's own /proc files; it holds nothing of the supervisor's
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # under memory pressure the kernel kills the job, not the supervisor
@@ -400,9 +402,13 @@ class Supervisor:
         scratch = os.path.join(SCRATCH_ROOT, f"job-{self.spares}")
         os.makedirs(scratch, mode=0o700)
         pipes = {name: os.pipe() for name in ("command", "output", "protocol", "job")}
+        # Frozen objects are never scanned by the child's garbage collector, so it does not copy the
+        # pages they sit on (a fork shares them until written); this process unfreezes its own.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             child_main(scratch, (pipes["command"][0], pipes["output"][1], pipes["protocol"][1], pipes["job"][0]))
+        gc.unfreeze()
         for name, end in (("command", 0), ("output", 1), ("protocol", 1), ("job", 0)):
             os.close(pipes[name][end])
         return Spare(pid, os.pidfd_open(pid), pipes["command"][1], pipes["output"][0], pipes["protocol"][0],
@@ -616,9 +622,12 @@ def main():
     set_dumpable(False)
     os.umask(0o077)
     host_in, host_out = host_channel()
+    os.environ.clear()  # what every job's child inherits; it adds its own HOME and TMPDIR
+    os.environ["PATH"] = "/usr/bin:/bin"
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)
+    asyncio.new_event_loop().close()  # asyncio's lazy set-up happens once here, not in every child
     Supervisor(host_in, host_out).serve()
 
 
