@@ -12,10 +12,17 @@ Workloads:
              sandbox's stdio); the LLM is an in-process answerer with no latency, so the figures
              are the sandbox's cost, not a model's
 
-A warm pool is measured twice: one job at a time (what a job pays on its own path, with a sandbox
-idle) and with every sandbox busy (concurrency = pool: the sandboxes' restore between jobs is paid
-here too). ``--baseline REV`` measures the trivial job on the warm pools of an earlier revision and
-of this tree in the same run, alternating, each in a fresh interpreter on the same harness.
+A warm pool is measured under three loads:
+  paced          one job at a time, each PACE_S after the last one ended: its sandbox has restored
+                 and waits, so the figure is what a job pays on its own path
+  one by one     one job at a time, back to back: the last job's restore (on another sandbox of the
+                 pool) runs beside this one and takes CPU from it
+  busy           concurrency = pool: every sandbox busy, the restore between jobs on the path too
+With every sandbox busy, a job's latency is bound by the machine's CPU: about its CPU time (all
+processes) × jobs at once / cores. The floor of that CPU time is printed too: a fork and exit of the
+sandbox's Python with the runtime imported, which every job pays (a fresh process per job).
+``--baseline REV`` measures the trivial job on the warm pools of an earlier revision and of this tree
+in the same run, alternating, each in a fresh interpreter on the same harness.
 
     .venv/bin/python -m bench.sandbox_pools [--runs 40] [--pool 2] [--baseline REV ...] [--quick] [--out DIR]
 """
@@ -33,7 +40,7 @@ from pathlib import Path
 
 from bench import common
 from flowpo.prompts import EXAMPLE_WORKFLOW
-from sandbox.backend import SandboxLimits
+from sandbox.backend import SandboxLimits, runtime_stage
 from sandbox.docker_backend import DockerBackend
 from sandbox.pool import SandboxPool
 from sandbox.process_backend import ProcessBackend
@@ -42,6 +49,10 @@ TRIVIAL = ("class Workflow:\n    def __init__(self, llm):\n        pass\n\n"
            "    async def __call__(self, problem, entry_point):\n        return 'ok'\n")
 PROBLEM = 'def add(a, b):\n    """Return a + b."""\n'
 ANSWER = "```python\ndef add(a, b):\n    return a + b\n```"
+
+
+PACE_S = 0.02  # well over a restore's CPU time here (about 3 ms), so the paced job finds it done
+LOADS = {"paced": 1, "one by one": 1}  # jobs at once; "busy" is the pool's size
 
 
 async def instant_llm(messages: list, call=0) -> dict:
@@ -97,7 +108,7 @@ def cpu_per_job(before: dict, after: dict, host_s: float, runs: int) -> dict:
     return {**per_job, "total": sum(per_job.values())}
 
 
-async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
+async def measure(runner, code: str, runs: int, concurrency: int, pace_s: float = 0.0) -> dict:
     start = {"code": code, "problem": PROBLEM, "entry_point": "add"}
     latencies: list[float] = []
     failures: set[str] = set()
@@ -107,6 +118,7 @@ async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
     async def worker():
         while queue:
             queue.pop()
+            await asyncio.sleep(pace_s)
             began = time.perf_counter()
             outcome = await runner.run_workflow(start, instant_llm)
             latencies.append(time.perf_counter() - began)
@@ -125,14 +137,19 @@ async def measure(runner, code: str, runs: int, concurrency: int) -> dict:
             "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))], "per_s": runs / wall, "cpu_ms": cpu}
 
 
-async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, int], dict]:
-    """(mode, workload, jobs at once) -> figures."""
+def loads(pool_size: int) -> dict[str, int]:
+    """Each load's jobs at once."""
+    return {**LOADS, "busy": pool_size}
+
+
+async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, str], dict]:
+    """(mode, workload, load) -> figures."""
     limits = SandboxLimits(timeout_s=30)
     docker, process = DockerBackend("flowpo-sandbox:latest", limits), ProcessBackend(limits)
     docker.check()
     process.check()
     plain = ProcessBackend(limits, namespaces=False)
-    results: dict[tuple[str, str, int], dict] = {}
+    results: dict[tuple[str, str, str], dict] = {}
     for mode, make in [("warm-docker", lambda: SandboxPool(docker, pool_size)),
                        ("warm-process", lambda: SandboxPool(process, pool_size)),
                        ("docker-per-run", lambda: ColdPool(docker)),
@@ -144,8 +161,10 @@ async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, int], d
         for workload, code in [("trivial", TRIVIAL), ("realistic", EXAMPLE_WORKFLOW)]:
             n = max(runs // 4, 8) if cold else runs  # cold starts are slow; fewer runs say enough
             await measure(runner, code, 2, 1)  # warm-up: page cache, image layers, imports
-            for at_once in [pool_size] if cold else sorted({1, pool_size}):
-                results[(mode, workload, at_once)] = {"runs": n, **await measure(runner, code, n, at_once)}
+            for load, at_once in ({"busy": pool_size} if cold else loads(pool_size)).items():
+                pace = PACE_S if load == "paced" else 0.0
+                results[(mode, workload, load)] = {"runs": n, "at_once": at_once,
+                                                   **await measure(runner, code, n, at_once, pace)}
         if isinstance(runner, SandboxPool):
             await runner.close()
         print(f"{mode}: done", flush=True)
@@ -153,10 +172,11 @@ async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, int], d
 
 
 # The trivial job on a warm pool, through the pool's public API only (unchanged since the first warm
-# pool), so that it runs on any revision's tree: argv = backend, jobs at once, runs, pool size.
+# pool), so that it runs on any revision's tree: argv = backend, jobs at once, runs, pool size, pause
+# before each job in ms.
 REVISION_PROBE = """
 import asyncio, json, statistics, sys, time
-from sandbox.backend import SandboxLimits
+from sandbox.backend import SandboxLimits, runtime_stage
 from sandbox.docker_backend import DockerBackend
 from sandbox.pool import SandboxPool
 from sandbox.process_backend import ProcessBackend
@@ -167,7 +187,7 @@ START = {"code": CODE, "problem": "def add(a, b):\\n    return a + b\\n", "entry
 async def llm(messages, call=0):
     raise AssertionError("the trivial workflow calls no LLM")
 
-async def main(kind, at_once, runs, size):
+async def main(kind, at_once, runs, size, pause_ms):
     limits = SandboxLimits(timeout_s=30)
     backend = DockerBackend("flowpo-sandbox:latest", limits) if kind == "docker" else ProcessBackend(limits)
     pool = SandboxPool(backend, size)
@@ -178,6 +198,7 @@ async def main(kind, at_once, runs, size):
     async def worker():
         while left:
             left.pop()
+            await asyncio.sleep(pause_ms / 1000)
             began = time.perf_counter()
             outcome = await pool.run_workflow(START, llm)
             latencies.append(time.perf_counter() - began)
@@ -190,6 +211,29 @@ asyncio.run(main(sys.argv[1], *map(int, sys.argv[2:])))
 """ % TRIVIAL
 
 
+FORK_FLOOR = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import flowpo_supervisor  # noqa: F401  (the runtime, imported as a supervisor has it)
+runs, parent, children = 300, time.process_time(), os.times()
+for _ in range(runs):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+after = os.times()
+print((time.process_time() - parent) / runs, (after[2] + after[3] - children[2] - children[3]) / runs)
+"""
+
+
+def fork_floor_ms(python: str) -> dict:
+    """ms of CPU a fork and exit of the sandbox's Python, with the runtime imported, costs."""
+    done = subprocess.run([python, "-I", "-c", FORK_FLOOR, str(runtime_stage())], capture_output=True, text=True,
+                          check=True)
+    parent, child = (1000 * float(x) for x in done.stdout.split())
+    return {"python": python, "parent": parent, "child": child, "total": parent + child}
+
+
 def revision_tree(rev: str, into: Path) -> Path:
     """``rev``'s files (git archive), readable by the sandbox's uid, which mounts its runtime."""
     into.mkdir(parents=True)
@@ -200,8 +244,10 @@ def revision_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def probe(tree: Path, kind: str, at_once: int, runs: int, pool_size: int) -> float:
-    done = subprocess.run([sys.executable, "-c", REVISION_PROBE, kind, str(at_once), str(runs), str(pool_size)],
+def probe(tree: Path, kind: str, load: str, runs: int, pool_size: int) -> float:
+    at_once, pause_ms = loads(pool_size)[load], round(1000 * PACE_S) if load == "paced" else 0
+    argv = [kind, str(at_once), str(runs), str(pool_size), str(pause_ms)]
+    done = subprocess.run([sys.executable, "-c", REVISION_PROBE, *argv],
                           cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the probe on {tree} failed:\n{done.stderr[-3000:]}")
@@ -209,21 +255,21 @@ def probe(tree: Path, kind: str, at_once: int, runs: int, pool_size: int) -> flo
 
 
 def compare_revisions(revs: list[str], runs: int, pool_size: int, rounds: int = 2) -> list[dict]:
-    """The trivial job's median on each revision and on this tree, per backend and jobs at once;
+    """The trivial job's median on each revision and on this tree, per backend and load;
     the trees take turns, ``rounds`` times, and each figure is the median of its turns."""
     with tempfile.TemporaryDirectory(prefix="flowpo-bench-revs-") as tmp:
         trees = {rev: revision_tree(rev, Path(tmp) / rev) for rev in revs}
         trees["this tree"] = common.REPO
         rows = []
         for kind in ("docker", "process"):
-            for at_once in sorted({1, pool_size}):
+            for load in loads(pool_size):
                 turns: dict[str, list[float]] = {name: [] for name in trees}
                 for _ in range(rounds):
                     for name, tree in trees.items():
-                        turns[name].append(probe(tree, kind, at_once, runs, pool_size))
-                rows.append({"backend": kind, "at_once": at_once,
+                        turns[name].append(probe(tree, kind, load, runs, pool_size))
+                rows.append({"backend": kind, "load": load,
                              **{name: statistics.median(ms) for name, ms in turns.items()}})
-                print(f"revisions, {kind}, {at_once} at once: done", flush=True)
+                print(f"revisions, {kind}, {load}: done", flush=True)
     return rows
 
 
@@ -237,35 +283,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.runs = 8
     results = asyncio.run(measure_all(args.runs, args.pool))
+    floor = fork_floor_ms(ProcessBackend(SandboxLimits()).python)
     revisions = compare_revisions(args.baseline, args.runs, args.pool) if args.baseline else []
-    table, ratios = report(results, revisions, args)
+    table, ratios = report(results, revisions, floor, args)
     print(table)
     common.write_results(args.out, "sandbox_pools", {
         "runs": args.runs, "pool": args.pool, "ratios": ratios,
-        "rows": [{"mode": m, "workload": w, "at_once": n, **r} for (m, w, n), r in results.items()],
-        "revisions": revisions},
+        "rows": [{"mode": m, "workload": w, "load": load, **r} for (m, w, load), r in results.items()],
+        "revisions": revisions, "fork_floor_cpu_ms": floor},
         table, common.command("sandbox_pools", argv), title="Warm sandbox pools against a sandbox per execution")
     return 0
 
 
-def report(results: dict, revisions: list[dict], args) -> tuple[str, dict]:
-    lines = [f"{args.runs} runs per warm mode, a pool of {args.pool}, LLM answered in-process with no latency "
-             "(sandbox cost only). Jobs at once 1: a job's own path, a sandbox idle; "
-             f"{args.pool}: every sandbox busy, the restore between jobs paid too.", "",
-             "| mode | workload | jobs at once | runs | median ms | p90 ms | runs/s | CPU ms a job |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for (mode, workload, at_once), r in results.items():
+def report(results: dict, revisions: list[dict], floor: dict, args) -> tuple[str, dict]:
+    busy = "busy"
+    lines = [f"{args.runs} runs per warm mode, a pool of {args.pool}, {os.cpu_count()} cores, LLM answered "
+             "in-process with no latency (sandbox cost only). Loads: paced, one job at a time, each "
+             f"{1000 * PACE_S:.0f} ms after the last (its sandbox restored and waiting: a job's own path); one by "
+             "one, back to back (the last job's restore runs beside it); busy, every sandbox busy.", "",
+             "| mode | workload | load | runs | median ms | p90 ms | runs/s | CPU ms a job |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for (mode, workload, load), r in results.items():
         # a cold sandbox's processes are reaped by processes that end with them: their CPU is not seen
         cpu = f"{r['cpu_ms']['total']:.1f}" if mode.startswith("warm") else "–"
-        lines.append(f"| {mode} | {workload} | {at_once} | {r['runs']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} "
+        lines.append(f"| {mode} | {workload} | {load} | {r['runs']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} "
                      f"| {r['per_s']:.1f} | {cpu} |")
     lines.append("")
     for mode in ("warm-docker", "warm-process"):
-        c = results[(mode, "trivial", args.pool)]["cpu_ms"]
+        c = results[(mode, "trivial", busy)]["cpu_ms"]
         lines.append(f"- CPU of a trivial job on {mode}, every sandbox busy: {c['total']:.1f} ms: the sandbox's "
                      f"supervisor and job processes {c['sandbox']:.1f}, Docker's client, daemons and shim "
-                     f"{c['relay']:.1f}, the host {c['host']:.1f}")
-    ratios, busy = {}, args.pool
+                     f"{c['relay']:.1f}, the host {c['host']:.1f}; busy, a job waits about this × {args.pool} "
+                     f"jobs at once / {os.cpu_count()} cores")
+    lines.append(f"- The floor of that CPU: a fork and exit of the sandbox's Python ({floor['python']}) with the "
+                 f"runtime imported, {floor['total']:.1f} ms ({floor['parent']:.1f} in the parent, "
+                 f"{floor['child']:.1f} in the child), which every job pays: it runs in a fresh process")
+    ratios = {}
     for workload in ("trivial", "realistic"):
         warm, per_run = results[("warm-docker", workload, busy)], results[("docker-per-run", workload, busy)]
         ratios[workload] = {"warm_docker_vs_docker_per_run": warm["per_s"] / per_run["per_s"],
@@ -274,20 +327,20 @@ def report(results: dict, revisions: list[dict], args) -> tuple[str, dict]:
                             "warm_process_vs_docker_per_run":
                                 results[("warm-process", workload, busy)]["per_s"] / per_run["per_s"]}
         r = ratios[workload]
-        own_path = {m: results[(m, workload, 1)]["median_ms"] for m in ("warm-docker", "warm-process")}
+        own_path = {m: results[(m, workload, "paced")]["median_ms"] for m in ("warm-docker", "warm-process")}
         lines.append(f"- {workload}: warm pool median overhead on a job's own path {own_path['warm-docker']:.1f} ms "
                      f"(Docker), {own_path['warm-process']:.1f} ms (bubblewrap); runs/s with every sandbox busy vs "
                      f"docker-per-run {r['warm_docker_vs_docker_per_run']:.1f}×, vs plain-process "
                      f"{r['warm_docker_vs_plain_process']:.1f}×; warm-process vs docker-per-run "
                      f"{r['warm_process_vs_docker_per_run']:.1f}×")
     if revisions:
-        names = [k for k in revisions[0] if k not in ("backend", "at_once")]
+        names = [k for k in revisions[0] if k not in ("backend", "load")]
         lines += ["", "The trivial job's median ms on earlier revisions' warm pools and on this tree, in this run "
                   "(the trees took turns; each figure is the median of its turns):", "",
-                  "| backend | jobs at once | " + " | ".join(names) + " | this tree vs " + names[0] + " |",
-                  "|---|---:|" + "---:|" * (len(names) + 1)]
+                  "| backend | load | " + " | ".join(names) + " | this tree vs " + names[0] + " |",
+                  "|---|---|" + "---:|" * (len(names) + 1)]
         for row in revisions:
-            lines.append(f"| {row['backend']} | {row['at_once']} | " + " | ".join(f"{row[n]:.1f}" for n in names)
+            lines.append(f"| {row['backend']} | {row['load']} | " + " | ".join(f"{row[n]:.1f}" for n in names)
                          + f" | {row[names[0]] / row['this tree']:.2f}× faster |")
     return "\n".join(lines), ratios
 
