@@ -176,7 +176,7 @@ async def measure_all(runs: int, pool_size: int) -> dict[tuple[str, str, str], d
 # before each job in ms.
 REVISION_PROBE = """
 import asyncio, json, statistics, sys, time
-from sandbox.backend import SandboxLimits, runtime_stage
+from sandbox.backend import SandboxLimits
 from sandbox.docker_backend import DockerBackend
 from sandbox.pool import SandboxPool
 from sandbox.process_backend import ProcessBackend
