@@ -13,7 +13,6 @@ host's. Standard library only.
 import ctypes
 import os
 import shutil
-import stat
 
 WALKED_TYPES = {"tmpfs", "mqueue"}
 SKIPPED_ROOTS = ("/proc", "/sys")
@@ -37,23 +36,23 @@ def writable_mounts():
 
 def snapshot(root):
     """{path: inode} of everything under ``root`` on its own file system (other mounts are not
-    entered); unreadable directories are opened up first, since a job may have locked them."""
+    entered); unreadable directories are opened up first, since a job may have locked them. The
+    directory entries give the inode and type (tmpfs and mqueue fill both), so only directories
+    are stat'ed, for the file system they are on."""
     entries = {}
     device = os.lstat(root).st_dev
     stack = [root]
     while stack:
         directory = stack.pop()
         try:
-            names = os.listdir(directory)
+            listing = list(os.scandir(directory))
         except PermissionError:
             os.chmod(directory, 0o700)
-            names = os.listdir(directory)
-        for name in names:
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            entries[path] = info.st_ino
-            if stat.S_ISDIR(info.st_mode) and info.st_dev == device:
-                stack.append(path)
+            listing = list(os.scandir(directory))
+        for entry in listing:
+            entries[entry.path] = entry.inode()
+            if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_dev == device:
+                stack.append(entry.path)
     return entries
 
 

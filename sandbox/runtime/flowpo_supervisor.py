@@ -546,7 +546,7 @@ class Supervisor:
             except ProcessLookupError:
                 pass  # the group already exited
         stray = 0
-        if self.is_pid1:
+        if self.is_pid1 and others_alive():
             # kill(-1) reaches every process this uid may signal except the caller: in our own
             # pid namespace that is exactly the job's processes, wherever they moved to.
             stray = len(other_processes({self.child}))
@@ -581,6 +581,18 @@ class Supervisor:
             if pid == self.child:
                 self.child_exit, self.child = status, None
             block = False  # one blocking wait lets the kill land; then take the rest as they come
+
+def others_alive():
+    """Whether any process but this one is left in its pid namespace, zombies included: kill(-1, 0)
+    fails with ESRCH only when there is none, which spares most jobs a walk of /proc."""
+    try:
+        os.kill(-1, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # one it may not signal: the walk below finds it
+    return True
+
 
 def other_processes(exclude):
     """Pids in this pid namespace other than PID 1 and ``exclude``."""
