@@ -18,7 +18,7 @@ WALKED_TYPES = {"tmpfs", "mqueue"}
 SKIPPED_ROOTS = ("/proc", "/sys")
 SYSV = {"shm": "shmctl", "sem": "semctl", "msg": "msgctl"}
 IPC_RMID = 0
-LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: the supervisor cleans after every job
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: the supervisor cleans after every job and forks
 
 
 def writable_mounts():

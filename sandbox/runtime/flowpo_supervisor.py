@@ -49,7 +49,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
 import flowpo_runtime  # noqa: E402  (imported once here, so every forked job starts warm)
 import flowpo_tests  # noqa: E402
-from flowpo_clean import Cleaner, remove  # noqa: E402
+from flowpo_clean import LIBC, Cleaner, remove  # noqa: E402  (LIBC: loaded once, before any fork)
 
 SCRATCH_ROOT = os.environ.get("FLOWPO_SCRATCH", "/tmp")
 # The result statuses each job kind may report of itself. A candidate reports only that it did not
@@ -65,9 +65,6 @@ ROLES = {"system", "user", "assistant"}
 OOM_COUNTER = "/sys/fs/cgroup/memory/memory.oom_control"  # cgroup v1; v2 below
 OOM_EVENTS_V2 = "/sys/fs/cgroup/memory.events"
 MAX_PROTOCOL_LINE = 8 << 20
-
-
-LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once, before any fork: every job's child uses it
 
 
 def set_dumpable(flag):
@@ -405,10 +402,12 @@ class Supervisor:
         # Frozen objects are never scanned by the child's garbage collector, so it does not copy the
         # pages they sit on (a fork shares them until written); this process unfreezes its own.
         gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            child_main(scratch, (pipes["command"][0], pipes["output"][1], pipes["protocol"][1], pipes["job"][0]))
-        gc.unfreeze()
+        try:
+            pid = os.fork()
+            if pid == 0:  # child_main never returns
+                child_main(scratch, (pipes["command"][0], pipes["output"][1], pipes["protocol"][1], pipes["job"][0]))
+        finally:
+            gc.unfreeze()
         for name, end in (("command", 0), ("output", 1), ("protocol", 1), ("job", 0)):
             os.close(pipes[name][end])
         return Spare(pid, os.pidfd_open(pid), pipes["command"][1], pipes["output"][0], pipes["protocol"][0],
@@ -582,6 +581,7 @@ class Supervisor:
                 self.child_exit, self.child = status, None
             block = False  # one blocking wait lets the kill land; then take the rest as they come
 
+
 def others_alive():
     """Whether any process but this one is left in its pid namespace, zombies included: kill(-1, 0)
     fails with ESRCH only when there is none, which spares most jobs a walk of /proc."""
@@ -590,7 +590,7 @@ def others_alive():
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # one it may not signal: the walk below finds it
+        pass  # one it may not signal: the walk finds it
     return True
 
 
