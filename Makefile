@@ -8,6 +8,7 @@ IMAGE ?= flowpo-sandbox:latest
 PYTEST_ARGS ?=
 # Two workers: on CI's 2 cores the suite spends about a third of its time waiting (engines and
 # Ray starting, sandboxes, subprocesses). TEST_WORKERS=0 runs it in one process.
+# --durations: CI's log then says which tests its time went to.
 TEST_WORKERS ?= 2
 
 .PHONY: setup venv model docker image demo test lint clean-runs
@@ -32,7 +33,7 @@ demo: setup
 	$(VENV)/bin/flowpo train examples/local.yaml
 
 test: setup lint
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 # Pyflakes, pycodestyle, import order and bugbear (ruff.toml); seconds, so before the tests.
 lint: venv
