@@ -189,6 +189,15 @@ class Generator:
             if s.return_logprobs and completion.logprobs else ()
         return Sample(completion.text, logprobs)
 
+    async def _ensure_adapter(self, version: str, source) -> str:
+        """``version``, loaded from ``source`` first if this replica lacks it (Ray restarted it).
+        ``source``: a path, a packed checkpoint or an ObjectRef of one; unused for the base model."""
+        if version != BASE_ADAPTER and version not in self._adapters:
+            if not isinstance(source, (str, PackedCheckpoint)):  # an ObjectRef of a packed checkpoint
+                source = await source
+            self.load_adapter(version, source)
+        return version
+
     async def generate_for(self, problem: Problem, round_index: int, slots: list[int] | None = None,
                            first_attempt: int = 1, adapter: tuple[str, str] | None = None) -> list[Workflow]:
         """Workflows for ``slots`` (default all k) of one problem; statically invalid ones are
@@ -198,12 +207,8 @@ class Generator:
         every request, so a replica that Ray restarted (and that lost its loaded adapters) still
         serves the round's policy. Without it, the replica's current version is used."""
         s = self.sampling
-        if adapter is not None and adapter[0] != BASE_ADAPTER and adapter[0] not in self._adapters:
-            source = adapter[1]
-            if not isinstance(source, (str, PackedCheckpoint)):  # an ObjectRef of a packed checkpoint
-                source = await source
-            self.load_adapter(adapter[0], source)
-        version = self.version if adapter is None else adapter[0]  # requests finish on the version they started on
+        # Requests finish on the version they started on, whatever is loaded meanwhile.
+        version = self.version if adapter is None else await self._ensure_adapter(*adapter)
         prompt = self.prompt_for(problem)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         done: dict[int, Workflow] = {}
@@ -230,11 +235,13 @@ class Generator:
         per_problem = await asyncio.gather(*(self.generate_for(p, round_index) for p in problems))
         return [w for workflows in per_problem for w in workflows]
 
-    async def sequence_logprob(self, prompt: str, completion: str, version: str) -> float:
-        """Sum of log p(completion | prompt) under adapter ``version`` (prompt log-probs)."""
+    async def sequence_logprob(self, prompt: str, completion: str, version: str, source="") -> float:
+        """Sum of log p(completion | prompt) under adapter ``version`` (prompt log-probs); ``source``
+        (as for ``generate_for``) loads it on a replica that lacks it."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        await self._ensure_adapter(version, source)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         completion_ids = self.tokenizer(completion, add_special_tokens=False).input_ids
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0,

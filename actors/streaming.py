@@ -31,6 +31,29 @@ RESTART_WAIT_S = 2.0  # between tries of an item whose actor Ray is restarting
 PROBE_EVERY_S = 5.0  # how often each actor is asked whether it is up (one tiny call)
 
 
+def restarting(exc: Exception) -> bool:
+    """Ray's "unavailable" for a call sent to an actor that it is restarting (not the call's doing),
+    as against one for a call whose actor died under it."""
+    return isinstance(exc, ray.exceptions.ActorUnavailableError) and "is restarting" in str(exc)
+
+
+def get_through_restarts(call: Callable[[], Any], timeout_s: float, retries: int = MAX_ITEM_RETRIES) -> Any:
+    """``ray.get(call())`` for a call that may be repeated: made again while Ray restarts its actor
+    (for ``timeout_s`` at most) and after the actor died under it (``retries`` times at most, as an
+    item: a call that kills every actor it meets must not loop forever). An actor Ray will not
+    restart raises."""
+    deaths, deadline = 0, time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get(call())
+        except ray.exceptions.ActorUnavailableError as exc:
+            if not restarting(exc):
+                deaths += 1
+            if deaths > retries or time.monotonic() > deadline:
+                raise
+            time.sleep(RESTART_WAIT_S)
+
+
 class Slots:
     """A set of actors, at most ``limit`` items in flight each; an item goes to the least loaded of
     those that are up (``down``: its last call or probe failed; it gets nothing until it answers)."""
@@ -264,7 +287,7 @@ class Stream:
         Ray says "unavailable" both for a call sent to an actor it is restarting (not this item's
         doing: not counted) and for a call whose actor died under it (a lost try, counted: an item
         that kills every actor it meets must not loop forever)."""
-        if isinstance(exc, ray.exceptions.ActorUnavailableError) and "is restarting" in str(exc):
+        if restarting(exc):
             self.faults.restart_waits[stage] += 1
             if self.faults.notify:
                 self.faults.notify("restart_wait", stage)

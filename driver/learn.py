@@ -137,11 +137,13 @@ def shipped(version: str, path: str) -> tuple[str, object]:
     return version, (ray.put(pack(path)) if path else "")
 
 
-def ship_adapter(generators: list, version: str, path: str) -> float:
-    """Load the new adapter on every generator; the seconds it took."""
+def ship_adapter(generators: list, version: str, path: str) -> tuple[tuple[str, object], float]:
+    """Load the new adapter, packed once for all, on every generator: (the adapter as ``shipped``
+    gives it, the seconds it took)."""
     began = time.monotonic()
-    ray.get([g.load_adapter.remote(*shipped(version, path)) for g in generators])
-    return time.monotonic() - began
+    adapter = shipped(version, path)
+    ray.get([g.load_adapter.remote(*adapter) for g in generators])
+    return adapter, time.monotonic() - began
 
 
 def learner_stage_times(times: dict, ship_s: float, overlap_s: float = 0.0) -> dict:

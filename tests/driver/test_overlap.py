@@ -80,12 +80,12 @@ class Stack:
         return version, path  # no object store here
 
     def ship_adapter(self, generators, version, path):
-        return 0.0
+        return (version, path), 0.0
 
     def stage_stats(self, actors):
         return {}
 
-    def adapter_probe(self, generator, sample, version):
+    def adapter_probe(self, generator, sample, adapter, pipeline):
         return {}
 
 
