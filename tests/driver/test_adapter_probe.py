@@ -2,7 +2,7 @@
 a generator replica that dies under it, as one's vLLM engine did once in CI: Ray restarts the
 replica, the probe asks again, and the restarted replica, which lost its adapters, loads the adapter
 that the call carries. A replica that dies on every probe is an error once the retries are spent,
-and one that Ray will not restart at once.
+and one that Ray will not restart at once: an error that says the round is saved and how to resume.
 
 A plain Ray actor stands in for the replica: the property is the driver's and Ray's, and a vLLM
 engine would add minutes, not coverage (the real replica's loading from the call is in
@@ -20,6 +20,7 @@ from actors.streaming import MAX_ITEM_RETRIES
 from driver.learn import ship_adapter
 from driver.train import adapter_probe
 from flowpo.config import PipelineConfig
+from flowpo.errors import FlowPOError
 from flowpo.records import BASE_ADAPTER, Execution, ScoredSample, Workflow
 from trainer.checkpoint import PackedCheckpoint
 
@@ -96,7 +97,8 @@ def test_a_replica_that_dies_under_every_probe_is_an_error_once_the_retries_are_
         ray_local, tmp_path, adapter_dir):
     generator, deaths_dir = replica(tmp_path, deaths=10, max_restarts=10)
     adapter, _ = ship_adapter([generator], "round-1", adapter_dir)
-    with pytest.raises(ray.exceptions.ActorUnavailableError):  # it died under the last try
+    with pytest.raises(FlowPOError, match="kept dying while adapter round-1 was probed .*ActorUnavailableError.*"
+                                          "resume with `flowpo train --resume RUN_DIR`"):
         adapter_probe(generator, a_sample(), adapter, PipelineConfig())
     assert len(list(deaths_dir.iterdir())) == 1 + MAX_ITEM_RETRIES  # the first try and the retries, no more
 
@@ -104,5 +106,5 @@ def test_a_replica_that_dies_under_every_probe_is_an_error_once_the_retries_are_
 def test_a_replica_ray_will_not_restart_is_an_error_at_once(ray_local, tmp_path, adapter_dir):
     generator, deaths_dir = replica(tmp_path, deaths=1, max_restarts=0)
     adapter, _ = ship_adapter([generator], "round-1", adapter_dir)
-    with pytest.raises(ray.exceptions.ActorDiedError):
+    with pytest.raises(FlowPOError, match="ActorDiedError"):
         adapter_probe(generator, a_sample(), adapter, PipelineConfig())
