@@ -108,9 +108,9 @@ def summarize(round_index: int, adapter: str, samples: list[ScoredSample], pairs
 
 def adapter_probe(generator, sample: ScoredSample, adapter: tuple[str, object], pipeline: PipelineConfig) -> dict:
     """Log-prob of one fixed workflow under the base model and the new adapter (as ``shipped``
-    gives it): proof it is served. A replica that dies under the probe (its vLLM engine died so
-    once in CI) is asked again once Ray has restarted it: the probe only reads, and it carries the
-    adapter, which a restarted replica has lost."""
+    gives it): proof it is served. A replica that dies under the probe (killed once in CI, most
+    likely by Ray's memory monitor) is asked again once Ray has restarted it: the probe only reads,
+    and it carries the adapter, which a restarted replica has lost."""
     wf = sample.execution.workflow
 
     def probe(*version_and_source) -> float:

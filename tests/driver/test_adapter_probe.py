@@ -1,8 +1,9 @@
 """The probe after a round (the new adapter's log-prob of one workflow, proof it is served) survives
-a generator replica that dies under it, as one's vLLM engine did once in CI: Ray restarts the
-replica, the probe asks again, and the restarted replica, which lost its adapters, loads the adapter
-that the call carries. A replica that dies on every probe is an error once the retries are spent,
-and one that Ray will not restart at once: an error that says the round is saved and how to resume.
+a generator replica that dies under it, as one did once in CI (most likely killed by Ray's memory
+monitor): Ray restarts the replica, the probe asks again, and the restarted replica, which lost its
+adapters, loads the adapter that the call carries. A replica that dies on every probe is an error
+once the retries are spent, and one that Ray will not restart at once: an error that says the round
+is saved and how to resume.
 
 A plain Ray actor stands in for the replica: the property is the driver's and Ray's, and a vLLM
 engine would add minutes, not coverage (the real replica's loading from the call is in
