@@ -9,7 +9,7 @@ import time
 import ray
 
 from actors.placement import reserve_or_explain
-from actors.streaming import Faults
+from actors.streaming import Faults, get_through_restarts
 from driver.rundir import adapter_name
 from driver.runlog import RunLog
 from flowpo.algorithms import algorithm
@@ -137,12 +137,19 @@ def shipped(version: str, path: str) -> tuple[str, object]:
     return version, (ray.put(pack(path)) if path else "")
 
 
-def ship_adapter(generators: list, version: str, path: str) -> tuple[tuple[str, object], float]:
+def ship_adapter(generators: list, version: str, path: str,
+                 timeout_s: float = 600.0) -> tuple[tuple[str, object], float]:
     """Load the new adapter, packed once for all, on every generator: (the adapter as ``shipped``
-    gives it, the seconds it took)."""
+    gives it, the seconds it took). A replica that dies under it is asked again once Ray has
+    restarted it (``get_through_restarts``; loading twice is harmless)."""
     began = time.monotonic()
     adapter = shipped(version, path)
-    ray.get([g.load_adapter.remote(*adapter) for g in generators])
+    sent = [(g, g.load_adapter.remote(*adapter)) for g in generators]  # all at once
+    for g, ref in sent:
+        try:
+            ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:
+            get_through_restarts(lambda g=g: g.load_adapter.remote(*adapter), timeout_s)
     return adapter, time.monotonic() - began
 
 

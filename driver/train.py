@@ -241,7 +241,7 @@ def finish_phase(streamed: Streamed, trained: tuple[int, float | None, str], con
     # cores its load and probe took 12 s). `flowpo solve`, `serve` and `evaluate` load it from disk.
     served = bool(new_adapter) and k < config.rounds
     if served:
-        adapter, ship_s = ship_adapter(actors.generators, new_version, new_adapter)
+        adapter, ship_s = ship_adapter(actors.generators, new_version, new_adapter, config.pipeline.actor_timeout_s)
     learner_times = learner_stage_times(learner.round_times.get(k, {}) if learner else {}, ship_s, overlap_s)
     summary = summarize(k, version, samples, pairs, loss, algorithm(config.train.algorithm).unit)
     end_round(summary, samples, actors, log, streamed.faults,

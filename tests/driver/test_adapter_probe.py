@@ -36,12 +36,15 @@ class Replica:
     """Serves the adapters it has loaded, as a generator replica does; its process dies under the
     first ``deaths`` adapter probes (counted in files, which outlive the process)."""
 
-    def __init__(self, deaths_dir: str, deaths: int):
-        self.deaths_dir, self.deaths = Path(deaths_dir), deaths
+    def __init__(self, deaths_dir: str, deaths: int, deaths_on_load: bool = False):
+        self.deaths_dir, self.deaths, self.deaths_on_load = Path(deaths_dir), deaths, deaths_on_load
         self.adapters: dict[str, PackedCheckpoint] = {}
 
     def load_adapter(self, version: str, source) -> str:
         self.adapters[version] = source
+        if self.deaths_on_load and not (self.deaths_dir / "load").exists():
+            (self.deaths_dir / "load").touch()
+            os._exit(1)
         return version
 
     def loaded(self) -> dict[str, str]:
@@ -109,3 +112,13 @@ def test_a_replica_ray_will_not_restart_is_an_error_at_once(ray_local, tmp_path,
     adapter, _ = ship_adapter([generator], "round-1", adapter_dir)
     with pytest.raises(FlowPOError, match="ActorDiedError"):
         adapter_probe(generator, a_sample(), adapter, PipelineConfig())
+
+
+def test_a_replica_that_dies_while_the_adapter_is_shipped_is_sent_it_again_once_restarted(
+        ray_local, tmp_path, adapter_dir):
+    deaths_dir = tmp_path / "deaths"
+    deaths_dir.mkdir()
+    generator = Replica.options(max_restarts=3).remote(str(deaths_dir), 0, True)
+    adapter, _ = ship_adapter([generator], "round-1", adapter_dir)
+    assert (deaths_dir / "load").exists()  # it did die under the first load
+    assert ray.get(generator.loaded.remote()) == {"round-1": "PackedCheckpoint"}  # the restarted one has it

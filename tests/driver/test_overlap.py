@@ -79,7 +79,7 @@ class Stack:
     def shipped(self, version, path):
         return version, path  # no object store here
 
-    def ship_adapter(self, generators, version, path):
+    def ship_adapter(self, generators, version, path, timeout_s):
         return (version, path), 0.0
 
     def stage_stats(self, actors):
