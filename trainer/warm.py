@@ -67,6 +67,7 @@ class Ready:
     rank: int
     pid: int
     load_s: float  # loading the tokenizer and the base model
+    placement_group: Any = None  # the worker group's, as the worker sees it (None outside one)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +161,8 @@ def worker_loop(config: dict) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.get_local_world_size()))
     began = time.perf_counter()
     worker = Worker(Policy(config["base_model"], bf16=config["bf16"], device=ray.train.torch.get_device()), rank)
-    config["outbox"].put(Ready(rank, os.getpid(), time.perf_counter() - began))
+    config["outbox"].put(Ready(rank, os.getpid(), time.perf_counter() - began,
+                               ray.util.get_current_placement_group()))
     inbox = config["inboxes"][rank]
     while (work := inbox.get()) is not None:
         done = worker.round(work)
@@ -187,6 +189,7 @@ class Learner:
         self._outbox = None
         self._in_memory = ""  # the out_dir whose adapter and optimizer state every worker holds
         self._starts = 0
+        self._placement_groups: list = []  # the worker groups' reservations, as their workers reported them
 
     def __enter__(self) -> "Learner":
         return self
@@ -277,9 +280,11 @@ class Learner:
         if not self.running:
             self._launch()
         if not self.pids:
-            ready = sorted((self._receive("while starting") for _ in range(self.train_config.num_workers)),
+            deadline = time.monotonic() + self.train_config.start_timeout_s
+            ready = sorted((self._receive("while starting", deadline) for _ in range(self.train_config.num_workers)),
                            key=lambda r: r.rank)
             self.pids = [r.pid for r in ready]
+            self._placement_groups += [r.placement_group for r in ready[:1] if r.placement_group is not None]
         return time.perf_counter() - began
 
     def _launch(self) -> None:
@@ -289,6 +294,7 @@ class Learner:
         from ray.util.queue import Queue
 
         self.close()
+        self._release_placement_groups()
         t = self.train_config
         self.pids = []
         no_cpu = {"num_cpus": 0}  # a queue is a small actor that mostly waits
@@ -315,8 +321,10 @@ class Learner:
         except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread by _receive
             self._error = exc
 
-    def _receive(self, when: str):
-        """The next message from the workers; LearnerFailed as soon as the worker group has ended."""
+    def _receive(self, when: str, deadline: float = float("inf")):
+        """The next message from the workers; LearnerFailed as soon as the worker group has ended, or
+        once ``deadline`` (time.monotonic) has passed: Ray Train waits without end for resources it
+        cannot reserve."""
         import ray
         from ray.util.queue import Empty
 
@@ -326,6 +334,13 @@ class Learner:
             except Empty:
                 if not self._thread.is_alive():
                     raise self._failure(when) from self._error
+                if time.monotonic() > deadline:
+                    raise LearnerFailed(
+                        f"learner: the Ray Train worker group did not start within train.start_timeout_s = "
+                        f"{self.train_config.start_timeout_s:.0f} s: no node could hold its workers' "
+                        f"{worker_resources(self.train_config)} (`ray status` shows what is taken). The rounds "
+                        "trained before are saved in the run directory; `flowpo train --resume RUN_DIR` continues "
+                        "the run once the cluster has room.") from None
             except ray.exceptions.RayActorError as exc:  # the queue itself is gone
                 raise self._failure(when) from exc
 
@@ -335,6 +350,20 @@ class Learner:
             f"learner: the Ray Train worker group ended {when} ({cause}). The rounds trained before are "
             "saved in the run directory: the next round starts a new worker group from the last one, and "
             "`flowpo train --resume RUN_DIR` continues a run that stopped here.")
+
+    def _release_placement_groups(self) -> None:
+        """Remove what earlier worker groups still reserve. Ray Train removes a group's placement group
+        when the group ends, or, should its controller die (Ray's memory monitor kills it with the
+        workers), its PlacementGroupCleaner does, unless that died too: the reservation then outlives
+        them, and the next group waits for the CPUs it holds, forever (seen in CI)."""
+        import ray
+
+        for group in self._placement_groups:
+            if ray.util.placement_group_table(group).get("state", "REMOVED") != "REMOVED":
+                print(f"warning: learner: removing the placement group {group.id.hex()} that the ended worker "
+                      "group still held")
+                ray.util.remove_placement_group(group)
+        self._placement_groups = []
 
     def _close_queues(self) -> None:
         for queue in [*self._inboxes, *([self._outbox] if self._outbox is not None else [])]:

@@ -147,6 +147,47 @@ def test_two_workers_through_a_small_round_a_killed_worker_and_a_restart_from_di
         assert max_diff(lora(tmp_path / f"w{k}"), lora(tmp_path / f"c{k}")) < 1e-5
 
 
+def test_a_group_killed_with_its_controller_and_cleaner_leaves_no_reservation_behind(tiny_model_dir, ray_local,
+                                                                                   tmp_path):
+    """Ray's memory monitor killed a worker, Ray Train's controller and its PlacementGroupCleaner at once
+    (in CI): the group's placement group outlived all three and held the CPU that the next group needed,
+    which then waited for it without end. With the node's other CPU taken, the next round must start its
+    group on that CPU, from the checkpoint on disk."""
+    import psutil
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Hog:
+        """Holds the CPU it was given: the node has no room but what a dead worker group leaves."""
+
+        def ready(self) -> bool:
+            return True
+
+    train = dataclasses.replace(train_section(), start_timeout_s=90)  # without the fix: a clear error, no hang
+    hog = Hog.remote()
+    try:
+        ray.get(hog.ready.remote())
+        with Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray") as learner:
+            learner.train(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "w1", 1))
+            worker = psutil.Process(learner.pids[0])
+            ray_train = ("ray::TrainController", "ray::PlacementGroupCleaner")
+            doomed = [worker] + [p for p in worker.parent().children()  # the raylet's workers
+                                 if p.cmdline() and p.cmdline()[0].startswith(ray_train)]
+            assert len(doomed) == 3, [p.cmdline()[:1] for p in doomed]
+            for process in doomed:
+                process.kill()
+            psutil.wait_procs(doomed, timeout=30)
+            deadline = time.monotonic() + 60
+            while learner.running:  # fit() has seen its controller die
+                assert time.monotonic() < deadline, "the learner's fit() did not end with its controller"
+                time.sleep(0.5)
+            learner.train(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "w2", 2, str(tmp_path / "w1")))
+            assert worker.pid not in learner.pids and learner.round_times[2]["startup_s"] > 0
+        assert (tmp_path / "w2" / "adapter_model.safetensors").is_file()
+    finally:
+        ray.kill(hog)
+
+
 def test_pi_old_from_an_older_adapter_on_the_workers_equals_the_local_learner(tiny_model_dir, ray_local, tmp_path):
     """Overlapped rounds (pipeline.overlap_rounds): round 3 trains from round 2's adapter on data that
     round 1's wrote, so ioGRPO's π_old is round 1's adapter, shipped to the workers packed. Its first
