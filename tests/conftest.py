@@ -154,6 +154,13 @@ def fresh_ray():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
 
 
+@pytest.fixture
+def local_ray(fresh_ray):
+    """A Ray instance of this test's own on the 2 CPUs, as `flowpo train` starts one."""
+    fresh_ray.init(num_cpus=2, include_dashboard=False)
+    return fresh_ray
+
+
 @pytest.fixture(scope="session")
 def random_adapter(model_dir, tmp_path_factory):
     """A LoRA adapter with non-zero random weights: it must change the model's log-probs."""
