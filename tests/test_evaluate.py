@@ -1,7 +1,8 @@
 """`flowpo evaluate` for real on SmolLM2-135M: the base model's workflows and the IO baseline on two
 HumanEval problems, through the vLLM generator actor, Docker executors with the executor LLM over
-HTTP (the test session's vLLM server: one engine start less; tests/test_end_to_end.py runs the hosted
-one), and hidden tests; the written results must agree with the per-method samples."""
+HTTP (the test session's vLLM server: one engine start less; the README's own-task run,
+tests/flowpo/test_own_task_readme.py, trains with the hosted one), and hidden tests; the written
+results must agree with the per-method samples."""
 import json
 
 import pytest

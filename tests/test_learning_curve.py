@@ -1,7 +1,8 @@
 """`flowpo evaluate --all-checkpoints` for real on SmolLM2-135M: a run directory with one round's
 LoRA adapter; the base model, that round and the IO baseline on one held-out HumanEval problem
 through one actor start; the learning curve and the round report's link to it. The executor LLM is
-the test session's vLLM server (one engine start less; tests/test_end_to_end.py runs the hosted one)."""
+the test session's vLLM server (one engine start less; tests/flowpo/test_own_task_readme.py trains
+with the hosted one)."""
 import json
 import shutil
 
