@@ -106,7 +106,8 @@ def start_llm_server(config: Config, model_path: str):
     actor = ray.remote(num_cpus=llm.num_cpus, num_gpus=llm.num_gpus)(LLMServer).remote(
         model_path, config.model.served_name, host=llm.host, max_model_len=llm.max_model_len,
         kv_cache_gb=llm.kv_cache_gb, gpu_memory_utilization=llm.gpu_memory_utilization,
-        enforce_eager=llm.enforce_eager, dtype=llm.dtype, env=engine_env())  # its log: on its node, then Actors.llm_log
+        enforce_eager=llm.enforce_eager, dtype=llm.dtype,
+        env=engine_env(llm.num_cpus))  # its log: on its node, then Actors.llm_log
     return actor, ray.get(actor.start.remote()), NO_KEY  # the hosted vLLM server has no key
 
 
@@ -157,7 +158,7 @@ def start_generators(config: Config, model_path: str) -> tuple[list, list]:
                         max_concurrency=1000, max_restarts=config.pipeline.max_restarts)(Generator)
     handles = [remote.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg),
                               name=actor_name(config, "generator", i)).remote(
-                   {**kwargs, "seed": g.seed + i}, sampling, engine_env())
+                   {**kwargs, "seed": g.seed + i}, sampling, engine_env(g.num_cpus))
                for i, pg in enumerate(groups)]
     return handles, groups
 

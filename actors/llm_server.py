@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import shutil
 import signal
@@ -88,9 +89,23 @@ def use_detached_resource_tracker() -> None:
 ENGINE_PROCESSES_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
-def engine_env() -> dict[str, str]:
-    """What the driver hands every vLLM engine it starts about its processes (see above)."""
-    return {ENGINE_PROCESSES_ENV: os.environ.get(ENGINE_PROCESSES_ENV) or "0"}
+# vLLM's CPU backend runs an OpenMP thread on every core of the machine ("auto"), whatever the engine
+# reserved. Two engines on one node (examples/local.yaml's generator and executor LLM) then each wait
+# in every parallel step for a thread that the other engine's threads keep off the cores, spinning
+# as they wait. Two servers answering 8 calls each at once on this 2-core machine: 72 s and 71 CPU-s
+# each with vLLM's default, 8.3 s and 8.3 CPU-s each with one thread (bench/engine_threads.py). So an
+# engine on CPUs computes on as many threads as CPUs it reserves, at least one (Ray's rule for
+# OMP_NUM_THREADS in an actor). A binding set in the driver's environment is passed on instead.
+THREADS_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def engine_env(num_cpus: float = 1.0) -> dict[str, str]:
+    """What the driver hands every vLLM engine it starts: its processes and, on CPUs, its threads
+    (see above; on a GPU, vLLM reads neither thread setting for its model)."""
+    env = {ENGINE_PROCESSES_ENV: os.environ.get(ENGINE_PROCESSES_ENV) or "0"}
+    if os.environ.get(THREADS_BIND_ENV):
+        return {**env, THREADS_BIND_ENV: os.environ[THREADS_BIND_ENV]}
+    return {**env, THREADS_BIND_ENV: "nobind", "OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}
 
 
 def _die_with_parent() -> None:

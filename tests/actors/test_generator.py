@@ -69,6 +69,19 @@ def test_a_one_device_engine_runs_its_model_in_its_engine_process(generator):
     assert not any("VLLM::Worker" in t for t in titles), titles
 
 
+def test_an_engine_on_cpus_computes_on_as_many_threads_as_cpus_it_reserves(generator, loop):
+    """vLLM's CPU backend would run an OpenMP thread on every core of the machine: two engines on one
+    node (the generator and the executor LLM) then spin waiting on each other's threads
+    (actors.llm_server, THREADS_BIND_ENV). The engine reserves one CPU here (engine_env's default):
+    one thread of its engine-core process computes, the others only wait on sockets and queues."""
+    import psutil
+
+    loop.call(generator.generate(problems("HumanEval/23"), round_index=1))
+    core = next(p for p in psutil.Process().children(recursive=True) if "VLLM::EngineCore" in " ".join(p.cmdline()))
+    busy = sorted((t.user_time + t.system_time for t in core.threads()), reverse=True)
+    assert busy[0] > 1 and busy[1] < 1, f"CPU seconds of the engine's busiest threads: {busy[:4]}"
+
+
 def test_adapter_swap_mid_stream_neither_drops_nor_mislabels(generator, loop, random_adapter):
     import asyncio
 

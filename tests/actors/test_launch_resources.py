@@ -181,3 +181,13 @@ def test_a_code_evaluator_with_one_sandbox_is_refused_naming_the_field():
     config.task.name, config.evaluator.sandboxes_per_evaluator = "humaneval", 1
     with pytest.raises(FlowPOError, match=r"evaluator.sandboxes_per_evaluator: .*two sandboxes.*got 1"):
         evaluator_sandboxes(config)
+
+
+def test_engine_threads_follow_the_cpus_an_engine_reserves_unless_the_driver_binds_them(monkeypatch):
+    from actors.llm_server import engine_env
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert engine_env(0.5)["OMP_NUM_THREADS"] == "1" and engine_env(0.5)["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    assert engine_env(4.7)["OMP_NUM_THREADS"] == "4"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    assert "OMP_NUM_THREADS" not in engine_env(4) and engine_env(4)["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
