@@ -93,9 +93,8 @@ ENGINE_PROCESSES_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 # reserved. Two engines on one node (examples/local.yaml's generator and executor LLM) then each wait
 # in every parallel step for a thread that the other engine's threads keep off the cores, spinning
 # as they wait. Two servers answering 8 calls each at once on this 2-core machine: 100 s and 105 s,
-# about 100 CPU-s each, with vLLM's default; 8.0 s each with one thread
-# (bench/results/engine-threads/). So an
-# engine on CPUs computes on as many threads as CPUs it reserves, at least one (Ray's rule for
+# about 100 CPU-s each, with vLLM's default; 8.0 s each with one thread (bench/results/engine-threads/).
+# So an engine on CPUs computes on as many threads as CPUs it reserves, at least one (Ray's rule for
 # OMP_NUM_THREADS in an actor). A binding set in the driver's environment is passed on instead.
 THREADS_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
