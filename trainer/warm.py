@@ -38,6 +38,17 @@ from trainer.learner import (
 
 POLL_S = 1.0  # how often the driver checks the worker group while it waits for a reply
 
+# A worker computes on every core of its node (worker_loop), and torch's OpenMP threads (libgomp, in
+# the torch wheels FlowPO installs) spin up to 300,000 times while they wait for one another. Whatever
+# else computes on the node (the engines, the sandboxes, another job) keeps one of them off the cores in
+# many parallel steps, and the others burn their cores spinning for it. A sixth of the spins: beside two
+# busy processes on a 2-core machine, a learner step took 1.42x less time and 1.44x less CPU, alone as
+# long (2.5% more; OMP_WAIT_POLICY=PASSIVE, no spins, took 1.63x less beside them but 13-22% more
+# alone). bench/results/learner-threads/. A wait policy or spin count in the driver's environment is
+# passed on instead.
+WAIT_ENVS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+LEARNER_SPINCOUNT = "50000"
+
 
 def worker_resources(train: TrainConfig) -> dict[str, float]:
     """What one Ray Train worker reserves. ``train.resources`` pins workers to nodes, as
@@ -169,6 +180,11 @@ def worker_loop(config: dict) -> None:
         if done is not None:
             config["outbox"].put(done)
         worker.policy.release()
+
+
+def worker_env() -> dict[str, str]:
+    """What the workers' environment gets before torch loads OpenMP (see WAIT_ENVS)."""
+    return {k: os.environ[k] for k in WAIT_ENVS if os.environ.get(k)} or {"GOMP_SPINCOUNT": LEARNER_SPINCOUNT}
 
 
 class Learner:
@@ -310,7 +326,8 @@ class Learner:
             # No retries: a restarted group would wait for rounds already handed to the dead one;
             # the next ``train`` starts a new group from disk instead.
             run_config=RunConfig(storage_path=str(self.storage_dir), failure_config=FailureConfig(max_failures=0),
-                                 name=f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{self._starts}"))
+                                 name=f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{self._starts}",
+                                 worker_runtime_env={"env_vars": worker_env()}))
         self._error, self._in_memory = None, ""
         self._thread = threading.Thread(target=self._fit, args=(trainer,), name=f"{self.name}-fit", daemon=True)
         self._thread.start()

@@ -73,6 +73,7 @@ def test_the_readme_example_checks_as_written(model_dir, docker_backend, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.stack  # a whole run with engines of its own: in the stack group (tests/conftest.py)
 @pytest.mark.docker
 @pytest.mark.vllm
 @pytest.mark.ray

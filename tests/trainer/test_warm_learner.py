@@ -89,13 +89,18 @@ def test_two_warm_rounds_equal_two_cold_rounds(tiny_model_dir, ray_local, tmp_pa
     assert then["wall_s"] >= then["steps_s"] + then["reference_s"]
 
 
-def test_a_worker_group_started_ahead_holds_the_model_before_its_first_round(tiny_model_dir, ray_local, tmp_path):
+def test_a_worker_group_started_ahead_holds_the_model_before_its_first_round(tiny_model_dir, ray_local, tmp_path,
+                                                                            monkeypatch):
     # The driver starts it as round 1 starts streaming: the round then waits for no start-up.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     train = train_section()
     with Learner(tiny_model_dir, train, storage_dir=tmp_path / "ray") as learner:
         learner.start()
         assert learner.running and learner.pids == []  # start() did not wait for the workers
         assert learner.ready() > 0 and len(learner.pids) == 1
+        # its threads spin briefly as they wait: not for long on cores that other work needs (trainer.warm)
+        assert "GOMP_SPINCOUNT=50000" in Path(f"/proc/{learner.pids[0]}/environ").read_text().split("\0")
         learner.train(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "w1", 1))
     assert learner.round_times[1]["startup_s"] == 0
     assert (tmp_path / "w1" / "adapter_model.safetensors").is_file()
@@ -222,3 +227,15 @@ def test_a_round_for_another_model_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="train.num_workers: 1 -> 2; base_model: .* -> 'other/model'"):
         learner.train(PAIRS, other)
     assert not learner.running  # refused before anything started
+
+
+def test_learner_threads_wait_as_the_driver_says_if_it_says(monkeypatch):
+    """The workers' threads wait as the driver's environment says where it does (trainer.warm.WAIT_ENVS),
+    else with a short spin (test_a_worker_group_started_ahead_holds_the_model_before_its_first_round)."""
+    from trainer.warm import worker_env
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert worker_env() == {"OMP_WAIT_POLICY": "ACTIVE"}
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    assert worker_env() == {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "1000"}
