@@ -1,5 +1,5 @@
 """The learner beside other work on its node: torch's OpenMP threads waiting as libgomp does by
-default (300,000 spins, then sleep), against FlowPO's shorter spin (trainer.warm.worker_env).
+default (300,000 spins, then sleep), against FlowPO's passive waiting (trainer.warm.worker_env).
 
 A learner's worker computes on every core of its node. On a node that also runs engines, sandboxes
 or another job, one of its threads is off the cores in many parallel steps, and the others spin
@@ -24,7 +24,7 @@ from bench import common
 from bench.learner_warm import Rounds, round_pairs, step_rates
 
 NAME = "learner_threads"
-POLICIES = {"libgomp's default (300,000 spins)": {}, "FlowPO's (GOMP_SPINCOUNT=50000)": None}
+POLICIES = {"libgomp's default (300,000 spins)": {}, "FlowPO's (OMP_WAIT_POLICY=PASSIVE)": None}
 SIZES = ["train.num_pairs=4", "train.grad_accum_steps=1"]
 
 

@@ -38,16 +38,15 @@ from trainer.learner import (
 
 POLL_S = 1.0  # how often the driver checks the worker group while it waits for a reply
 
-# A worker computes on every core of its node (worker_loop), and torch's OpenMP threads (libgomp, in
-# the torch wheels FlowPO installs) spin up to 300,000 times while they wait for one another. Whatever
-# else computes on the node (the engines, the sandboxes, another job) keeps one of them off the cores in
-# many parallel steps, and the others burn their cores spinning for it. A sixth of the spins: beside two
-# busy processes on a 2-core machine, a learner step took 1.42x less time and 1.44x less CPU, alone as
-# long (2.5% more; OMP_WAIT_POLICY=PASSIVE, no spins, took 1.63x less beside them but 13-22% more
-# alone). bench/results/learner-threads/. A wait policy or spin count in the driver's environment is
-# passed on instead.
+# A worker computes on every core of its node (worker_loop), and torch's OpenMP threads (libgomp)
+# spin up to 300,000 times while they wait for one another. Whatever else computes on the node (the
+# engines, the sandboxes, another job) keeps one of them off the cores in many parallel steps, and the
+# others burn their cores spinning for it. Passive waiting: beside two busy actors on a 2-core machine,
+# the learner's round took 1.94x less time and 2.25x less CPU; alone it took 1.22x more in that run
+# (bench/results/learner-threads/). 50,000 spins took as long as the default both ways. A driver whose
+# environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT (GOMP_SPINCOUNT=300000 is libgomp's default) has
+# its own setting passed on instead.
 WAIT_ENVS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-LEARNER_SPINCOUNT = "50000"
 
 
 def worker_resources(train: TrainConfig) -> dict[str, float]:
@@ -184,7 +183,7 @@ def worker_loop(config: dict) -> None:
 
 def worker_env() -> dict[str, str]:
     """What the workers' environment gets before torch loads OpenMP (see WAIT_ENVS)."""
-    return {k: os.environ[k] for k in WAIT_ENVS if os.environ.get(k)} or {"GOMP_SPINCOUNT": LEARNER_SPINCOUNT}
+    return {k: os.environ[k] for k in WAIT_ENVS if os.environ.get(k)} or {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class Learner:

@@ -99,8 +99,8 @@ def test_a_worker_group_started_ahead_holds_the_model_before_its_first_round(tin
         learner.start()
         assert learner.running and learner.pids == []  # start() did not wait for the workers
         assert learner.ready() > 0 and len(learner.pids) == 1
-        # its threads spin briefly as they wait: not for long on cores that other work needs (trainer.warm)
-        assert "GOMP_SPINCOUNT=50000" in Path(f"/proc/{learner.pids[0]}/environ").read_text().split("\0")
+        # its threads wait passively: they do not spin on cores that other work needs (trainer.warm)
+        assert "OMP_WAIT_POLICY=PASSIVE" in Path(f"/proc/{learner.pids[0]}/environ").read_text().split("\0")
         learner.train(PAIRS, round_settings(tiny_model_dir, train, tmp_path / "w1", 1))
     assert learner.round_times[1]["startup_s"] == 0
     assert (tmp_path / "w1" / "adapter_model.safetensors").is_file()
@@ -231,7 +231,7 @@ def test_a_round_for_another_model_is_refused(tiny_model_dir, tmp_path):
 
 def test_learner_threads_wait_as_the_driver_says_if_it_says(monkeypatch):
     """The workers' threads wait as the driver's environment says where it does (trainer.warm.WAIT_ENVS),
-    else with a short spin (test_a_worker_group_started_ahead_holds_the_model_before_its_first_round)."""
+    else passively (test_a_worker_group_started_ahead_holds_the_model_before_its_first_round)."""
     from trainer.warm import worker_env
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
