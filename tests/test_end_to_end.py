@@ -3,7 +3,8 @@ OpenAI HTTP API (the test session's vLLM server; the hosted one, started by the 
 tests/flowpo/test_own_task_readme.py), hidden tests, Score-DPO on Ray Train, and round 2 generated
 with the round-1 adapter loaded by LoRARequest. The two-round run is also the resume test: it dies in
 round 1's training step and again as round 2 starts generating, and is resumed each time, as a
-user resumes with `flowpo train --resume RUN_DIR`.
+user resumes with `flowpo train --resume RUN_DIR`. Its scored round 1 is shared (``scored_round``): the
+ioGRPO test resumes a copy of it with `train.algorithm=iogrpo`.
 
 A crash is an exception raised inside the driver at the chosen point; what a resume needs is the
 run directory, which such an exception leaves exactly as a killed process would (a torn last line,
@@ -16,6 +17,7 @@ The learner's steps on the real model cost seconds per sequence on 2 CPU cores: 
 few pairs or groups as still show the point (they are built from the round's samples, a step with
 gradient accumulation runs, an adapter is written, loaded and served)."""
 import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -36,36 +38,63 @@ def records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_two_rounds_end_to_end_resumed_after_crashes_in_training_and_generation(
-        model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path, monkeypatch, local_ray):
+E2E_OVERRIDES = ["task.problem_ids=[HumanEval/23]", "generator.k=16", "train.num_pairs=2", "train.grad_accum_steps=2",
+                 "executor_llm.backend=openai", "executor_llm.shared_limits=never"]
+
+
+@pytest.fixture(scope="module")
+def scored_round(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path_factory):
+    """A run of the local example that scored round 1's samples and died in the training step: the
+    two-round test resumes it; the ioGRPO test resumes a copy of it with the other algorithm (one
+    round's generation, execution and scoring less). Each test resumes a copy of its own, the run
+    directory moved as a user may move one. Returns the run directory and its samples."""
+    import ray
+
     import driver.train
     from driver.train import train
 
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path_factory.mktemp("scored") / "run"
     # The example config on its easiest problem (strlen): about a quarter of the generated workflows
     # pass there, so 16 samples hold a pass and a failure (a pair) with probability ≈ 0.99. Two pairs:
     # one optimizer step that accumulates two micro-batches. A server of one's own as the executor LLM
     # needs no key (executor_llm.api_key_env empty).
-    config = load_config("examples/local.yaml", [
-        f"run_dir={run_dir}", "task.problem_ids=[HumanEval/23]", "generator.k=16", "train.num_pairs=2",
-        "train.grad_accum_steps=2", "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",
-        "executor_llm.shared_limits=never"])
-    per_round = config.generator.k * len(config.task.problem_ids)
-    original_event, original_train_round = RunLog.event, driver.train.train_round
+    config = load_config("examples/local.yaml", [f"run_dir={run_dir}", *E2E_OVERRIDES,
+                                                 f"executor_llm.base_url={executor_llm_url}"])
 
-    # 1. Training: the run scores round 1's samples, then dies in the training step.
     def train_then_crash(*args, **kwargs):
         raise Crash("during training")
 
-    monkeypatch.setattr(driver.train, "train_round", train_then_crash)
-    with pytest.raises(Crash):
-        train(config)
-    after_first = records(run_dir / "samples.jsonl")
-    assert len(after_first) == per_round
+    was_running = ray.is_initialized()
+    if was_running:
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(driver.train, "train_round", train_then_crash)
+            with pytest.raises(Crash):
+                train(config)
+    finally:
+        ray.shutdown()
+    if was_running:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    samples = records(run_dir / "samples.jsonl")
+    assert len(samples) == config.generator.k, "round 1 was not scored whole before the training step"
+    return run_dir, samples
+
+
+def test_two_rounds_end_to_end_resumed_after_crashes_in_training_and_generation(
+        scored_round, executor_llm_url, tmp_path, monkeypatch, local_ray):
+    from driver.train import train
+
+    # 1. Training: the run scored round 1's samples, then died in the training step (``scored_round``).
+    run_dir, after_first = tmp_path / "run", scored_round[1]
+    shutil.copytree(scored_round[0], run_dir)
+    config = load_config("examples/local.yaml", [f"run_dir={run_dir}", *E2E_OVERRIDES,
+                                                 f"executor_llm.base_url={executor_llm_url}"])
+    per_round = config.generator.k * len(config.task.problem_ids)
+    original_event = RunLog.event
 
     # 2. Generation: the resumed run trains round 1 this time; it dies as round 2 starts generating.
-    monkeypatch.setattr(driver.train, "train_round", original_train_round)
-
     def event_then_crash(self, event, **fields):
         original_event(self, event, **fields)
         if event == "round_start" and fields.get("round") == 2:
@@ -103,26 +132,27 @@ def test_two_rounds_end_to_end_resumed_after_crashes_in_training_and_generation(
     assert [e["round"] for e in events if e["event"] == "round_end"] == [1, 2]
 
 
-def test_iogrpo_trains_on_the_local_config(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path,
-                                           local_ray):
+def test_iogrpo_trains_on_the_local_config(scored_round, tmp_path, local_ray):
     """SPOGW's ioGRPO on the local example as a user would run it (`train.algorithm=iogrpo`, group
-    sizes derived from k): one round forms sharpened groups and trains an adapter on them."""
+    sizes derived from k): a round forms sharpened groups and trains an adapter on them. The round's
+    samples are ``scored_round``'s, resumed as `flowpo train --resume RUN_DIR train.algorithm=iogrpo`
+    resumes them: the run's own config, then the overrides."""
     from driver.train import train
 
     run_dir = tmp_path / "run"
+    shutil.copytree(scored_round[0], run_dir)
     # k = 16 on strlen: groups of n = 14 of the 16, sharpened to 4 + 4; a pass among 16 samples
     # (about a quarter pass) gives score variance with probability ≈ 0.99. One group, the one of highest
     # score variance among the C(16, 14) drawn: its 8 sequences are one step (two groups took 82 s of
     # steps and 20 s of round-start log-probs on the loaded 2-core machine, one 36 s and 14 s).
-    config = load_config("examples/local.yaml", [
-        f"run_dir={run_dir}", "rounds=1", "task.problem_ids=[HumanEval/23]", "generator.k=16",
-        "train.algorithm=iogrpo", "train.num_groups=1", "train.grad_accum_steps=1", "logging.reports=false",
-        "executor_llm.backend=openai", f"executor_llm.base_url={executor_llm_url}",
-        "executor_llm.shared_limits=never"])
-    (summary,) = train(config)
+    config = load_config(run_dir / "config.yaml", [
+        f"run_dir={run_dir}", "rounds=1", "train.algorithm=iogrpo", "train.num_groups=1", "train.grad_accum_steps=1",
+        "logging.reports=false"])
+    (summary,) = train(config, resume=True)
 
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trained = [e for e in events if e["event"] == "train"]
     assert trained and trained[0]["groups"] == 1 and trained[0]["algorithm"] == "iogrpo", events[-3:]
     assert (run_dir / "adapters" / "round-1" / "adapter_model.safetensors").is_file()
+    assert records(run_dir / "samples.jsonl") == scored_round[1], "the resumed round generated again"
     assert summary.unit == "groups" and summary.pairs == 1 and "1 groups" in summary.line()
