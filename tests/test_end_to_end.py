@@ -174,3 +174,29 @@ def kill_actors_in_round_two(ray, run_dir, per_round: int, killed: list) -> None
     wait_for(lambda: (run_dir / "samples.jsonl").read_text().count("\n") > per_round)
     kill("executor")
     kill("evaluator")
+
+
+def test_iogrpo_trains_on_the_local_config(scored_round, tmp_path, local_ray):
+    """SPOGW's ioGRPO on the local example as a user would run it (`train.algorithm=iogrpo`, group
+    sizes derived from k): a round forms sharpened groups and trains an adapter on them. The round's
+    samples are ``scored_round``'s, resumed as `flowpo train --resume RUN_DIR train.algorithm=iogrpo`
+    resumes them: the run's own config, then the overrides."""
+    from driver.train import train
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(scored_round[0], run_dir)
+    # k = 16 on strlen: groups of n = 14 of the 16, sharpened to 4 + 4; a pass among 16 samples
+    # (about a quarter pass) gives score variance with probability ≈ 0.99. One group, the one of highest
+    # score variance among the C(16, 14) drawn: its 8 sequences are one step (two groups took 82 s of
+    # steps and 20 s of round-start log-probs on the loaded 2-core machine, one 36 s and 14 s).
+    config = load_config(run_dir / "config.yaml", [
+        f"run_dir={run_dir}", "rounds=1", "train.algorithm=iogrpo", "train.num_groups=1", "train.grad_accum_steps=1",
+        "logging.reports=false"])
+    (summary,) = train(config, resume=True)
+
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = [e for e in events if e["event"] == "train"]
+    assert trained and trained[0]["groups"] == 1 and trained[0]["algorithm"] == "iogrpo", events[-3:]
+    assert (run_dir / "adapters" / "round-1" / "adapter_model.safetensors").is_file()
+    assert records(run_dir / "samples.jsonl") == scored_round[1], "the resumed round generated again"
+    assert summary.unit == "groups" and summary.pairs == 1 and "1 groups" in summary.line()

@@ -10,7 +10,7 @@ import pytest
 from driver.evaluate import render_table, summarize_method
 from flowpo.baselines import BASELINES
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
 PROBLEMS = ["HumanEval/23", "HumanEval/53"]  # strlen and add: the easiest for the 135M model
 

@@ -11,7 +11,7 @@ import pytest
 from driver.curve import ALL, CURVE, curve_rows
 from driver.report import write_round_report
 
-pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
 PROBLEM = "HumanEval/23"  # strlen: in the test split, the easiest for the 135M model
 
