@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -827,14 +828,25 @@ async def attack_run(kind, need, server, attack: SelfMade):
         return await executor.execute(as_workflow(attack.code), GSM8K), executor.stats()
 
 
+async def until_received(server, text: str, timeout_s: float = 120) -> None:
+    """Until the LLM has received a call whose message is ``text``: a fixed head start is not one
+    where a sandbox takes longer to start than it (a loaded machine: met in a full suite run, where
+    the honest workflow's call came first and the holder was the one held back)."""
+    deadline = time.monotonic() + timeout_s
+    while not any(r["body"]["messages"][-1]["content"] == text for r in list(server.requests)):
+        assert time.monotonic() < deadline, f"no call {text!r} reached the LLM in {timeout_s:.0f} s"
+        await asyncio.sleep(0.05)
+
+
 async def held_back_by_another_workflow(kind, need, server):
-    """One slot. Another workflow's call holds it for 4 s; the honest one asks at 0.3 s, gets it at
-    4 s, and its own call (5 s) runs past its 8 s limit: 3.7 s held back by others (2 s excuse)."""
+    """One slot. Another workflow's call holds it for 4 s; the honest one asks once that call has
+    reached the LLM, gets the slot about 4 s later, and its own call (5 s) runs past its 8 s limit:
+    about 4 s held back by others (2 s excuse)."""
     async with executor_for(kind, need, server, sandboxes=2, max_concurrency=1, timeout_s=10,
                             workflow_timeout_s=CONTROL_TIMEOUT_S) as executor:
-        holder = asyncio.ensure_future(executor.execute(as_workflow(body('await self.llm("hold")\n' + HONEST_ANSWER),
-                                                                    1), GSM8K))
-        await asyncio.sleep(0.3)
+        holder = asyncio.ensure_future(executor.execute(
+            as_workflow(body('await self.llm("hold workflow")\n' + HONEST_ANSWER), 1), GSM8K))
+        await until_received(server, "hold workflow")
         honest = await executor.execute(as_workflow(ONE_CALL), GSM8K)
         return honest, await holder
 
@@ -845,8 +857,8 @@ async def held_back_by_another_actor(kind, need, server):
     other = LLMBroker(server.url, "sk-attack", "m", **{**BROKER, "timeout_s": 10}, limiter=limiter)
     async with executor_for(kind, need, server, timeout_s=10, limiter=limiter,
                             workflow_timeout_s=CONTROL_TIMEOUT_S) as executor:
-        holding = asyncio.ensure_future(other.complete([{"role": "user", "content": "hold"}]))
-        await asyncio.sleep(0.3)
+        holding = asyncio.ensure_future(other.complete([{"role": "user", "content": "hold actor"}]))
+        await until_received(server, "hold actor")
         honest = await executor.execute(as_workflow(ONE_CALL), GSM8K)
         await holding
         await other.close()
