@@ -3,11 +3,12 @@ OpenAI HTTP API (the test session's vLLM server; the hosted one, started by the 
 tests/flowpo/test_own_task_readme.py), hidden tests, Score-DPO on Ray Train, and round 2 generated
 with the round-1 adapter loaded by LoRARequest. The two-round run is also the resume test: it dies in
 round 1's training step and again as round 2 starts generating, and is resumed each time, as a
-user resumes with `flowpo train --resume RUN_DIR`. Its scored round 1 is shared (``scored_round``): the
-ioGRPO test resumes a copy of it with `train.algorithm=iogrpo`. In round 2 the last driver's actors
-are killed (`ray.kill`, restarted by Ray): the generator as the round starts, the executor and the
-evaluator once its first sample is scored. The items they held are sent again and counted, and the
-restarted generator writes the round with the round-1 adapter.
+user resumes with `flowpo train --resume RUN_DIR`. The last resume switches the algorithm, as
+`flowpo train --resume RUN_DIR train.algorithm=iogrpo` does: round 1 trained with Score-DPO, round 2
+trains with SPOGW's ioGRPO, whose π_old is then the round-1 adapter that wrote the round. In round 2
+that driver's actors are killed (`ray.kill`, restarted by Ray): the generator as the round starts, the
+executor and the evaluator once its first sample is scored. The items they held are sent again and
+counted, and the restarted generator writes the round with the round-1 adapter.
 
 A crash is an exception raised inside the driver at the chosen point; what a resume needs is the
 run directory, which such an exception leaves exactly as a killed process would (a torn last line,
@@ -51,9 +52,8 @@ E2E_OVERRIDES = ["task.problem_ids=[HumanEval/23]", "generator.k=16", "train.num
 @pytest.fixture(scope="module")
 def scored_round(model_dir, docker_backend, vllm_available, executor_llm_url, tmp_path_factory):
     """A run of the local example that scored round 1's samples and died in the training step. The
-    two-round test and the ioGRPO test each resume a copy of it (the run directory moved, as a user
-    may move one): one round's generation, execution and scoring less. Returns the run directory
-    and its samples."""
+    two-round test resumes a copy of it (the run directory moved, as a user may move one). Returns the
+    run directory and its samples."""
     import driver.train
     from driver.train import train
 
@@ -101,12 +101,17 @@ def test_two_rounds_end_to_end_resumed_after_crashes_in_training_and_generation(
         train(config, resume=True)
     monkeypatch.setattr(RunLog, "event", original_event)
 
-    # 3. The last resume completes the run, while its actors are killed in round 2.
+    # 3. The last resume completes the run with ioGRPO, while its actors are killed in round 2. The run's
+    # own config, then the overrides, as `flowpo train --resume RUN_DIR train.algorithm=iogrpo` reads
+    # them (run_dir: the directory was moved). Group sizes derive from k = 16: groups of n = 14,
+    # sharpened to 4 + 4; one group, the one of highest score variance, is one step of 8 sequences.
+    iogrpo = load_config(run_dir / "config.yaml", [f"run_dir={run_dir}", "train.algorithm=iogrpo",
+                                                    "train.num_groups=1", "train.grad_accum_steps=1"])
     killed = []
     saboteur = threading.Thread(target=kill_actors_in_round_two, args=(local_ray, run_dir, per_round, killed),
                                 daemon=True)
     saboteur.start()
-    summaries = train(config, resume=True)
+    summaries = train(iogrpo, resume=True)
     saboteur.join(10)
     assert [s.round for s in summaries] == [2]
     assert killed == ["generator", "executor", "evaluator"]
@@ -124,9 +129,16 @@ def test_two_rounds_end_to_end_resumed_after_crashes_in_training_and_generation(
     assert any(s["usage"]["llm_calls"] > 0 for s in samples)
     assert all(s["score"] in (0.0, 1.0) for s in samples if s["score"] is not None)
 
-    trained = [e for e in events if e["event"] in ("train", "train_skipped") and e["round"] == 1]
-    assert [e["event"] for e in trained] == ["train"], "round 1 trained twice, never, or found no pair"
-    assert (run_dir / "adapters" / "round-1" / "adapter_model.safetensors").is_file()
+    trained = {r: [e for e in events if e["event"] in ("train", "train_skipped") and e["round"] == r] for r in (1, 2)}
+    assert [e["event"] for e in trained[1]] == ["train"], "round 1 trained twice, never, or found no pair"
+    assert trained[1][0]["algorithm"] == "score_dpo", trained[1]
+    assert [(e["event"], e.get("algorithm"), e.get("groups")) for e in trained[2]] == [("train", "iogrpo", 1)], \
+        trained[2]
+    # π_old is the adapter the round starts from (round-1), the one that wrote round 2's workflows
+    assert trained[2][0]["old_policy"] == "start" and trained[2][0]["adapter"].endswith("round-2"), trained[2]
+    assert summaries[0].unit == "groups" and summaries[0].pairs == 1 and "1 groups" in summaries[0].line()
+    for r in (1, 2):
+        assert (run_dir / "adapters" / f"round-{r}" / "adapter_model.safetensors").is_file()
     assert {s["adapter"] for s in samples if s["round"] == 1} == {"base"}
     assert {s["adapter"] for s in samples if s["round"] == 2} == {"round-1"}
     probe = next(e for e in events if e["event"] == "adapter_loaded" and e["round"] == 1)
@@ -166,28 +178,3 @@ def kill_actors_in_round_two(ray, run_dir, per_round: int, killed: list) -> None
     kill("executor")
     kill("evaluator")
 
-
-def test_iogrpo_trains_on_the_local_config(scored_round, tmp_path, local_ray):
-    """SPOGW's ioGRPO on the local example as a user would run it (`train.algorithm=iogrpo`, group
-    sizes derived from k): a round forms sharpened groups and trains an adapter on them. The round's
-    samples are ``scored_round``'s, resumed as `flowpo train --resume RUN_DIR train.algorithm=iogrpo`
-    resumes them: the run's own config, then the overrides."""
-    from driver.train import train
-
-    run_dir = tmp_path / "run"
-    shutil.copytree(scored_round[0], run_dir)
-    # k = 16 on strlen: groups of n = 14 of the 16, sharpened to 4 + 4; a pass among 16 samples
-    # (about a quarter pass) gives score variance with probability ≈ 0.99. One group, the one of highest
-    # score variance among the C(16, 14) drawn: its 8 sequences are one step (two groups took 82 s of
-    # steps and 20 s of round-start log-probs on the loaded 2-core machine, one 36 s and 14 s).
-    config = load_config(run_dir / "config.yaml", [
-        f"run_dir={run_dir}", "rounds=1", "train.algorithm=iogrpo", "train.num_groups=1", "train.grad_accum_steps=1",
-        "logging.reports=false"])
-    (summary,) = train(config, resume=True)
-
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    trained = [e for e in events if e["event"] == "train"]
-    assert trained and trained[0]["groups"] == 1 and trained[0]["algorithm"] == "iogrpo", events[-3:]
-    assert (run_dir / "adapters" / "round-1" / "adapter_model.safetensors").is_file()
-    assert records(run_dir / "samples.jsonl") == scored_round[1], "the resumed round generated again"
-    assert summary.unit == "groups" and summary.pairs == 1 and "1 groups" in summary.line()
