@@ -31,9 +31,11 @@ STACK = "stack"
 
 def pytest_itemcollected(item):
     """Under xdist: the stack tests in one group, every other test in its module's group (marked as each
-    item is collected: xdist reads the marks in its own pytest_collection_modifyitems)."""
+    item is collected: xdist reads the marks in its own pytest_collection_modifyitems). A test that
+    uses the session's executor-LLM server (``executor_llm_url``) is in the stack group too: the
+    server is a session fixture, so on one worker it starts once a session, not once a worker."""
     if WORKER:
-        stack = item.get_closest_marker(STACK) is not None
+        stack = item.get_closest_marker(STACK) is not None or "executor_llm_url" in item.fixturenames
         item.add_marker(pytest.mark.xdist_group(STACK if stack else item.nodeid.split("::")[0]))
 
 
@@ -131,39 +133,52 @@ def tiny_model_dir(model_dir, tmp_path_factory) -> str:
     return str(out)
 
 
-@pytest.fixture(scope="session")
-def ray_local():
+def start_session_ray() -> None:
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """The session's Ray instance on the 2 CPUs. A test that starts one of its own shuts it down
+    (``ray_of_its_own``); it starts again when a test next asks for it (``pytest_runtest_setup``),
+    not before: a worker whose next tests start their own would start one for nobody."""
+    import ray
+
+    start_session_ray()
     yield
     ray.shutdown()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """The session's Ray again for a test that asks for it (before its fixtures, which may be of a
+    module's scope), once a test with a Ray of its own, or one that shut Ray down, ran before it."""
+    if "ray_local" in item.fixturenames:
+        start_session_ray()
 
 
 @pytest.fixture
 def fresh_ray():
     """A Ray instance of this test's own (a driver that starts actors by name, a custom cluster);
-    whatever Ray ran before comes back afterwards."""
+    the session's comes back when a test next asks for it."""
     with ray_of_its_own() as ray:
         yield ray
 
 
 @contextlib.contextmanager
 def ray_of_its_own():
-    """Ray, shut down for the caller to start its own (``fresh_ray``, or a fixture of a wider scope);
-    whatever Ray ran before comes back afterwards."""
+    """Ray, shut down for the caller to start its own (``fresh_ray``, or a fixture of a wider scope),
+    and shut down after it; the session's comes back when a test next asks for it (``ray_local``)."""
     import ray
 
-    was_running = ray.is_initialized()
-    if was_running:
-        ray.shutdown()
+    ray.shutdown()
     try:
         yield ray
     finally:
         ray.shutdown()
-        if was_running:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
 
 
 @pytest.fixture

@@ -260,7 +260,6 @@ def client(server):
 
 
 @pytest.mark.slow
-@pytest.mark.stack
 @pytest.mark.docker
 @pytest.mark.vllm
 @pytest.mark.ray
@@ -280,7 +279,6 @@ def test_the_openai_client_gets_answers_with_their_workflow(client):
 
 
 @pytest.mark.slow
-@pytest.mark.stack
 @pytest.mark.docker
 @pytest.mark.vllm
 @pytest.mark.ray
@@ -292,7 +290,6 @@ def test_a_failing_workflow_is_an_answer_with_its_failure_class(client):
 
 
 @pytest.mark.slow
-@pytest.mark.stack
 @pytest.mark.docker
 @pytest.mark.vllm
 @pytest.mark.ray
@@ -318,7 +315,6 @@ def test_bad_requests_get_4xx_with_clear_messages(server, client):
 
 
 @pytest.mark.slow
-@pytest.mark.stack
 @pytest.mark.docker
 @pytest.mark.vllm
 @pytest.mark.ray
@@ -342,7 +338,6 @@ def test_concurrent_requests_past_the_limits_get_429(client):
 
 
 @pytest.mark.slow
-@pytest.mark.stack
 @pytest.mark.docker
 @pytest.mark.vllm
 @pytest.mark.ray
