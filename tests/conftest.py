@@ -2,14 +2,14 @@
 since only GPU tests may skip there.
 
 `make test` runs the suite on two pytest-xdist workers (``--dist loadgroup``): the longest tests,
-that start a stack of their own (engines, Ray, a driver: marked ``stack``), are one group, run one
-after the other by one worker, from the start; the other worker takes the rest a module at a time, so
-that a module's fixtures start once. Which tests are ``stack`` balances the two: in a fresh-clone run
-whose suite took 2107 s (2026-12-07), the stack group's tests took 2077 s and the others' (those of
-3 s or more) 1920 s; the evaluate test (100 s) is in the stack group, where it went when the others'
-were the longer. Each worker has a Ray temporary directory of its own: a bare ``ray.init()`` never
-joins the other worker's cluster (``ray.cluster_utils`` announces its cluster in the temporary
-directory's ``ray_current_cluster``)."""
+that start a stack of their own (engines, Ray, a driver: marked ``stack``), and the tests of the
+session's executor-LLM server are one group, run one after the other by one worker, from the start;
+the other worker takes the rest a module at a time, so that a module's fixtures start once. Which
+tests are ``stack`` balances the two: in a fresh-clone run whose suite took 1855 s (2026-12-07), the
+stack group's tests took 1769 s and the others' (those of 3 s or more) 1702 s; the serve tests
+(118 s) left the stack group when the server's tests joined it. Each worker has a Ray temporary
+directory of its own: a bare ``ray.init()`` never joins the other worker's cluster
+(``ray.cluster_utils`` announces its cluster in the temporary directory's ``ray_current_cluster``)."""
 from __future__ import annotations
 
 import asyncio
